@@ -1,0 +1,210 @@
+//! Assembling and running the server: the hub proxy and the admin listener in one Pingora
+//! server.
+//!
+//! Listening sockets are bound by [`Listeners::bind`] before Pingora starts, so that a busy port
+//! is a clean error rather than a panic in a runtime thread, and so that tests and the demo can
+//! bind port 0 and learn the port. They are handed to Pingora through its table of inherited
+//! sockets, the path a graceful upgrade takes.
+
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{IntoRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{
+    ExecutionPhase, ListenFds, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch,
+};
+use pingora::services::listening::Service;
+use pingora::services::{ServiceReadyNotifier, ServiceWithDependents};
+
+use crate::admin::Admin;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::proxy::Edge;
+
+/// The bound hub and admin sockets.
+pub struct Listeners {
+    hub: TcpListener,
+    admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds `server.listen` and `server.admin_listen`.
+    pub fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        let bind = |addr: SocketAddr, key: &str| {
+            let listener = TcpListener::bind(addr)
+                .with_context(|| format!("cannot listen on {addr} ({key})"))?;
+            // Pingora accepts on a tokio listener, which must not block its runtime thread.
+            listener.set_nonblocking(true)?;
+            anyhow::Ok(listener)
+        };
+        Ok(Listeners {
+            hub: bind(config.server.listen, "server.listen")?,
+            admin: bind(config.server.admin_listen, "server.admin_listen")?,
+        })
+    }
+
+    pub fn hub_addr(&self) -> SocketAddr {
+        self.hub
+            .local_addr()
+            .expect("invariant: a bound socket has an address")
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .expect("invariant: a bound socket has an address")
+    }
+}
+
+/// Puts pre-bound sockets into Pingora's table of inherited sockets before the listening
+/// services, which depend on it, start.
+struct ListenerHandoff {
+    sockets: Vec<(String, RawFd)>,
+}
+
+#[async_trait]
+impl ServiceWithDependents for ListenerHandoff {
+    async fn start_service(
+        &mut self,
+        fds: Option<ListenFds>,
+        _shutdown: ShutdownWatch,
+        _listeners_per_fd: usize,
+        ready: ServiceReadyNotifier,
+    ) {
+        let fds = fds.expect("invariant: Pingora passes its socket table on Unix");
+        let mut table = fds.lock();
+        for (addr, fd) in self.sockets.drain(..) {
+            table.add(addr, fd);
+        }
+        drop(table);
+        ready.notify_ready();
+    }
+
+    fn name(&self) -> &str {
+        "listener handoff"
+    }
+
+    fn threads(&self) -> Option<usize> {
+        Some(1)
+    }
+}
+
+/// Runs the proxy until `shutdown` fires. Blocks the calling thread.
+pub fn run(config: Config, listeners: Listeners, shutdown: Box<dyn ShutdownSignalWatch>) {
+    let (hub_addr, admin_addr) = (listeners.hub_addr(), listeners.admin_addr());
+    let grace = config.server.grace_period.as_secs();
+    let conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(grace),
+        graceful_shutdown_timeout_seconds: Some(grace.max(1)),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let handoff = server.add_service(ListenerHandoff {
+        sockets: vec![
+            (hub_addr.to_string(), listeners.hub.into_raw_fd()),
+            (admin_addr.to_string(), listeners.admin.into_raw_fd()),
+        ],
+    });
+    let mut hub = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Edge::new(config, metrics.clone()),
+        "framecache hub",
+    );
+    hub.add_tcp(&hub_addr.to_string());
+    server.add_service(hub).add_dependency(&handoff);
+
+    let mut admin = Service::new(
+        "framecache admin".to_string(),
+        Admin::new(metrics, ready.clone()),
+    );
+    admin.threads = Some(1);
+    admin.add_tcp(&admin_addr.to_string());
+    server.add_service(admin).add_dependency(&handoff);
+
+    let mut phases = server.watch_execution_phase();
+    std::thread::spawn(move || {
+        while let Ok(phase) = phases.blocking_recv() {
+            match phase {
+                ExecutionPhase::Running => ready.store(true, Ordering::Release),
+                ExecutionPhase::GracefulTerminate | ExecutionPhase::ShutdownStarted => {
+                    ready.store(false, Ordering::Release)
+                }
+                _ => {}
+            }
+        }
+    });
+
+    tracing::info!(hub = %hub_addr, admin = %admin_addr, "framecache listening");
+    server.run(RunArgs {
+        shutdown_signal: shutdown,
+    });
+}
+
+/// A shutdown signal fired from code: the demo's and tests' way to stop a server.
+struct Trigger(tokio::sync::watch::Receiver<bool>);
+
+#[async_trait]
+impl ShutdownSignalWatch for Trigger {
+    async fn recv(&self) -> ShutdownSignal {
+        let mut rx = self.0.clone();
+        // An error means the sender is gone: stop as well.
+        let _ = rx.wait_for(|stop| *stop).await;
+        ShutdownSignal::FastShutdown
+    }
+}
+
+/// A proxy running on its own thread, stopped when dropped.
+pub struct Running {
+    pub hub_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops the proxy and waits for its runtimes to end.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Binds the listeners and runs the proxy on a new thread.
+pub fn spawn(config: Config) -> anyhow::Result<Running> {
+    let listeners = Listeners::bind(&config)?;
+    let (hub_addr, admin_addr) = (listeners.hub_addr(), listeners.admin_addr());
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let thread = std::thread::Builder::new()
+        .name("framecache".into())
+        .spawn(move || run(config, listeners, Box::new(Trigger(rx))))
+        .context("cannot start the proxy thread")?;
+    Ok(Running {
+        hub_addr,
+        admin_addr,
+        stop,
+        thread: Some(thread),
+    })
+}

@@ -1,0 +1,402 @@
+//! Configuration: the TOML file of SPEC, validated into [`Config`].
+//!
+//! `file` mirrors the TOML with serde; `validate` turns it into typed values, reading the secret
+//! files it names (relative to the configuration file's folder) and collecting every problem with
+//! its key path, so an operator fixes a file in one round.
+
+mod file;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use validate::parse_signing_key;
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub admin: AdminConfig,
+    pub origin: OriginConfig,
+    pub cache: CacheConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Hub-facing HTTP listener. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// `/metrics`, `/healthz`, `/readyz`, `/admin/*`. Default `127.0.0.1:9100`.
+    pub admin_listen: SocketAddr,
+    /// Worker threads of the hub listener. Default 2.
+    pub threads: usize,
+    /// After SIGTERM, how long in-flight requests may finish (`grace_period_secs`, default 5).
+    pub grace_period: Duration,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// HS256 secret: the file's bytes, one trailing newline dropped; at least 32 bytes.
+    pub secret: Secret,
+    /// Required `aud` claim. Default `framecache`.
+    pub audience: String,
+    /// Clock skew allowed on `exp`. Default 30 s.
+    pub leeway: Duration,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Bearer token for `/admin/*`.
+    pub token: Secret,
+}
+
+/// `[origin]`
+#[derive(Debug, Clone)]
+pub struct OriginConfig {
+    /// Camera backends, tried in turn when one cannot be reached.
+    pub addresses: Vec<SocketAddr>,
+    /// Default 500 ms.
+    pub connect_timeout: Duration,
+    /// The whole response, request sent to last byte. Default 3000 ms.
+    pub response_timeout: Duration,
+    /// Key of the frames' keyed blake3 signatures.
+    pub signing_key: [u8; 32],
+    /// Largest acceptable frame body. Default 4 MiB.
+    pub max_frame_bytes: usize,
+}
+
+/// `[cache]`
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Memory budget for frame bodies. Default 256 MiB.
+    pub max_bytes: u64,
+    /// How long a latest frame is served without asking the origin. Default 1000 ms.
+    pub latest_fresh: Duration,
+    /// How long a latest frame may be served when the origin fails. Default 30 s.
+    pub stale_if_error: Duration,
+    /// Longest a request waits for another request's origin fetch. Default 3000 ms.
+    pub coalesce_wait: Duration,
+}
+
+/// Secret bytes; never printed.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(pub Vec<u8>);
+
+impl Secret {
+    /// The secret's bytes.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Whether the secret is one of the development keys shipped in `config/dev/`.
+    pub fn is_dev_only(&self) -> bool {
+        self.0.windows(8).any(|w| w == b"dev-only")
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
+}
+
+/// One thing wrong with a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Key path, like `origin.addresses[1]`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Why a configuration file could not be used: every problem found in it.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}: {problem}", self.path.display())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let fail = |key: &str, message: String| ConfigError {
+            path: path.to_path_buf(),
+            problems: vec![Problem {
+                key: key.to_string(),
+                message,
+            }],
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| fail("(file)", e.to_string()))?;
+        Self::parse(&text, path)
+    }
+
+    /// Validates configuration text as if it were read from `path` (relative paths in it
+    /// resolve against `path`'s folder).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let fail = |problems| ConfigError {
+            path: path.to_path_buf(),
+            problems,
+        };
+        let parsed: file::File = toml::from_str(text).map_err(|e| {
+            let key = e
+                .span()
+                .map(|s| format!("(line {})", line_of(text, s.start)))
+                .unwrap_or_else(|| "(syntax)".to_string());
+            fail(vec![Problem {
+                key,
+                message: e.message().to_string(),
+            }])
+        })?;
+        validate::validate(&parsed, path).map_err(fail)
+    }
+
+    /// A configuration for running on loopback with keys given in code: the demo and tests.
+    /// Listeners default to port 0 (any free port).
+    pub fn local(
+        origin: SocketAddr,
+        hub_secret: &[u8],
+        admin_token: &[u8],
+        signing_key: [u8; 32],
+    ) -> Config {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        Config {
+            server: ServerConfig {
+                listen: loopback,
+                admin_listen: loopback,
+                threads: 2,
+                grace_period: Duration::from_secs(0),
+            },
+            auth: AuthConfig {
+                secret: Secret(hub_secret.to_vec()),
+                audience: "framecache".to_string(),
+                leeway: Duration::from_secs(30),
+            },
+            admin: AdminConfig {
+                token: Secret(admin_token.to_vec()),
+            },
+            origin: OriginConfig {
+                addresses: vec![origin],
+                connect_timeout: Duration::from_millis(500),
+                response_timeout: Duration::from_millis(3000),
+                signing_key,
+                max_frame_bytes: 4 << 20,
+            },
+            cache: CacheConfig {
+                max_bytes: 256 << 20,
+                latest_fresh: Duration::from_millis(1000),
+                stale_if_error: Duration::from_secs(30),
+                coalesce_wait: Duration::from_millis(3000),
+            },
+        }
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(name: &str) -> Dir {
+            let dir = std::env::temp_dir()
+                .join(format!("framecache-config-{name}-{}", std::process::id()));
+            std::fs::create_dir_all(dir.join("keys")).unwrap();
+            std::fs::write(dir.join("keys/hub.secret"), [b'h'; 40]).unwrap();
+            std::fs::write(dir.join("keys/admin.token"), "admin-token-0123456789\n").unwrap();
+            std::fs::write(
+                dir.join("keys/signing.key"),
+                format!("  {}\n", "ab".repeat(32)),
+            )
+            .unwrap();
+            Dir(dir)
+        }
+        fn config(&self) -> PathBuf {
+            self.0.join("framecache.toml")
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+admin_listen = "127.0.0.1:9100"
+threads = 2
+[auth]
+algorithm = "HS256"
+secret_file = "keys/hub.secret"
+audience = "framecache"
+leeway_secs = 30
+[admin]
+token_file = "keys/admin.token"
+[origin]
+addresses = ["127.0.0.1:9090", "127.0.0.1:9091"]
+connect_timeout_ms = 500
+response_timeout_ms = 3000
+signing_key_file = "keys/signing.key"
+max_frame_bytes = 4194304
+[cache]
+max_bytes = 268435456
+latest_fresh_ms = 1000
+stale_if_error_secs = 30
+coalesce_wait_ms = 3000
+"#;
+
+    fn keys(err: ConfigError) -> Vec<String> {
+        err.problems.into_iter().map(|p| p.key).collect()
+    }
+
+    #[test]
+    fn good_file_loads_with_paths_relative_to_it() {
+        let dir = Dir::new("good");
+        let config = Config::parse(GOOD, &dir.config()).expect("valid");
+        assert_eq!(config.auth.secret.expose(), &[b'h'; 40]);
+        assert_eq!(config.admin.token.expose(), b"admin-token-0123456789");
+        assert_eq!(config.origin.signing_key, [0xab; 32]);
+        assert_eq!(config.origin.addresses.len(), 2);
+        assert_eq!(config.cache.latest_fresh, Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn defaults_fill_optional_keys() {
+        let dir = Dir::new("defaults");
+        let text = r#"
+[auth]
+secret_file = "keys/hub.secret"
+[admin]
+token_file = "keys/admin.token"
+[origin]
+addresses = ["127.0.0.1:9090"]
+signing_key_file = "keys/signing.key"
+"#;
+        let config = Config::parse(text, &dir.config()).expect("valid");
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.server.threads, 2);
+        assert_eq!(config.auth.audience, "framecache");
+        assert_eq!(config.origin.max_frame_bytes, 4 << 20);
+        assert_eq!(config.cache.max_bytes, 256 << 20);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let dir = Dir::new("bad");
+        let text = r#"
+colour = "blue"
+[server]
+listen = "localhost"
+threads = 0
+bogus = 1
+[auth]
+algorithm = "RS256"
+secret_file = "keys/missing.secret"
+leeway_secs = "thirty"
+[origin]
+addresses = ["127.0.0.1:9090", "nowhere"]
+connect_timeout_ms = -5
+signing_key_file = "keys/admin.token"
+[cache]
+max_bytes = 0
+"#;
+        let err = Config::parse(text, &dir.config()).expect_err("invalid");
+        let mut keys = keys(err);
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "admin.token_file",
+                "auth.algorithm",
+                "auth.leeway_secs",
+                "auth.secret_file",
+                "cache.max_bytes",
+                "colour",
+                "origin.addresses[1]",
+                "origin.connect_timeout_ms",
+                "origin.signing_key_file",
+                "server.bogus",
+                "server.listen",
+                "server.threads",
+            ]
+        );
+    }
+
+    #[test]
+    fn messages_name_the_offending_value() {
+        let dir = Dir::new("messages");
+        let text = GOOD.replace("threads = 2", "threads = 5000");
+        let err = Config::parse(&text, &dir.config()).expect_err("invalid");
+        assert_eq!(err.problems.len(), 1);
+        assert_eq!(
+            err.problems[0].to_string(),
+            "server.threads: must be between 1 and 1024, got 5000"
+        );
+        let text = GOOD.replace("threads = 2", "threads = \"two\"");
+        let err = Config::parse(&text, &dir.config()).expect_err("invalid");
+        assert!(err.problems[0].message.contains("\"two\""), "{err}");
+    }
+
+    #[test]
+    fn wrong_shapes_and_syntax_do_not_panic() {
+        let dir = Dir::new("shapes");
+        for text in [
+            "server = 5",
+            "[origin]\naddresses = \"127.0.0.1:1\"",
+            "[[cache]]\nmax_bytes = 1",
+            "this is not toml",
+            "[server\n",
+            "\u{0}",
+        ] {
+            let err = Config::parse(text, &dir.config()).expect_err(text);
+            assert!(!err.problems.is_empty());
+        }
+    }
+
+    #[test]
+    fn short_secrets_and_bad_keys_are_refused() {
+        let dir = Dir::new("secrets");
+        std::fs::write(dir.0.join("keys/hub.secret"), "short\n").unwrap();
+        std::fs::write(dir.0.join("keys/signing.key"), "xyz").unwrap();
+        let err = Config::parse(GOOD, &dir.config()).expect_err("invalid");
+        let keys = keys(err);
+        assert_eq!(keys, ["auth.secret_file", "origin.signing_key_file"]);
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let secret = Secret(b"very-secret".to_vec());
+        assert_eq!(format!("{secret:?}"), "Secret(11 bytes)");
+        assert!(Secret(b"framecache-dev-only-x".to_vec()).is_dev_only());
+    }
+}

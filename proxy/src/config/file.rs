@@ -1,0 +1,126 @@
+//! The serde mirror of the TOML file, before any value is checked.
+//!
+//! Every table rejects unknown keys, as `deny_unknown_fields` would, but collects them instead
+//! of stopping at the first, and every leaf is a [`Leaf`] that keeps a type error instead of
+//! failing the whole parse: `check-config` reports every problem in one pass.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+
+/// A key's value: absent, well-typed, or of the wrong type (with the parser's message).
+#[derive(Debug, Clone, Default)]
+pub enum Leaf<T> {
+    #[default]
+    Absent,
+    Value(T),
+    Bad {
+        value: toml::Value,
+        error: String,
+    },
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Leaf<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = toml::Value::deserialize(deserializer)?;
+        Ok(match T::deserialize(value.clone()) {
+            Ok(parsed) => Leaf::Value(parsed),
+            Err(error) => Leaf::Bad {
+                value,
+                error: error.message().to_string(),
+            },
+        })
+    }
+}
+
+/// Keys that no table knows, by name, with their values.
+pub type Unknown = BTreeMap<String, toml::Value>;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+pub struct File {
+    #[serde(default)]
+    pub server: Leaf<Server>,
+    #[serde(default)]
+    pub auth: Leaf<Auth>,
+    #[serde(default)]
+    pub admin: Leaf<Admin>,
+    #[serde(default)]
+    pub origin: Leaf<Origin>,
+    #[serde(default)]
+    pub cache: Leaf<Cache>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `[server]`
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct Server {
+    #[serde(default)]
+    pub listen: Leaf<String>,
+    #[serde(default)]
+    pub admin_listen: Leaf<String>,
+    #[serde(default)]
+    pub threads: Leaf<i64>,
+    #[serde(default)]
+    pub grace_period_secs: Leaf<i64>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `[auth]`
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct Auth {
+    #[serde(default)]
+    pub algorithm: Leaf<String>,
+    #[serde(default)]
+    pub secret_file: Leaf<String>,
+    #[serde(default)]
+    pub audience: Leaf<String>,
+    #[serde(default)]
+    pub leeway_secs: Leaf<i64>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `[admin]`
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct Admin {
+    #[serde(default)]
+    pub token_file: Leaf<String>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `[origin]`
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct Origin {
+    #[serde(default)]
+    pub addresses: Leaf<Vec<String>>,
+    #[serde(default)]
+    pub connect_timeout_ms: Leaf<i64>,
+    #[serde(default)]
+    pub response_timeout_ms: Leaf<i64>,
+    #[serde(default)]
+    pub signing_key_file: Leaf<String>,
+    #[serde(default)]
+    pub max_frame_bytes: Leaf<i64>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `[cache]`
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct Cache {
+    #[serde(default)]
+    pub max_bytes: Leaf<i64>,
+    #[serde(default)]
+    pub latest_fresh_ms: Leaf<i64>,
+    #[serde(default)]
+    pub stale_if_error_secs: Leaf<i64>,
+    #[serde(default)]
+    pub coalesce_wait_ms: Leaf<i64>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}

@@ -1,0 +1,308 @@
+//! From the file mirror to a validated [`Config`], collecting every problem on the way.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::file::{self, Leaf, Unknown};
+use super::{
+    AdminConfig, AuthConfig, CacheConfig, Config, OriginConfig, Problem, Secret, ServerConfig,
+};
+
+/// Collects problems while values are read.
+struct Checker<'a> {
+    dir: &'a Path,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, key: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn unknown(&mut self, table: &str, unknown: &Unknown) {
+        for (name, value) in unknown {
+            let key = if table.is_empty() {
+                name.clone()
+            } else {
+                format!("{table}.{name}")
+            };
+            self.problem(&key, format!("unknown key (value {value})"));
+        }
+    }
+
+    /// A table: its fields, or an empty default (so its own required keys are reported).
+    fn table<T: Default + Clone>(&mut self, key: &str, leaf: &Leaf<T>) -> T {
+        match leaf {
+            Leaf::Value(v) => v.clone(),
+            Leaf::Absent => T::default(),
+            Leaf::Bad { value, .. } => {
+                self.problem(key, format!("must be a table, got {value}"));
+                T::default()
+            }
+        }
+    }
+
+    fn leaf<T: Clone>(&mut self, key: &str, leaf: &Leaf<T>) -> Option<T> {
+        match leaf {
+            Leaf::Value(v) => Some(v.clone()),
+            Leaf::Absent => None,
+            Leaf::Bad { value, error } => {
+                self.problem(key, format!("{error}, got {value}"));
+                None
+            }
+        }
+    }
+
+    fn required<T: Clone>(&mut self, key: &str, leaf: &Leaf<T>) -> Option<T> {
+        if matches!(leaf, Leaf::Absent) {
+            self.problem(key, "required key is missing");
+        }
+        self.leaf(key, leaf)
+    }
+
+    fn int(&mut self, key: &str, leaf: &Leaf<i64>, default: i64, min: i64, max: i64) -> i64 {
+        let Some(v) = self.leaf(key, leaf) else {
+            return default;
+        };
+        if v < min || v > max {
+            self.problem(key, format!("must be between {min} and {max}, got {v}"));
+            return default;
+        }
+        v
+    }
+
+    fn millis(
+        &mut self,
+        key: &str,
+        leaf: &Leaf<i64>,
+        default: i64,
+        min: i64,
+        max: i64,
+    ) -> Duration {
+        Duration::from_millis(self.int(key, leaf, default, min, max) as u64)
+    }
+
+    fn secs(&mut self, key: &str, leaf: &Leaf<i64>, default: i64, min: i64, max: i64) -> Duration {
+        Duration::from_secs(self.int(key, leaf, default, min, max) as u64)
+    }
+
+    fn socket_addr(&mut self, key: &str, text: &str) -> Option<SocketAddr> {
+        match text.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.problem(
+                    key,
+                    format!("must be an IP address and port like \"127.0.0.1:8080\", got {text:?}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn addr(&mut self, key: &str, leaf: &Leaf<String>, default: &str) -> SocketAddr {
+        let text = self.leaf(key, leaf).unwrap_or_else(|| default.to_string());
+        self.socket_addr(key, &text)
+            .unwrap_or_else(|| default.parse().expect("invariant: defaults parse"))
+    }
+
+    /// Reads a file named by a required key, relative to the configuration's folder.
+    fn file(&mut self, key: &str, leaf: &Leaf<String>) -> Option<(PathBuf, Vec<u8>)> {
+        let name = self.required(key, leaf)?;
+        let path = self.dir.join(&name);
+        match std::fs::read(&path) {
+            Ok(bytes) => Some((path, bytes)),
+            Err(error) => {
+                self.problem(key, format!("cannot read {name:?}: {error}"));
+                None
+            }
+        }
+    }
+
+    /// A secret file: its bytes with one trailing newline dropped, at least `min` bytes long.
+    fn secret(&mut self, key: &str, leaf: &Leaf<String>, min: usize) -> Secret {
+        let Some((_, mut bytes)) = self.file(key, leaf) else {
+            return Secret::default();
+        };
+        if bytes.last() == Some(&b'\n') {
+            bytes.pop();
+            if bytes.last() == Some(&b'\r') {
+                bytes.pop();
+            }
+        }
+        if bytes.len() < min {
+            self.problem(
+                key,
+                format!("must hold at least {min} bytes, got {}", bytes.len()),
+            );
+        }
+        Secret(bytes)
+    }
+}
+
+/// Parses a signing key: 64 hex characters, whitespace around ignored.
+pub fn parse_signing_key(text: &str) -> Result<[u8; 32], String> {
+    let text = text.trim();
+    let mut key = [0u8; 32];
+    if text.len() != 64 {
+        return Err(format!("must be 64 hex characters, got {}", text.len()));
+    }
+    hex::decode_to_slice(text, &mut key).map_err(|_| "must be 64 hex characters".to_string())?;
+    Ok(key)
+}
+
+pub(super) fn validate(file: &file::File, source: &Path) -> Result<Config, Vec<Problem>> {
+    let dir = source.parent().unwrap_or(Path::new("."));
+    let mut c = Checker {
+        dir,
+        problems: Vec::new(),
+    };
+    c.unknown("", &file.unknown);
+
+    let s = c.table("server", &file.server);
+    c.unknown("server", &s.unknown);
+    let server = ServerConfig {
+        listen: c.addr("server.listen", &s.listen, "127.0.0.1:8080"),
+        admin_listen: c.addr("server.admin_listen", &s.admin_listen, "127.0.0.1:9100"),
+        threads: c.int("server.threads", &s.threads, 2, 1, 1024) as usize,
+        grace_period: c.secs("server.grace_period_secs", &s.grace_period_secs, 5, 0, 3600),
+    };
+    if server.listen == server.admin_listen && server.listen.port() != 0 {
+        c.problem(
+            "server.admin_listen",
+            format!(
+                "must differ from server.listen, got {}",
+                server.admin_listen
+            ),
+        );
+    }
+
+    let a = c.table("auth", &file.auth);
+    c.unknown("auth", &a.unknown);
+    if let Some(algorithm) = c.leaf("auth.algorithm", &a.algorithm) {
+        if algorithm != "HS256" {
+            c.problem(
+                "auth.algorithm",
+                format!("must be \"HS256\", got {algorithm:?}"),
+            );
+        }
+    }
+    let audience = c
+        .leaf("auth.audience", &a.audience)
+        .unwrap_or_else(|| "framecache".to_string());
+    if audience.is_empty() || audience.len() > 256 {
+        c.problem(
+            "auth.audience",
+            format!("must be 1 to 256 characters, got {audience:?}"),
+        );
+    }
+    let auth = AuthConfig {
+        // RFC 7518 §3.2: an HS256 key must be at least as long as the hash output.
+        secret: c.secret("auth.secret_file", &a.secret_file, 32),
+        audience,
+        leeway: c.secs("auth.leeway_secs", &a.leeway_secs, 30, 0, 300),
+    };
+
+    let m = c.table("admin", &file.admin);
+    c.unknown("admin", &m.unknown);
+    let admin = AdminConfig {
+        token: c.secret("admin.token_file", &m.token_file, 16),
+    };
+    if !admin.token.0.iter().all(|b| b.is_ascii_graphic()) {
+        c.problem(
+            "admin.token_file",
+            "must hold printable ASCII without spaces (it is sent in a header)",
+        );
+    }
+
+    let o = c.table("origin", &file.origin);
+    c.unknown("origin", &o.unknown);
+    let mut addresses = Vec::new();
+    if let Some(list) = c.required("origin.addresses", &o.addresses) {
+        if list.is_empty() {
+            c.problem("origin.addresses", "must name at least one address, got []");
+        }
+        for (i, text) in list.iter().enumerate() {
+            if let Some(addr) = c.socket_addr(&format!("origin.addresses[{i}]"), text) {
+                addresses.push(addr);
+            }
+        }
+    }
+    let signing_key = match c.file("origin.signing_key_file", &o.signing_key_file) {
+        Some((_, bytes)) => match parse_signing_key(&String::from_utf8_lossy(&bytes)) {
+            Ok(key) => key,
+            Err(message) => {
+                c.problem("origin.signing_key_file", message);
+                [0; 32]
+            }
+        },
+        None => [0; 32],
+    };
+    let origin = OriginConfig {
+        addresses,
+        connect_timeout: c.millis(
+            "origin.connect_timeout_ms",
+            &o.connect_timeout_ms,
+            500,
+            1,
+            60_000,
+        ),
+        response_timeout: c.millis(
+            "origin.response_timeout_ms",
+            &o.response_timeout_ms,
+            3000,
+            1,
+            600_000,
+        ),
+        signing_key,
+        max_frame_bytes: c.int(
+            "origin.max_frame_bytes",
+            &o.max_frame_bytes,
+            4 << 20,
+            1,
+            256 << 20,
+        ) as usize,
+    };
+
+    let k = c.table("cache", &file.cache);
+    c.unknown("cache", &k.unknown);
+    let cache = CacheConfig {
+        max_bytes: c.int("cache.max_bytes", &k.max_bytes, 256 << 20, 1, 1 << 40) as u64,
+        latest_fresh: c.millis(
+            "cache.latest_fresh_ms",
+            &k.latest_fresh_ms,
+            1000,
+            0,
+            3_600_000,
+        ),
+        stale_if_error: c.secs(
+            "cache.stale_if_error_secs",
+            &k.stale_if_error_secs,
+            30,
+            0,
+            86_400,
+        ),
+        coalesce_wait: c.millis(
+            "cache.coalesce_wait_ms",
+            &k.coalesce_wait_ms,
+            3000,
+            0,
+            60_000,
+        ),
+    };
+
+    if c.problems.is_empty() {
+        Ok(Config {
+            server,
+            auth,
+            admin,
+            origin,
+            cache,
+        })
+    } else {
+        Err(c.problems)
+    }
+}

@@ -1,0 +1,213 @@
+//! What the hub receives: frame responses with SPEC's headers, and JSON errors.
+//!
+//! Domain errors become an HTTP answer once, here, through [`HubError`].
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+
+use crate::auth::AuthError;
+use crate::origin::{OriginError, VerifiedFrame};
+use crate::route::{HubRequest, RouteError, Target};
+
+/// `Cache-Control` of a frame addressed by its hash: the bytes can never change.
+const IMMUTABLE: &str = "private, max-age=31536000, immutable";
+
+/// How a frame response was produced, for `Cache-Status` (RFC 9211).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Fetched from the origin for this request, not stored.
+    Miss,
+}
+
+impl CacheStatus {
+    pub fn header_value(&self) -> &'static str {
+        match self {
+            CacheStatus::Miss => "framecache; fwd=miss",
+        }
+    }
+}
+
+/// The response header of a frame.
+pub fn frame_header(
+    frame: &VerifiedFrame,
+    req: &HubRequest,
+    status: CacheStatus,
+    latest_fresh: Duration,
+) -> pingora::Result<ResponseHeader> {
+    let mut h = ResponseHeader::build(200, Some(10))?;
+    h.insert_header("content-type", "image/jpeg")?;
+    h.insert_header("content-length", frame.body.len())?;
+    h.insert_header("etag", format!("\"{}\"", frame.hash))?;
+    let cache_control = match req.target {
+        Target::ByHash(_) => IMMUTABLE.to_string(),
+        _ if frame.no_store => "private, no-store".to_string(),
+        _ => {
+            let fresh = frame.max_age.map_or(latest_fresh, |m| m.min(latest_fresh));
+            format!("private, max-age={}", fresh.as_secs())
+        }
+    };
+    h.insert_header("cache-control", cache_control)?;
+    h.insert_header("cache-status", status.header_value())?;
+    h.insert_header("age", "0")?;
+    if req.target == Target::Latest {
+        h.insert_header(
+            "content-location",
+            format!("/v1/cameras/{}/frames/{}", req.camera, frame.hash),
+        )?;
+    }
+    h.insert_header("x-frame-seq", frame.seq)?;
+    h.insert_header("x-frame-captured-at", frame.captured_at_ms)?;
+    h.insert_header("x-content-type-options", "nosniff")?;
+    Ok(h)
+}
+
+/// Writes a frame; returns the body bytes sent.
+pub async fn write_frame(
+    session: &mut Session,
+    header: ResponseHeader,
+    body: &Bytes,
+    head: bool,
+) -> pingora::Result<usize> {
+    session
+        .write_response_header(Box::new(header), head)
+        .await?;
+    if head {
+        return Ok(0);
+    }
+    session
+        .write_response_body(Some(body.clone()), true)
+        .await?;
+    Ok(body.len())
+}
+
+/// An error answer: status, a stable code, a human message, and the headers it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+    /// `Allow` for 405.
+    pub allow: Option<&'static str>,
+}
+
+impl HubError {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> HubError {
+        HubError {
+            status,
+            code,
+            message: message.into(),
+            allow: None,
+        }
+    }
+
+    /// The response header and body.
+    pub fn response(&self) -> pingora::Result<(ResponseHeader, Bytes)> {
+        let body = Bytes::from(
+            serde_json::json!({"error": self.code, "message": self.message}).to_string(),
+        );
+        let mut h = ResponseHeader::build(self.status, Some(5))?;
+        h.insert_header("content-type", "application/json")?;
+        h.insert_header("content-length", body.len())?;
+        h.insert_header("cache-control", "no-store")?;
+        if self.status == 401 {
+            h.insert_header("www-authenticate", "Bearer error=\"invalid_token\"")?;
+        }
+        if let Some(allow) = self.allow {
+            h.insert_header("allow", allow)?;
+        }
+        Ok((h, body))
+    }
+}
+
+impl From<RouteError> for HubError {
+    fn from(e: RouteError) -> Self {
+        match e {
+            RouteError::BadRequest(why) => HubError::new(400, "bad_request", why),
+            RouteError::NotFound => HubError::new(404, "not_found", "no such resource"),
+            RouteError::MethodNotAllowed(allow) => HubError {
+                allow: Some(allow),
+                ..HubError::new(405, "method_not_allowed", format!("use {allow}"))
+            },
+        }
+    }
+}
+
+impl From<AuthError> for HubError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::CameraNotGranted => HubError::new(403, "forbidden", e.to_string()),
+            _ => HubError::new(401, "invalid_token", e.to_string()),
+        }
+    }
+}
+
+impl From<OriginError> for HubError {
+    fn from(e: OriginError) -> Self {
+        let message = e.to_string();
+        match e {
+            OriginError::NotFound => HubError::new(404, "not_found", message),
+            OriginError::Forbidden => HubError::new(403, "forbidden", message),
+            OriginError::Rejected(_) | OriginError::Io(_) => {
+                HubError::new(502, "bad_gateway", message)
+            }
+            OriginError::Unreachable => HubError::new(503, "origin_unavailable", message),
+            OriginError::Timeout => HubError::new(504, "origin_timeout", message),
+        }
+    }
+}
+
+/// Writes an error answer (headers only for HEAD).
+pub async fn write_error(
+    session: &mut Session,
+    error: &HubError,
+    head: bool,
+) -> pingora::Result<()> {
+    let (header, body) = error.response()?;
+    session
+        .write_response_header(Box::new(header), head)
+        .await?;
+    if !head {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::origin::Rejection;
+
+    #[test]
+    fn statuses_follow_spec() {
+        let s = |e: HubError| e.status;
+        assert_eq!(s(RouteError::NotFound.into()), 404);
+        assert_eq!(s(RouteError::BadRequest("x").into()), 400);
+        assert_eq!(s(RouteError::MethodNotAllowed("GET").into()), 405);
+        assert_eq!(s(AuthError::Expired.into()), 401);
+        assert_eq!(s(AuthError::CameraNotGranted.into()), 403);
+        assert_eq!(
+            s(OriginError::Rejected(Rejection::BadSignature).into()),
+            502
+        );
+        assert_eq!(s(OriginError::Unreachable.into()), 503);
+        assert_eq!(s(OriginError::Timeout.into()), 504);
+        assert_eq!(s(OriginError::NotFound.into()), 404);
+        assert_eq!(s(OriginError::Forbidden.into()), 403);
+    }
+
+    #[test]
+    fn error_body_is_json_with_code_and_message() {
+        let (h, body) = HubError::from(AuthError::Missing).response().unwrap();
+        assert_eq!(h.status.as_u16(), 401);
+        assert_eq!(
+            h.headers.get("www-authenticate").unwrap(),
+            "Bearer error=\"invalid_token\""
+        );
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"], "invalid_token");
+        assert_eq!(v["message"], "no bearer token was sent");
+    }
+}

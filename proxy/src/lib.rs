@@ -1,0 +1,54 @@
+//! framecache: an edge proxy between hubs (smart displays) and camera backends that never
+//! hands one owner's camera frame to another.
+//!
+//! Built on Pingora. Every frame is attested against the camera backend's signature before a
+//! byte of it reaches a hub, and the owner a frame is fetched for comes only from a verified hub
+//! token.
+//!
+//! # Layout
+//!
+//! - `main.rs`: parses the command line, dispatches to [`cli`].
+//! - [`cli`] — the subcommands of SPEC (`serve`, `check-config`, `token`, `demo`) and exit codes.
+//! - [`config`] — the TOML file, its serde mirror and validation into [`config::Config`].
+//! - [`identity`] — `OwnerId`, `CameraId`, `ContentHash`: identities as types.
+//! - [`auth`] — hub tokens (JWT HS256) → a [`auth::Grant`] of one owner and some cameras.
+//! - [`route`] — strict parsing of hub paths into a [`route::HubRequest`].
+//! - [`origin`] — camera-backend requests through Pingora's connector, and attestation.
+//! - [`delivery`] — frame response headers, JSON errors, the one place errors become HTTP.
+//! - [`proxy`] — the only `impl ProxyHttp`: glue between Pingora's phases and the above.
+//! - [`admin`] — `/metrics`, `/healthz`, `/readyz`.
+//! - [`metrics`] — every metric name, in one place.
+//! - [`app`] — binds the listeners and runs the Pingora server.
+//! - [`demo`] — camsim and the proxy in one process, with demo keys.
+//!
+//! # Request path
+//!
+//! A hub sends `GET /v1/cameras/cam-1/frame` with `Authorization: Bearer <token>`.
+//!
+//! 1. Pingora parses the HTTP/1.1 request and calls [`proxy::Edge`]'s `request_filter`, before
+//!    any other phase.
+//! 2. [`route::parse`] turns the raw path and query into a typed request, or refuses it (400,
+//!    404, 405) without normalising anything.
+//! 3. [`auth::TokenVerifier::verify`] checks the token's signature, audience, expiry and claim
+//!    grammar, giving the verified owner; [`auth::Grant::camera`] checks the camera is granted
+//!    (401 / 403).
+//! 4. [`origin::Origin::fetch`] asks a camera backend for the frame with `X-Framecache-Owner`,
+//!    over a pooled Pingora connection, buffers the whole body, and accepts it only if status,
+//!    content type, size, owner, camera, signature (and for by-hash requests the body's hash)
+//!    all check out (else 502, 503, 504, or the origin's 403/404).
+//! 5. [`delivery`] writes the frame with its `ETag`, `Cache-Control`, `Cache-Status`,
+//!    `Content-Location` and `X-Frame-*` headers, or the JSON error.
+//! 6. Pingora's `logging` phase records the request in [`metrics`].
+
+pub mod admin;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod delivery;
+pub mod demo;
+pub mod identity;
+pub mod metrics;
+pub mod origin;
+pub mod proxy;
+pub mod route;

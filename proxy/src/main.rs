@@ -1,0 +1,37 @@
+use std::process::ExitCode;
+
+use framecache::cli::{self, Cli, Command, EXIT_USAGE};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_or_exit();
+    match (cli.command, cli.config) {
+        (Some(Command::CheckConfig { paths }), _) => cli::check_config(&paths),
+        (
+            Some(Command::Token {
+                config,
+                owner,
+                cameras,
+                ttl_secs,
+            }),
+            _,
+        ) => match cli::load(&config) {
+            Ok(config) => cli::token(&config, &owner, &cameras, ttl_secs),
+            Err(code) => code,
+        },
+        (Some(Command::Serve { config }), _) | (None, Some(config)) => match cli::load(&config) {
+            Ok(config) => {
+                cli::init_tracing();
+                cli::serve(config)
+            }
+            Err(code) => code,
+        },
+        (Some(Command::Demo), _) => {
+            cli::init_tracing();
+            framecache::demo::run()
+        }
+        (None, None) => {
+            eprintln!("framecache: give --config PATH or a subcommand; see --help");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}

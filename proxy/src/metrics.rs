@@ -1,0 +1,155 @@
+//! Every metric the proxy exports, in one place, with SPEC's names and labels.
+//!
+//! Each proxy instance owns its registry (tests run several in one process). No label ever
+//! carries an owner, camera, hash, path or error text: label values come from the `as_str` of
+//! small enums, and every known value is created at zero so that dashboards and alert rules see
+//! a series before the first event.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+use crate::auth::AuthError;
+use crate::origin::{Outcome, Rejection};
+use crate::route::{RouteLabel, VARIANTS};
+
+/// Request latency buckets, seconds: from a cache hit to a slow origin.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The proxy's metrics.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub auth_failures: IntCounterVec,
+    pub origin_requests: IntCounterVec,
+    pub origin_duration: Histogram,
+    pub origin_rejections: IntCounterVec,
+    pub response_bytes: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)
+                .expect("invariant: metric definitions are valid");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("invariant: metric names are unique");
+            c
+        };
+        let requests = counter(
+            "framecache_requests_total",
+            "Hub requests answered, by route and HTTP status.",
+            &["route", "status"],
+        );
+        let auth_failures = counter(
+            "framecache_auth_failures_total",
+            "Hub requests refused by token verification, by reason.",
+            &["reason"],
+        );
+        let origin_requests = counter(
+            "framecache_origin_requests_total",
+            "Requests made to camera backends, by outcome.",
+            &["outcome"],
+        );
+        let origin_rejections = counter(
+            "framecache_origin_rejections_total",
+            "Origin answers refused by attestation, by reason. Nothing of them was served.",
+            &["reason"],
+        );
+        let response_bytes = counter(
+            "framecache_response_bytes_total",
+            "Frame body bytes sent to hubs, by rendition.",
+            &["variant"],
+        );
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "framecache_request_duration_seconds",
+                "Time from request header to the end of the response, by route.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .expect("invariant: metric definitions are valid");
+        registry
+            .register(Box::new(request_duration.clone()))
+            .expect("invariant: metric names are unique");
+        let origin_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "framecache_origin_request_duration_seconds",
+                "Time of one origin request, connect to last byte.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("invariant: metric definitions are valid");
+        registry
+            .register(Box::new(origin_duration.clone()))
+            .expect("invariant: metric names are unique");
+
+        for reason in AuthError::ALL {
+            auth_failures.with_label_values(&[reason.as_str()]);
+        }
+        for outcome in Outcome::ALL {
+            origin_requests.with_label_values(&[outcome.as_str()]);
+        }
+        for reason in Rejection::ALL {
+            origin_rejections.with_label_values(&[reason.as_str()]);
+        }
+        for variant in VARIANTS {
+            response_bytes.with_label_values(&[variant]);
+        }
+        for route in RouteLabel::ALL {
+            request_duration.with_label_values(&[route.as_str()]);
+        }
+
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            auth_failures,
+            origin_requests,
+            origin_duration,
+            origin_rejections,
+            response_bytes,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("invariant: encoding to a Vec does not fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrape_has_every_spec_name_at_zero() {
+        let text = String::from_utf8(Metrics::new().render()).unwrap();
+        for line in [
+            "framecache_auth_failures_total{reason=\"camera_not_granted\"} 0",
+            "framecache_origin_requests_total{outcome=\"timeout\"} 0",
+            "framecache_origin_rejections_total{reason=\"bad_signature\"} 0",
+            "framecache_response_bytes_total{variant=\"full\"} 0",
+            "framecache_request_duration_seconds_count{route=\"frame\"} 0",
+            "framecache_origin_request_duration_seconds_count 0",
+        ] {
+            assert!(text.contains(line), "missing {line}");
+        }
+    }
+}

@@ -1,0 +1,471 @@
+//! Camera-backend requests through Pingora's HTTP/1 connector, and attestation of the answer.
+//!
+//! A frame is buffered whole and checked before any byte of it reaches a hub: status, content
+//! type, a complete body within `origin.max_frame_bytes`, the owner and camera the origin
+//! claims, the keyed blake3 signature made where the frame was captured and, for by-hash
+//! fetches, the body's own hash. Anything else is a [`Rejection`] with its reason.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use pingora::connectors::http::v1::Connector;
+use pingora::connectors::ConnectorOptions;
+use pingora::http::RequestHeader;
+use pingora::protocols::http::v1::client::HttpSession;
+use pingora::upstreams::peer::HttpPeer;
+use thiserror::Error;
+
+use crate::config::OriginConfig;
+use crate::identity::{CameraId, ContentHash, OwnerId};
+
+/// Header carrying the verified owner a request is made for.
+pub const OWNER_HEADER: &str = "x-framecache-owner";
+/// How long an idle origin connection stays in the pool.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Pooled connections that turn out dead are retried on another; this bounds the retries.
+const MAX_STALE_RETRIES: usize = 3;
+
+/// Which frame to ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    Latest,
+    ByHash(ContentHash),
+}
+
+/// A frame whose origin answer passed every check.
+#[derive(Debug, Clone)]
+pub struct VerifiedFrame {
+    pub owner: OwnerId,
+    pub camera: CameraId,
+    pub hash: ContentHash,
+    pub seq: u64,
+    /// Capture time, ms since the epoch, as attested by the signature.
+    pub captured_at_ms: u64,
+    pub body: Bytes,
+    /// The origin's `Cache-Control: max-age`, if any.
+    pub max_age: Option<Duration>,
+    /// The origin's `Cache-Control: no-store`.
+    pub no_store: bool,
+}
+
+/// Why an origin answer was refused. The labels are SPEC's `reason` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum Rejection {
+    #[error("the frame names another owner")]
+    OwnerMismatch,
+    #[error("the frame names another camera")]
+    CameraMismatch,
+    #[error("the frame's signature is missing or does not verify")]
+    BadSignature,
+    #[error("the body does not hash to the requested address")]
+    HashMismatch,
+    #[error("the body ended before its announced length")]
+    Truncated,
+    #[error("the body is larger than origin.max_frame_bytes")]
+    TooLarge,
+    #[error("the origin answered with an unexpected status")]
+    BadStatus,
+    #[error("the origin answered with a content type other than image/jpeg")]
+    BadContentType,
+}
+
+impl Rejection {
+    pub const ALL: [Rejection; 8] = [
+        Rejection::OwnerMismatch,
+        Rejection::CameraMismatch,
+        Rejection::BadSignature,
+        Rejection::HashMismatch,
+        Rejection::Truncated,
+        Rejection::TooLarge,
+        Rejection::BadStatus,
+        Rejection::BadContentType,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Rejection::OwnerMismatch => "owner_mismatch",
+            Rejection::CameraMismatch => "camera_mismatch",
+            Rejection::BadSignature => "bad_signature",
+            Rejection::HashMismatch => "hash_mismatch",
+            Rejection::Truncated => "truncated",
+            Rejection::TooLarge => "too_large",
+            Rejection::BadStatus => "bad_status",
+            Rejection::BadContentType => "bad_content_type",
+        }
+    }
+}
+
+/// Why no verified frame came back.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum OriginError {
+    #[error("origin answer rejected: {0}")]
+    Rejected(Rejection),
+    #[error("the origin has no such camera or frame")]
+    NotFound,
+    #[error("the origin refused this owner")]
+    Forbidden,
+    #[error("the origin did not answer within origin.response_timeout_ms")]
+    Timeout,
+    #[error("no origin could be reached")]
+    Unreachable,
+    #[error("the origin connection failed: {0}")]
+    Io(String),
+}
+
+/// The outcome label of one origin request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Rejected,
+    Error,
+    Timeout,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Ok,
+        Outcome::Rejected,
+        Outcome::Error,
+        Outcome::Timeout,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Rejected => "rejected",
+            Outcome::Error => "error",
+            Outcome::Timeout => "timeout",
+        }
+    }
+
+    /// The outcome of a fetch's result. A 404 or 403 is an acceptable answer.
+    pub fn of(result: &Result<VerifiedFrame, OriginError>) -> Outcome {
+        match result {
+            Ok(_) | Err(OriginError::NotFound | OriginError::Forbidden) => Outcome::Ok,
+            Err(OriginError::Rejected(_)) => Outcome::Rejected,
+            Err(OriginError::Timeout) => Outcome::Timeout,
+            Err(OriginError::Unreachable | OriginError::Io(_)) => Outcome::Error,
+        }
+    }
+}
+
+/// The record of one origin request, for metrics and logs.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub outcome: Outcome,
+    pub rejection: Option<Rejection>,
+    pub elapsed: Duration,
+}
+
+/// The signed message of SPEC's camera-backend protocol.
+pub fn signed_message(camera: &str, seq: u64, captured_at_ms: u64, body_hash: &str) -> String {
+    format!("framecache-frame-v1\n{camera}\n{seq}\n{captured_at_ms}\n{body_hash}")
+}
+
+/// Camera backends, reached through a pooled Pingora connector.
+pub struct Origin {
+    connector: Connector,
+    peers: Vec<(SocketAddr, HttpPeer)>,
+    next: AtomicUsize,
+    signing_key: [u8; 32],
+    max_frame_bytes: usize,
+    response_timeout: Duration,
+}
+
+impl Origin {
+    pub fn new(config: &OriginConfig) -> Origin {
+        let peers = config
+            .addresses
+            .iter()
+            .map(|addr| {
+                let mut peer = HttpPeer::new(*addr, false, String::new());
+                peer.options.connection_timeout = Some(config.connect_timeout);
+                peer.options.total_connection_timeout = Some(config.connect_timeout);
+                peer.options.idle_timeout = Some(IDLE_TIMEOUT);
+                (*addr, peer)
+            })
+            .collect();
+        let mut options = ConnectorOptions::new(config.addresses.len().max(1) * 64);
+        options.keepalive_pool_size = 256;
+        Origin {
+            connector: Connector::new(Some(options)),
+            peers,
+            next: AtomicUsize::new(0),
+            signing_key: config.signing_key,
+            max_frame_bytes: config.max_frame_bytes,
+            response_timeout: config.response_timeout,
+        }
+    }
+
+    /// Fetches and verifies one frame for `owner`.
+    pub async fn fetch(
+        &self,
+        owner: &OwnerId,
+        camera: &CameraId,
+        want: Want,
+    ) -> (Result<VerifiedFrame, OriginError>, Attempt) {
+        let started = Instant::now();
+        let result = self.fetch_from_any(owner, camera, want).await;
+        let attempt = Attempt {
+            outcome: Outcome::of(&result),
+            rejection: match &result {
+                Err(OriginError::Rejected(r)) => Some(*r),
+                _ => None,
+            },
+            elapsed: started.elapsed(),
+        };
+        (result, attempt)
+    }
+
+    /// Tries the origins in turn, starting from the next in rotation, until one can be reached.
+    async fn fetch_from_any(
+        &self,
+        owner: &OwnerId,
+        camera: &CameraId,
+        want: Want,
+    ) -> Result<VerifiedFrame, OriginError> {
+        let path = match want {
+            Want::Latest => format!("/cameras/{camera}/frame"),
+            Want::ByHash(hash) => format!("/cameras/{camera}/frames/{hash}"),
+        };
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for i in 0..self.peers.len() {
+            let (addr, peer) = &self.peers[(start + i) % self.peers.len()];
+            match self.connect(peer).await {
+                Ok((session, reused)) => {
+                    return self
+                        .exchange(peer, session, reused, &path, owner, camera, want)
+                        .await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, origin = %addr, "origin unreachable");
+                }
+            }
+        }
+        Err(OriginError::Unreachable)
+    }
+
+    async fn connect(&self, peer: &HttpPeer) -> pingora::Result<(HttpSession, bool)> {
+        self.connector.get_http_session(peer).await
+    }
+
+    /// One request and its verified answer, within `origin.response_timeout_ms`.
+    #[allow(clippy::too_many_arguments)]
+    async fn exchange(
+        &self,
+        peer: &HttpPeer,
+        mut session: HttpSession,
+        mut reused: bool,
+        path: &str,
+        owner: &OwnerId,
+        camera: &CameraId,
+        want: Want,
+    ) -> Result<VerifiedFrame, OriginError> {
+        let deadline = tokio::time::Instant::now() + self.response_timeout;
+        let mut retries = 0;
+        loop {
+            match tokio::time::timeout_at(deadline, self.send(&mut session, path, owner)).await {
+                Err(_) => return Err(OriginError::Timeout),
+                Ok(Ok(())) => break,
+                // A pooled connection the origin has closed in the meantime: take another.
+                Ok(Err(_)) if reused && retries < MAX_STALE_RETRIES => {
+                    retries += 1;
+                    (session, reused) = tokio::time::timeout_at(deadline, self.connect(peer))
+                        .await
+                        .map_err(|_| OriginError::Timeout)?
+                        .map_err(|_| OriginError::Unreachable)?;
+                }
+                Ok(Err(error)) => return Err(OriginError::Io(error.to_string())),
+            }
+        }
+        let frame =
+            tokio::time::timeout_at(deadline, self.receive(&mut session, owner, camera, want))
+                .await
+                .map_err(|_| OriginError::Timeout)??;
+        // The body was read to its end: the connection may serve the next request.
+        self.connector
+            .release_http_session(session, peer, Some(IDLE_TIMEOUT))
+            .await;
+        Ok(frame)
+    }
+
+    async fn send(
+        &self,
+        session: &mut HttpSession,
+        path: &str,
+        owner: &OwnerId,
+    ) -> pingora::Result<()> {
+        let mut req = RequestHeader::build("GET", path.as_bytes(), Some(4))?;
+        req.insert_header("host", "camera-backend")?;
+        req.insert_header("accept", "image/jpeg")?;
+        req.insert_header(OWNER_HEADER, owner.as_str())?;
+        session.write_request_header(Box::new(req)).await?;
+        session.read_response().await?;
+        Ok(())
+    }
+
+    /// Checks the answer's header, reads the body within the size limit, and attests it.
+    async fn receive(
+        &self,
+        session: &mut HttpSession,
+        owner: &OwnerId,
+        camera: &CameraId,
+        want: Want,
+    ) -> Result<VerifiedFrame, OriginError> {
+        use Rejection::*;
+        let reject = |r| Err(OriginError::Rejected(r));
+        let resp = session
+            .resp_header()
+            .ok_or_else(|| OriginError::Io("no response header".into()))?;
+        match resp.status.as_u16() {
+            200 => {}
+            404 => return Err(OriginError::NotFound),
+            403 => return Err(OriginError::Forbidden),
+            _ => return reject(BadStatus),
+        }
+        let header = |name: &str| {
+            resp.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+        };
+        if !header("content-type").is_some_and(is_jpeg) {
+            return reject(BadContentType);
+        }
+        if header("x-frame-owner") != Some(owner.as_str()) {
+            return reject(OwnerMismatch);
+        }
+        if header("x-frame-camera") != Some(camera.as_str()) {
+            return reject(CameraMismatch);
+        }
+        let number = |name| header(name).and_then(|v| v.parse::<u64>().ok());
+        let (seq, captured_at_ms) = (number("x-frame-seq"), number("x-frame-captured-at"));
+        let signature = header("x-frame-signature").and_then(|v| blake3::Hash::from_hex(v).ok());
+        let (max_age, no_store) = cache_control(header("cache-control").unwrap_or(""));
+        let announced = header("content-length").and_then(|v| v.parse::<u64>().ok());
+        if announced.is_some_and(|n| n > self.max_frame_bytes as u64) {
+            return reject(TooLarge);
+        }
+
+        let body = self.read_body(session, announced).await?;
+        let hash = ContentHash::of(&body);
+        if let Want::ByHash(asked) = want {
+            if hash != asked {
+                return reject(HashMismatch);
+            }
+        }
+        let (Some(seq), Some(captured_at_ms), Some(signature)) = (seq, captured_at_ms, signature)
+        else {
+            return reject(BadSignature);
+        };
+        let message = signed_message(camera.as_str(), seq, captured_at_ms, &hash.to_hex());
+        // blake3::Hash compares in constant time.
+        if blake3::keyed_hash(&self.signing_key, message.as_bytes()) != signature {
+            return reject(BadSignature);
+        }
+        Ok(VerifiedFrame {
+            owner: owner.clone(),
+            camera: camera.clone(),
+            hash,
+            seq,
+            captured_at_ms,
+            body,
+            max_age,
+            no_store,
+        })
+    }
+
+    async fn read_body(
+        &self,
+        session: &mut HttpSession,
+        announced: Option<u64>,
+    ) -> Result<Bytes, OriginError> {
+        let mut body = BytesMut::with_capacity(announced.unwrap_or(64 * 1024) as usize);
+        loop {
+            match session.read_body_bytes().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > self.max_frame_bytes {
+                        return Err(OriginError::Rejected(Rejection::TooLarge));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(_) => return Err(OriginError::Rejected(Rejection::Truncated)),
+            }
+        }
+        if announced.is_some_and(|n| n != body.len() as u64) || !session.is_body_done() {
+            return Err(OriginError::Rejected(Rejection::Truncated));
+        }
+        Ok(body.freeze())
+    }
+}
+
+/// `image/jpeg`, with or without parameters, in any case.
+fn is_jpeg(value: &str) -> bool {
+    let media = value.split(';').next().unwrap_or("").trim();
+    media.eq_ignore_ascii_case("image/jpeg")
+}
+
+/// `max-age` and `no-store` of a `Cache-Control` value.
+fn cache_control(value: &str) -> (Option<Duration>, bool) {
+    let mut max_age = None;
+    let mut no_store = false;
+    for directive in value.split(',').map(str::trim) {
+        let (name, arg) = directive.split_once('=').unwrap_or((directive, ""));
+        if name.eq_ignore_ascii_case("no-store") {
+            no_store = true;
+        } else if name.eq_ignore_ascii_case("max-age") {
+            max_age = arg
+                .trim_matches('"')
+                .parse::<u64>()
+                .ok()
+                .map(Duration::from_secs);
+        }
+    }
+    (max_age, no_store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_is_spec_exact() {
+        assert_eq!(
+            signed_message("cam-1", 7, 1700000000123, "ab"),
+            "framecache-frame-v1\ncam-1\n7\n1700000000123\nab"
+        );
+    }
+
+    #[test]
+    fn cache_control_directives() {
+        assert_eq!(cache_control(""), (None, false));
+        assert_eq!(
+            cache_control("private, max-age=2"),
+            (Some(Duration::from_secs(2)), false)
+        );
+        assert_eq!(cache_control("No-Store"), (None, true));
+        assert_eq!(cache_control("max-age=x"), (None, false));
+    }
+
+    #[test]
+    fn jpeg_media_type() {
+        assert!(is_jpeg("image/jpeg"));
+        assert!(is_jpeg("Image/JPEG; q=1"));
+        assert!(!is_jpeg("image/jpegx"));
+        assert!(!is_jpeg("text/html"));
+    }
+
+    #[test]
+    fn outcomes_of_results() {
+        assert_eq!(Outcome::of(&Err(OriginError::NotFound)), Outcome::Ok);
+        assert_eq!(
+            Outcome::of(&Err(OriginError::Rejected(Rejection::Truncated))),
+            Outcome::Rejected
+        );
+        assert_eq!(Outcome::of(&Err(OriginError::Timeout)), Outcome::Timeout);
+        assert_eq!(Outcome::of(&Err(OriginError::Unreachable)), Outcome::Error);
+    }
+}

@@ -1,0 +1,275 @@
+//! Hub request paths → a typed [`HubRequest`], strictly.
+//!
+//! Paths are matched byte for byte with no normalisation: a percent sign, a `;`, an empty or
+//! dot segment, or a query key other than `variant` is refused here, before authorisation, the
+//! cache or the origin see anything. Two different request lines never map to one request.
+
+use http::Method;
+use thiserror::Error;
+
+use crate::identity::{CameraId, ContentHash};
+
+/// Renditions that can be asked for with `variant=`.
+pub const VARIANTS: [&str; 1] = ["full"];
+
+/// What the hub asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `/v1/cameras/{camera}/frame`
+    Latest,
+    /// `/v1/cameras/{camera}/frames/{hash}`
+    ByHash(ContentHash),
+    /// `/v1/cameras/{camera}/stream`
+    Stream,
+}
+
+/// A parsed hub request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubRequest {
+    pub camera: CameraId,
+    pub target: Target,
+    /// The `variant` query value, if one was given.
+    pub variant: Option<&'static str>,
+    /// `HEAD`: headers only.
+    pub head: bool,
+}
+
+/// The metric label of a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RouteLabel {
+    Frame,
+    FrameByHash,
+    Stream,
+    #[default]
+    Other,
+}
+
+impl RouteLabel {
+    pub const ALL: [RouteLabel; 4] = [
+        RouteLabel::Frame,
+        RouteLabel::FrameByHash,
+        RouteLabel::Stream,
+        RouteLabel::Other,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RouteLabel::Frame => "frame",
+            RouteLabel::FrameByHash => "frame_by_hash",
+            RouteLabel::Stream => "stream",
+            RouteLabel::Other => "other",
+        }
+    }
+}
+
+impl HubRequest {
+    pub fn label(&self) -> RouteLabel {
+        match self.target {
+            Target::Latest => RouteLabel::Frame,
+            Target::ByHash(_) => RouteLabel::FrameByHash,
+            Target::Stream => RouteLabel::Stream,
+        }
+    }
+}
+
+/// Why a request line was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RouteError {
+    #[error("{0}")]
+    BadRequest(&'static str),
+    #[error("no such resource")]
+    NotFound,
+    /// The path exists, the method does not; carries the `Allow` value.
+    #[error("method not allowed")]
+    MethodNotAllowed(&'static str),
+}
+
+/// Parses a request line's method, path and query.
+pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<HubRequest, RouteError> {
+    use RouteError::BadRequest;
+
+    if path.bytes().any(|b| b == b'%') {
+        return Err(BadRequest(
+            "percent-encoded characters are not allowed in paths",
+        ));
+    }
+    if path.contains(';') {
+        return Err(BadRequest("path parameters (;) are not allowed"));
+    }
+    let rest = path
+        .strip_prefix('/')
+        .ok_or(BadRequest("path must start with /"))?;
+    if rest.is_empty() {
+        return Err(RouteError::NotFound);
+    }
+    let segments: Vec<&str> = rest.split('/').collect();
+    if segments.iter().any(|s| s.is_empty()) {
+        return Err(BadRequest("empty path segments (//) are not allowed"));
+    }
+    if segments.iter().any(|s| *s == "." || *s == "..") {
+        return Err(BadRequest("dot segments are not allowed"));
+    }
+
+    let (camera, target, label) = match segments.as_slice() {
+        ["v1", "cameras", camera, "frame"] => (camera, None, RouteLabel::Frame),
+        ["v1", "cameras", camera, "frames", hash] => (camera, Some(*hash), RouteLabel::FrameByHash),
+        ["v1", "cameras", camera, "stream"] => (camera, None, RouteLabel::Stream),
+        _ => return Err(RouteError::NotFound),
+    };
+    let camera = CameraId::parse(camera).map_err(|_| BadRequest("camera id is not valid"))?;
+    let target = match (label, target) {
+        (RouteLabel::FrameByHash, Some(hash)) => Target::ByHash(
+            ContentHash::parse(hash)
+                .map_err(|_| BadRequest("frame hash must be 64 lowercase hex characters"))?,
+        ),
+        (RouteLabel::Stream, _) => Target::Stream,
+        _ => Target::Latest,
+    };
+
+    let allow = if target == Target::Stream {
+        "GET"
+    } else {
+        "GET, HEAD"
+    };
+    let head = match *method {
+        Method::GET => false,
+        Method::HEAD if target != Target::Stream => true,
+        _ => return Err(RouteError::MethodNotAllowed(allow)),
+    };
+
+    Ok(HubRequest {
+        camera,
+        target,
+        variant: parse_query(query)?,
+        head,
+    })
+}
+
+/// The query: nothing, or `variant=NAME` once.
+fn parse_query(query: Option<&str>) -> Result<Option<&'static str>, RouteError> {
+    use RouteError::BadRequest;
+
+    let Some(query) = query.filter(|q| !q.is_empty()) else {
+        return Ok(None);
+    };
+    if query.bytes().any(|b| b == b'%' || b == b'+') {
+        return Err(BadRequest(
+            "encoded characters are not allowed in the query",
+        ));
+    }
+    let mut variant = None;
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key != "variant" {
+            return Err(BadRequest(
+                "unknown query parameter; only variant is allowed",
+            ));
+        }
+        if variant.is_some() {
+            return Err(BadRequest("variant given more than once"));
+        }
+        variant = Some(
+            *VARIANTS
+                .iter()
+                .find(|v| **v == value)
+                .ok_or(BadRequest("unknown variant"))?,
+        );
+    }
+    Ok(variant)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(path: &str) -> Result<HubRequest, RouteError> {
+        let (path, query) = match path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path, None),
+        };
+        parse(&Method::GET, path, query)
+    }
+
+    #[test]
+    fn the_three_routes() {
+        let r = get("/v1/cameras/cam-1/frame").unwrap();
+        assert_eq!(r.camera.as_str(), "cam-1");
+        assert_eq!(r.target, Target::Latest);
+        assert_eq!(r.label(), RouteLabel::Frame);
+        let hash = ContentHash::of(b"x");
+        let r = get(&format!("/v1/cameras/cam-1/frames/{hash}")).unwrap();
+        assert_eq!(r.target, Target::ByHash(hash));
+        let r = get("/v1/cameras/cam-1/stream?variant=full").unwrap();
+        assert_eq!(r.target, Target::Stream);
+        assert_eq!(r.variant, Some("full"));
+        let r = parse(&Method::HEAD, "/v1/cameras/cam-1/frame", None).unwrap();
+        assert!(r.head);
+    }
+
+    #[test]
+    fn hostile_paths_are_refused() {
+        let hash = ContentHash::of(b"x");
+        let bad = [
+            "/v1/cameras/cam-1%2Fframe".to_string(),
+            "/v1/cameras/cam%2D1/frame".to_string(),
+            "/v1/cameras/cam-1/./frame".to_string(),
+            "/v1/cameras/../cameras/cam-1/frame".to_string(),
+            "/v1/cameras/cam-1/frames/..".to_string(),
+            "/v1//cameras/cam-1/frame".to_string(),
+            "/v1/cameras/cam-1/frame/".to_string(),
+            "/v1/cameras/cam-1;owner=x/frame".to_string(),
+            "/v1/cameras/cam-1/frame;x".to_string(),
+            format!("/v1/cameras/{}/frame", "c".repeat(65)),
+            "/v1/cameras/cam\u{0}1/frame".to_string(),
+            format!("/v1/cameras/cam-1/frames/{}", hash.to_hex().to_uppercase()),
+            format!("/v1/cameras/cam-1/frames/{}", &hash.to_hex()[1..]),
+            "/v1/cameras/cam-1/frame?owner=owner-2".to_string(),
+            "/v1/cameras/cam-1/frame?variant=full&variant=full".to_string(),
+            "/v1/cameras/cam-1/frame?variant=huge".to_string(),
+            "/v1/cameras/cam-1/frame?variant=ful%6C".to_string(),
+            "/v1/cameras/cam-1/frame?variant".to_string(),
+        ];
+        for path in bad {
+            assert!(
+                matches!(get(&path), Err(RouteError::BadRequest(_))),
+                "{path:?} → {:?}",
+                get(&path)
+            );
+        }
+        for path in [
+            "/",
+            "/v1/cameras",
+            "/v1/cameras/cam-1",
+            "/v1/cameras/cam-1/frames",
+            "/v1/cameras/cam-1/frame/extra",
+            "/V1/cameras/cam-1/frame",
+            "/v2/cameras/cam-1/frame",
+        ] {
+            assert_eq!(get(path), Err(RouteError::NotFound), "{path:?}");
+        }
+    }
+
+    #[test]
+    fn methods() {
+        for m in [Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS] {
+            assert_eq!(
+                parse(&m, "/v1/cameras/cam-1/frame", None),
+                Err(RouteError::MethodNotAllowed("GET, HEAD"))
+            );
+        }
+        assert_eq!(
+            parse(&Method::HEAD, "/v1/cameras/cam-1/stream", None),
+            Err(RouteError::MethodNotAllowed("GET"))
+        );
+        // Unknown paths are 404 whatever the method.
+        assert_eq!(
+            parse(&Method::POST, "/nope", None),
+            Err(RouteError::NotFound)
+        );
+    }
+
+    #[test]
+    fn empty_query_is_no_query() {
+        assert_eq!(get("/v1/cameras/cam-1/frame?").unwrap().variant, None);
+    }
+}

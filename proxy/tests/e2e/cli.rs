@@ -1,0 +1,151 @@
+//! The binary: check-config exit codes and messages, token minting.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn framecache() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_framecache"))
+}
+
+fn repo_config() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/framecache.toml")
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir =
+            std::env::temp_dir().join(format!("framecache-e2e-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn shipped_configs_are_valid() {
+    let out = framecache()
+        .arg("check-config")
+        .arg(repo_config())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": ok"));
+}
+
+#[test]
+fn bad_config_exits_64_naming_every_bad_key() {
+    let dir = TempDir::new("bad");
+    let path = dir.0.join("bad.toml");
+    std::fs::write(
+        &path,
+        r#"
+[server]
+listen = "not-an-address"
+threads = -1
+[auth]
+secret_file = "missing.secret"
+extra = true
+[origin]
+addresses = []
+max_frame_bytes = "big"
+"#,
+    )
+    .unwrap();
+    let out = framecache()
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "server.listen",
+        "server.threads",
+        "auth.secret_file",
+        "auth.extra",
+        "admin.token_file",
+        "origin.addresses",
+        "origin.signing_key_file",
+        "origin.max_frame_bytes",
+    ] {
+        assert!(
+            stderr.lines().any(|l| l.contains(&format!(": {key}: "))),
+            "{key} not named in:\n{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("not-an-address"),
+        "the offending value is shown"
+    );
+    assert!(!stderr.contains("panicked"));
+
+    // serve refuses the same file with the same exit code.
+    let out = framecache().arg("--config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    // A missing file and bad usage are 64 too.
+    let out = framecache()
+        .args(["check-config", "/nonexistent/framecache.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let out = framecache().arg("--bogus").output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let out = framecache().output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[test]
+fn token_mints_what_the_proxy_accepts() {
+    let out = framecache()
+        .arg("token")
+        .arg("--config")
+        .arg(repo_config())
+        .args([
+            "--owner",
+            "owner-1",
+            "--camera",
+            "cam-1",
+            "--camera",
+            "cam-2",
+            "--ttl-secs",
+            "60",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let config = framecache::config::Config::load(&repo_config()).unwrap();
+    let verifier = framecache::auth::TokenVerifier::new(
+        config.auth.secret.expose(),
+        &config.auth.audience,
+        config.auth.leeway,
+    );
+    let header = format!("Bearer {}", token.trim());
+    let grant = verifier.verify(std::iter::once(header.as_bytes())).unwrap();
+    assert_eq!(grant.owner().as_str(), "owner-1");
+
+    let out = framecache()
+        .arg("token")
+        .arg("--config")
+        .arg(repo_config())
+        .args(["--owner", "owner 1", "--camera", "cam-1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("owner id"));
+}

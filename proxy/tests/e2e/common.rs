@@ -1,0 +1,225 @@
+//! The test stack: camsim and the proxy started in-process on loopback port 0, a raw HTTP/1.1
+//! client that sends exactly the bytes a test writes, and scrape helpers.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use framecache::app::Running;
+use framecache::config::Config;
+
+pub const HUB_SECRET: &[u8] = b"e2e-test-hub-secret-e2e-test-hub-secret";
+pub const ADMIN_TOKEN: &[u8] = b"e2e-test-admin-token";
+pub const SIGNING_KEY: [u8; 32] = *b"e2e-test-frame-signing-key-32byt";
+/// Longest any one exchange may take before the test fails (never reached when things work).
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// camsim and the proxy, stopped when dropped.
+pub struct Stack {
+    pub proxy: Running,
+    pub camsim: camsim::Handle,
+
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Stack {
+    /// Three owners with two cameras each (owner-1 reads cam-1, cam-2, cam-5; owner-2 reads
+    /// cam-1, cam-3, cam-4), small frozen frames.
+    pub fn start() -> Stack {
+        Stack::with(|_| {}, |_| {})
+    }
+
+    pub fn with(
+        proxy: impl FnOnce(&mut Config),
+        origin: impl FnOnce(&mut camsim::Config),
+    ) -> Stack {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut camsim_config = camsim::Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            signing_key: SIGNING_KEY,
+            owners: 3,
+            cameras_per_owner: 2,
+            width: 320,
+            height: 240,
+            fps: 0.0,
+            ..camsim::Config::default()
+        };
+        origin(&mut camsim_config);
+        let camsim = runtime.block_on(camsim::start(camsim_config)).unwrap();
+        let mut config = Config::local(camsim.local_addr(), HUB_SECRET, ADMIN_TOKEN, SIGNING_KEY);
+        config.server.threads = 1;
+        proxy(&mut config);
+        let proxy = framecache::app::spawn(config).unwrap();
+        Stack {
+            proxy,
+            camsim,
+
+            runtime,
+        }
+    }
+
+    /// A token for `owner` granting `cameras`, valid for an hour.
+    pub fn token(&self, owner: &str, cameras: &[&str]) -> String {
+        let cameras: Vec<String> = cameras.iter().map(|c| c.to_string()).collect();
+        framecache::auth::mint(
+            HUB_SECRET,
+            "framecache",
+            owner,
+            &cameras,
+            Duration::from_secs(3600),
+        )
+        .unwrap()
+    }
+
+    /// `GET path` as `owner` with a token for `cameras`.
+    pub fn get_as(&self, owner: &str, cameras: &[&str], path: &str) -> Reply {
+        let token = self.token(owner, cameras);
+        self.get(path, &[("Authorization", &format!("Bearer {token}"))])
+    }
+
+    /// `GET path` with extra headers.
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        self.send("GET", path, headers)
+    }
+
+    pub fn send(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut raw =
+            format!("{method} {path} HTTP/1.1\r\nHost: hub.test\r\nConnection: close\r\n");
+        for (name, value) in headers {
+            raw.push_str(&format!("{name}: {value}\r\n"));
+        }
+        raw.push_str("\r\n");
+        exchange(self.proxy.hub_addr, raw.as_bytes(), method == "HEAD")
+    }
+
+    /// The admin listener's `/metrics`.
+    pub fn scrape(&self) -> String {
+        let raw = "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n";
+        let reply = exchange(self.proxy.admin_addr, raw.as_bytes(), false);
+        assert_eq!(reply.status, 200);
+        reply.text()
+    }
+
+    /// The value of one series in the scrape, like `framecache_auth_failures_total{reason="expired"}`;
+    /// 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        metric_in(&self.scrape(), series)
+    }
+
+    /// Requests the origin has received so far.
+    pub fn origin_requests(&self) -> u64 {
+        self.camsim.stats().requests_total
+    }
+
+    pub fn set_faults(&self, faults: camsim::Faults) {
+        self.camsim.set_faults(faults);
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // The proxy stops on its own drop; camsim's tasks end with the runtime.
+        self.runtime
+            .block_on(async { tokio::task::yield_now().await });
+    }
+}
+
+/// The value of one series in a scrape text; 0 when absent.
+pub fn metric_in(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().unwrap())
+        })
+        .unwrap_or(0.0)
+}
+
+/// A parsed response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.text()))
+    }
+
+    /// The JSON error code of an error answer.
+    pub fn error_code(&self) -> String {
+        assert_eq!(self.header("content-type"), Some("application/json"));
+        self.json()["error"].as_str().unwrap().to_string()
+    }
+}
+
+/// Sends raw request bytes on a new connection and reads one response to the end.
+pub fn exchange(addr: SocketAddr, raw: &[u8], head: bool) -> Reply {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.write_all(raw).unwrap();
+    let mut bytes = Vec::new();
+    // The server closes the connection after the answer (Connection: close) or on bad input.
+    let _ = stream.read_to_end(&mut bytes);
+    parse_reply(&bytes, head).unwrap_or_else(|| {
+        panic!(
+            "no complete response to {:?}: {:?}",
+            String::from_utf8_lossy(raw),
+            String::from_utf8_lossy(&bytes)
+        )
+    })
+}
+
+fn parse_reply(bytes: &[u8], head: bool) -> Option<Reply> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(len) = resp.parse(bytes).ok()? else {
+        return None;
+    };
+    let headers: Vec<(String, String)> = resp
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_string(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect();
+    let status = resp.code?;
+    let mut body = bytes[len..].to_vec();
+    if !head {
+        if let Some(n) = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+        {
+            if body.len() < n {
+                return None;
+            }
+            body.truncate(n);
+        }
+    }
+    Some(Reply {
+        status,
+        headers,
+        body,
+    })
+}

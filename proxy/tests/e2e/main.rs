@@ -1,0 +1,8 @@
+//! End-to-end tests: camsim and the proxy in-process on loopback, spoken to over HTTP.
+
+mod auth;
+mod cli;
+mod common;
+mod frame;
+mod origin;
+mod path;
