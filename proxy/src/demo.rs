@@ -3,6 +3,7 @@
 //!
 //! The keys here are public: they exist for this demo only.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -66,7 +67,8 @@ fn demo() -> anyhow::Result<()> {
         Box::new(pingora::server::UnixShutdownSignalWatch),
     );
     runtime.block_on(camera_backend.shutdown());
-    println!("framecache demo stopped");
+    // The terminal may be gone by now; a closed stdout is no reason to fail.
+    let _ = writeln!(std::io::stdout(), "framecache demo stopped");
     Ok(())
 }
 

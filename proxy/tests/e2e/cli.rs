@@ -149,3 +149,81 @@ fn token_mints_what_the_proxy_accepts() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("owner id"));
 }
+
+#[test]
+fn demo_prints_curl_lines_that_work_and_stops_on_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let mut child = framecache()
+        .arg("demo")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut curl_lines = Vec::new();
+    // The banner ends with the Ctrl-C line; a bounded read.
+    for line in stdout.by_ref().take(200) {
+        let line = line.unwrap();
+        if line.starts_with("curl ") {
+            curl_lines.push(line.clone());
+        }
+        if line.contains("Ctrl-C") {
+            break;
+        }
+    }
+    // First frame line: curl -sS -D - -o FILE -H 'Authorization: Bearer T' http://ADDR/PATH
+    let line = curl_lines
+        .iter()
+        .find(|l| l.contains("/frame") && l.contains(" -o "))
+        .unwrap();
+    let token = line
+        .split("Bearer ")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .next()
+        .unwrap();
+    let url = line.rsplit(' ').next().unwrap();
+    let (addr, path) = url.trim_start_matches("http://").split_once('/').unwrap();
+    let camera = path.split('/').nth(2).unwrap().to_string();
+    let raw = format!(
+        "GET /{path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    let reply = crate::common::exchange(addr.parse().unwrap(), raw.as_bytes(), false);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(camsim::jpeg::read_watermark(&reply.body).unwrap().0, camera);
+
+    // The "not theirs" line answers 403.
+    let denied = curl_lines
+        .iter()
+        .find(|l| !l.contains(" -o ") && l.contains("/frame"))
+        .unwrap();
+    let token = denied
+        .split("Bearer ")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .next()
+        .unwrap();
+    let url = denied.rsplit(' ').next().unwrap();
+    let (addr, path) = url.trim_start_matches("http://").split_once('/').unwrap();
+    let raw = format!(
+        "GET /{path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    assert_eq!(
+        crate::common::exchange(addr.parse().unwrap(), raw.as_bytes(), false).status,
+        403
+    );
+
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert_eq!(exit.code(), Some(0), "Ctrl-C stops the demo cleanly");
+    let rest: Vec<String> = stdout.map_while(Result::ok).collect();
+    assert_eq!(rest, ["framecache demo stopped"]);
+}

@@ -1,0 +1,28 @@
+# Installs what the project's commands need when it is missing; does nothing when present.
+# Sourced by scripts/demo and scripts/test.
+
+# Runs a command as root: directly when we are root, else through sudo.
+as_root() {
+  if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+apt_updated=0
+apt_install() {
+  if ((apt_updated == 0)); then
+    as_root apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@"
+}
+
+# cmake builds zlib-ng for Pingora's compression support.
+ensure_cmake() {
+  command -v cmake >/dev/null || apt_install cmake
+}
+
+ensure_cargo() {
+  if ! command -v cargo >/dev/null; then
+    echo "cargo is missing: install a Rust toolchain (https://rustup.rs) and run again" >&2
+    exit 1
+  fi
+}
