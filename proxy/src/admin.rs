@@ -1,10 +1,11 @@
 //! The admin listener (`server.admin_listen`).
 //!
-//! | method, path   | answer                                                    |
-//! |----------------|-----------------------------------------------------------|
-//! | `GET /metrics` | Prometheus text exposition of [`crate::metrics`]          |
-//! | `GET /healthz` | 200 while the process runs                                |
-//! | `GET /readyz`  | 200 once the listeners are up, 503 before and at shutdown |
+//! | method, path        | answer                                                         |
+//! |---------------------|----------------------------------------------------------------|
+//! | `GET /metrics`      | Prometheus text exposition of [`crate::metrics`]               |
+//! | `GET /healthz`      | 200 while the process runs                                     |
+//! | `GET /readyz`       | 200 once the listeners are up, 503 before and at shutdown      |
+//! | `POST /admin/purge` | admin bearer token; JSON `{"owner": ID}` or `{"owner": ID, "camera": ID}` → `{"purged": N}` |
 //!
 //! Anything else is a JSON 404, or 405 for another method on a known path.
 
@@ -12,41 +13,78 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
 use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
 
+use crate::cache::FrameCache;
+use crate::config::Secret;
+use crate::identity::{CameraId, OwnerId};
 use crate::metrics::Metrics;
+
+/// Largest purge request body.
+const MAX_BODY: usize = 4096;
 
 /// The admin application.
 pub struct Admin {
     metrics: Arc<Metrics>,
+    cache: Arc<FrameCache>,
+    token: Secret,
     ready: Arc<AtomicBool>,
 }
 
+/// An answer: status, content type, body.
+type Answer = (StatusCode, &'static str, Vec<u8>);
+
+const TEXT: &str = "text/plain; charset=utf-8";
+const JSON: &str = "application/json";
+
+fn error(status: StatusCode, code: &str, message: &str) -> Answer {
+    let body = serde_json::json!({"error": code, "message": message}).to_string();
+    (status, JSON, body.into_bytes())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeRequest {
+    owner: String,
+    camera: Option<String>,
+}
+
 impl Admin {
-    pub fn new(metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Admin {
-        Admin { metrics, ready }
+    pub fn new(
+        metrics: Arc<Metrics>,
+        cache: Arc<FrameCache>,
+        token: Secret,
+        ready: Arc<AtomicBool>,
+    ) -> Admin {
+        Admin {
+            metrics,
+            cache,
+            token,
+            ready,
+        }
     }
 
-    fn answer(&self, method: &Method, path: &str) -> (StatusCode, &'static str, Vec<u8>) {
-        const TEXT: &str = "text/plain; charset=utf-8";
-        let known = matches!(path, "/metrics" | "/healthz" | "/readyz");
-        if !known {
-            return (
-                StatusCode::NOT_FOUND,
-                "application/json",
-                json("not_found", "no such resource"),
-            );
-        }
-        if method != Method::GET {
-            return (
+    async fn answer(&self, session: &mut ServerSession) -> Answer {
+        let req = session.req_header();
+        let (method, path) = (req.method.clone(), req.uri.path().to_string());
+        let allowed = match path.as_str() {
+            "/metrics" | "/healthz" | "/readyz" => Method::GET,
+            "/admin/purge" => Method::POST,
+            _ => return error(StatusCode::NOT_FOUND, "not_found", "no such resource"),
+        };
+        if method != allowed {
+            return error(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "application/json",
-                json("method_not_allowed", "use GET"),
+                "method_not_allowed",
+                &format!("use {allowed}"),
             );
         }
-        match path {
+        match path.as_str() {
             "/metrics" => (
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -58,29 +96,121 @@ impl Admin {
                 b"not ready\n".to_vec(),
             ),
             "/readyz" => (StatusCode::OK, TEXT, b"ready\n".to_vec()),
-            _ => (StatusCode::OK, TEXT, b"ok\n".to_vec()),
+            "/healthz" => (StatusCode::OK, TEXT, b"ok\n".to_vec()),
+            _ => self.purge(session).await,
         }
+    }
+
+    fn authorised(&self, session: &ServerSession) -> bool {
+        let mut values = session
+            .req_header()
+            .headers
+            .get_all(http::header::AUTHORIZATION)
+            .into_iter();
+        let (Some(value), None) = (values.next(), values.next()) else {
+            return false;
+        };
+        let Some(token) = value.as_bytes().strip_prefix(b"Bearer ") else {
+            return false;
+        };
+        bool::from(token.ct_eq(self.token.expose()))
+    }
+
+    async fn purge(&self, session: &mut ServerSession) -> Answer {
+        if !self.authorised(session) {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "the admin bearer token is missing or wrong",
+            );
+        }
+        let body = match read_body(session).await {
+            Ok(body) => body,
+            Err(answer) => return answer,
+        };
+        let request: PurgeRequest = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    &format!(
+                        "expected {{\"owner\": ID}} or {{\"owner\": ID, \"camera\": ID}}: {e}"
+                    ),
+                )
+            }
+        };
+        let Ok(owner) = OwnerId::parse(&request.owner) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "owner id is not valid",
+            );
+        };
+        let camera = match request.camera.as_deref().map(CameraId::parse) {
+            None => None,
+            Some(Ok(camera)) => Some(camera),
+            Some(Err(_)) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "camera id is not valid",
+                )
+            }
+        };
+        let purged = self.cache.purge(&owner, camera.as_ref());
+        tracing::info!(purged, by_camera = camera.is_some(), "cache purged");
+        let body = serde_json::json!({ "purged": purged }).to_string();
+        (StatusCode::OK, JSON, body.into_bytes())
     }
 }
 
-fn json(code: &str, message: &str) -> Vec<u8> {
-    serde_json::json!({"error": code, "message": message})
-        .to_string()
-        .into_bytes()
+/// Reads the request body, at most [`MAX_BODY`] bytes.
+async fn read_body(session: &mut ServerSession) -> Result<Bytes, Answer> {
+    let mut body = BytesMut::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY {
+                    return Err(error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "too_large",
+                        "the request body is too large",
+                    ));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body.freeze()),
+            Err(_) => {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "the request body could not be read",
+                ))
+            }
+        }
+    }
 }
 
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let req = session.req_header();
-        let (status, content_type, body) = self.answer(&req.method, req.uri.path());
+        let (status, content_type, body) = self.answer(session).await;
         let mut builder = Response::builder()
             .status(status)
             .header(http::header::CONTENT_TYPE, content_type)
             .header(http::header::CONTENT_LENGTH, body.len())
             .header(http::header::CACHE_CONTROL, "no-store");
         if status == StatusCode::METHOD_NOT_ALLOWED {
-            builder = builder.header(http::header::ALLOW, "GET");
+            let allow = if session.req_header().uri.path() == "/admin/purge" {
+                "POST"
+            } else {
+                "GET"
+            };
+            builder = builder.header(http::header::ALLOW, allow);
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            builder = builder.header(http::header::WWW_AUTHENTICATE, "Bearer");
         }
         builder
             .body(body)

@@ -22,8 +22,10 @@ use pingora::services::listening::Service;
 use pingora::services::{ServiceReadyNotifier, ServiceWithDependents};
 
 use crate::admin::Admin;
+use crate::cache::FrameCache;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::origin::Origin;
 use crate::proxy::Edge;
 
 /// The bound hub and admin sockets.
@@ -94,8 +96,32 @@ impl ServiceWithDependents for ListenerHandoff {
     }
 }
 
+/// The state the hub and admin listeners share.
+#[derive(Clone)]
+pub struct Shared {
+    pub metrics: Arc<Metrics>,
+    pub cache: Arc<FrameCache>,
+}
+
+impl Shared {
+    pub fn new(config: &Config) -> Shared {
+        let metrics = Arc::new(Metrics::new());
+        let cache = Arc::new(FrameCache::new(
+            config.cache.clone(),
+            Origin::new(&config.origin),
+            metrics.clone(),
+        ));
+        Shared { metrics, cache }
+    }
+}
+
 /// Runs the proxy until `shutdown` fires. Blocks the calling thread.
-pub fn run(config: Config, listeners: Listeners, shutdown: Box<dyn ShutdownSignalWatch>) {
+pub fn run(
+    config: Config,
+    shared: Shared,
+    listeners: Listeners,
+    shutdown: Box<dyn ShutdownSignalWatch>,
+) {
     let (hub_addr, admin_addr) = (listeners.hub_addr(), listeners.admin_addr());
     let grace = config.server.grace_period.as_secs();
     let conf = ServerConf {
@@ -107,7 +133,6 @@ pub fn run(config: Config, listeners: Listeners, shutdown: Box<dyn ShutdownSigna
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
 
     let handoff = server.add_service(ListenerHandoff {
@@ -118,7 +143,7 @@ pub fn run(config: Config, listeners: Listeners, shutdown: Box<dyn ShutdownSigna
     });
     let mut hub = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        Edge::new(config, metrics.clone()),
+        Edge::new(&config, shared.cache.clone(), shared.metrics.clone()),
         "framecache hub",
     );
     hub.add_tcp(&hub_addr.to_string());
@@ -126,7 +151,12 @@ pub fn run(config: Config, listeners: Listeners, shutdown: Box<dyn ShutdownSigna
 
     let mut admin = Service::new(
         "framecache admin".to_string(),
-        Admin::new(metrics, ready.clone()),
+        Admin::new(
+            shared.metrics.clone(),
+            shared.cache.clone(),
+            config.admin.token.clone(),
+            ready.clone(),
+        ),
     );
     admin.threads = Some(1);
     admin.add_tcp(&admin_addr.to_string());
@@ -168,6 +198,7 @@ impl ShutdownSignalWatch for Trigger {
 pub struct Running {
     pub hub_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    pub shared: Shared,
     stop: tokio::sync::watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -197,13 +228,16 @@ pub fn spawn(config: Config) -> anyhow::Result<Running> {
     let listeners = Listeners::bind(&config)?;
     let (hub_addr, admin_addr) = (listeners.hub_addr(), listeners.admin_addr());
     let (stop, rx) = tokio::sync::watch::channel(false);
+    let shared = Shared::new(&config);
+    let for_thread = shared.clone();
     let thread = std::thread::Builder::new()
         .name("framecache".into())
-        .spawn(move || run(config, listeners, Box::new(Trigger(rx))))
+        .spawn(move || run(config, for_thread, listeners, Box::new(Trigger(rx))))
         .context("cannot start the proxy thread")?;
     Ok(Running {
         hub_addr,
         admin_addr,
+        shared,
         stop,
         thread: Some(thread),
     })

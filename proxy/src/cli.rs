@@ -138,8 +138,10 @@ pub fn serve(config: Config) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    let shared = crate::app::Shared::new(&config);
     crate::app::run(
         config,
+        shared,
         listeners,
         Box::new(pingora::server::UnixShutdownSignalWatch),
     );

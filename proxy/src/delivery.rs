@@ -2,56 +2,34 @@
 //!
 //! Domain errors become an HTTP answer once, here, through [`HubError`].
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
 use crate::auth::AuthError;
-use crate::origin::{OriginError, VerifiedFrame};
+use crate::cache::{Lookup, Served};
+use crate::origin::OriginError;
 use crate::route::{HubRequest, RouteError, Target};
 
 /// `Cache-Control` of a frame addressed by its hash: the bytes can never change.
 const IMMUTABLE: &str = "private, max-age=31536000, immutable";
 
-/// How a frame response was produced, for `Cache-Status` (RFC 9211).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheStatus {
-    /// Fetched from the origin for this request, not stored.
-    Miss,
-}
-
-impl CacheStatus {
-    pub fn header_value(&self) -> &'static str {
-        match self {
-            CacheStatus::Miss => "framecache; fwd=miss",
-        }
-    }
-}
-
 /// The response header of a frame.
-pub fn frame_header(
-    frame: &VerifiedFrame,
-    req: &HubRequest,
-    status: CacheStatus,
-    latest_fresh: Duration,
-) -> pingora::Result<ResponseHeader> {
+pub fn frame_header(served: &Served, req: &HubRequest) -> pingora::Result<ResponseHeader> {
+    let frame = &served.frame;
     let mut h = ResponseHeader::build(200, Some(10))?;
     h.insert_header("content-type", "image/jpeg")?;
     h.insert_header("content-length", frame.body.len())?;
     h.insert_header("etag", format!("\"{}\"", frame.hash))?;
     let cache_control = match req.target {
         Target::ByHash(_) => IMMUTABLE.to_string(),
-        _ if frame.no_store => "private, no-store".to_string(),
-        _ => {
-            let fresh = frame.max_age.map_or(latest_fresh, |m| m.min(latest_fresh));
-            format!("private, max-age={}", fresh.as_secs())
-        }
+        _ if served.no_store => "private, no-store".to_string(),
+        _ if served.lookup == Lookup::Stale => "private, max-age=0".to_string(),
+        _ => format!("private, max-age={}", served.fresh_for.as_secs()),
     };
     h.insert_header("cache-control", cache_control)?;
-    h.insert_header("cache-status", status.header_value())?;
-    h.insert_header("age", "0")?;
+    h.insert_header("cache-status", served.lookup.cache_status())?;
+    h.insert_header("age", served.age.as_secs())?;
     if req.target == Target::Latest {
         h.insert_header(
             "content-location",

@@ -61,8 +61,10 @@ fn demo() -> anyhow::Result<()> {
     })?;
 
     print_banner(&config, &listeners, camera_backend.topology())?;
+    let shared = crate::app::Shared::new(&config);
     crate::app::run(
         config,
+        shared,
         listeners,
         Box::new(pingora::server::UnixShutdownSignalWatch),
     );

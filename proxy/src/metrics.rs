@@ -6,11 +6,13 @@
 //! a series before the first event.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::auth::AuthError;
-use crate::origin::{Outcome, Rejection};
+use crate::cache::Lookup;
+use crate::origin::{Attempt, Outcome, Rejection};
 use crate::route::{RouteLabel, VARIANTS};
 
 /// Request latency buckets, seconds: from a cache hit to a slow origin.
@@ -28,6 +30,12 @@ pub struct Metrics {
     pub origin_duration: Histogram,
     pub origin_rejections: IntCounterVec,
     pub response_bytes: IntCounterVec,
+    pub cache_lookups: IntCounterVec,
+    pub cache_key_collisions: IntCounter,
+    pub cache_cross_owner_hits: IntCounter,
+    pub cache_stored_bytes: IntGauge,
+    pub cache_entries: IntGauge,
+    pub cache_evictions: IntCounter,
 }
 
 impl Metrics {
@@ -66,6 +74,43 @@ impl Metrics {
             "Frame body bytes sent to hubs, by rendition.",
             &["variant"],
         );
+        let cache_lookups = counter(
+            "framecache_cache_lookups_total",
+            "Frame requests by how the cache answered them.",
+            &["result"],
+        );
+        let register = |c: Box<dyn prometheus::core::Collector>| {
+            registry
+                .register(c)
+                .expect("invariant: metric names are unique")
+        };
+        let plain = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("invariant: metric definitions are valid");
+            register(Box::new(c.clone()));
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("invariant: metric definitions are valid");
+            register(Box::new(g.clone()));
+            g
+        };
+        let cache_key_collisions = plain(
+            "framecache_cache_key_collisions_total",
+            "Cache entries found under a request's key digest with another identity. Never served.",
+        );
+        let cache_cross_owner_hits = plain(
+            "framecache_cache_cross_owner_hits_total",
+            "Cache entries found for a request of another owner. Never served.",
+        );
+        let cache_stored_bytes = gauge(
+            "framecache_cache_stored_bytes",
+            "Frame body bytes held by the cache (each body once).",
+        );
+        let cache_entries = gauge("framecache_cache_entries", "Cache entries.");
+        let cache_evictions = plain(
+            "framecache_cache_evictions_total",
+            "Entries evicted to stay within cache.max_bytes.",
+        );
         let request_duration = HistogramVec::new(
             HistogramOpts::new(
                 "framecache_request_duration_seconds",
@@ -102,6 +147,9 @@ impl Metrics {
         for variant in VARIANTS {
             response_bytes.with_label_values(&[variant]);
         }
+        for result in Lookup::LABELS {
+            cache_lookups.with_label_values(&[result]);
+        }
         for route in RouteLabel::ALL {
             request_duration.with_label_values(&[route.as_str()]);
         }
@@ -115,6 +163,25 @@ impl Metrics {
             origin_duration,
             origin_rejections,
             response_bytes,
+            cache_lookups,
+            cache_key_collisions,
+            cache_cross_owner_hits,
+            cache_stored_bytes,
+            cache_entries,
+            cache_evictions,
+        }
+    }
+
+    /// Records one origin request.
+    pub fn record_origin(&self, attempt: &Attempt) {
+        self.origin_requests
+            .with_label_values(&[attempt.outcome.as_str()])
+            .inc();
+        self.origin_duration.observe(attempt.elapsed.as_secs_f64());
+        if let Some(reason) = attempt.rejection {
+            self.origin_rejections
+                .with_label_values(&[reason.as_str()])
+                .inc();
         }
     }
 
@@ -148,6 +215,12 @@ mod tests {
             "framecache_response_bytes_total{variant=\"full\"} 0",
             "framecache_request_duration_seconds_count{route=\"frame\"} 0",
             "framecache_origin_request_duration_seconds_count 0",
+            "framecache_cache_lookups_total{result=\"coalesced\"} 0",
+            "framecache_cache_key_collisions_total 0",
+            "framecache_cache_cross_owner_hits_total 0",
+            "framecache_cache_stored_bytes 0",
+            "framecache_cache_entries 0",
+            "framecache_cache_evictions_total 0",
         ] {
             assert!(text.contains(line), "missing {line}");
         }

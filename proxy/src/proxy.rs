@@ -1,10 +1,11 @@
 //! The only `impl ProxyHttp`: glue between Pingora's phases and the domain modules.
 //!
 //! Every hub request is answered in `request_filter`, which runs before anything else can touch
-//! the request: route → token → origin fetch with attestation → delivery. Pingora's own upstream
+//! the request: route → token → frame cache (origin fetch with attestation on a miss) → delivery. Pingora's own upstream
 //! phases are never reached, because a frame must be verified whole before its first byte goes
 //! to the hub, which a streaming upstream phase cannot promise. Metrics are recorded in
-//! `logging`, once per request, from what the context collected.
+//! `logging`, once per request, from what the context collected; origin requests, which a
+//! coalesced fetch makes on behalf of several hub requests, are recorded where they complete.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,10 +16,11 @@ use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorType};
 
 use crate::auth::{AuthError, Grant, TokenVerifier};
+use crate::cache::key::Route;
+use crate::cache::{FrameCache, Lookup};
 use crate::config::Config;
-use crate::delivery::{self, CacheStatus, HubError};
+use crate::delivery::{self, HubError};
 use crate::metrics::Metrics;
-use crate::origin::{Attempt, Origin, Want};
 use crate::route::{self, HubRequest, RouteLabel, Target};
 
 /// Per-request state, filled as the request moves through the phases.
@@ -27,28 +29,26 @@ pub struct RequestCtx {
     route: RouteLabel,
     variant: &'static str,
     auth_failure: Option<AuthError>,
-    origin: Option<Attempt>,
+    lookup: Option<Lookup>,
     body_bytes: usize,
 }
 
 /// The hub-facing proxy.
 pub struct Edge {
-    config: Config,
     tokens: TokenVerifier,
-    origin: Origin,
+    cache: Arc<FrameCache>,
     metrics: Arc<Metrics>,
 }
 
 impl Edge {
-    pub fn new(config: Config, metrics: Arc<Metrics>) -> Edge {
+    pub fn new(config: &Config, cache: Arc<FrameCache>, metrics: Arc<Metrics>) -> Edge {
         Edge {
             tokens: TokenVerifier::new(
                 config.auth.secret.expose(),
                 &config.auth.audience,
                 config.auth.leeway,
             ),
-            origin: Origin::new(&config.origin),
-            config,
+            cache,
             metrics,
         }
     }
@@ -64,9 +64,9 @@ impl Edge {
 
     async fn frame(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), HubError> {
         let (req, grant) = self.authorise(session, ctx)?;
-        let want = match req.target {
-            Target::Latest => Want::Latest,
-            Target::ByHash(hash) => Want::ByHash(hash),
+        let route = match req.target {
+            Target::Latest => Route::Latest,
+            Target::ByHash(hash) => Route::ByHash(hash),
             Target::Stream => {
                 return Err(HubError::new(
                     501,
@@ -75,21 +75,14 @@ impl Edge {
                 ))
             }
         };
-        let (result, attempt) = self.origin.fetch(grant.owner(), &req.camera, want).await;
-        if let Some(reason) = attempt.rejection {
-            tracing::warn!(reason = reason.as_str(), camera = %req.camera, "origin answer rejected");
-        }
-        ctx.origin = Some(attempt);
-        let frame = result?;
-        let header = delivery::frame_header(
-            &frame,
-            &req,
-            CacheStatus::Miss,
-            self.config.cache.latest_fresh,
-        )
-        .map_err(|e| HubError::new(500, "internal", e.to_string()))?;
+        // A lookup that ends in an error counts as a miss.
+        ctx.lookup = Some(Lookup::Miss { stored: false });
+        let served = self.cache.get(grant.owner(), &req.camera, route).await?;
+        ctx.lookup = Some(served.lookup);
+        let header = delivery::frame_header(&served, &req)
+            .map_err(|e| HubError::new(500, "internal", e.to_string()))?;
         // The hub going away mid-body is not an error to answer; its bytes are simply not sent.
-        ctx.body_bytes = delivery::write_frame(session, header, &frame.body, req.head)
+        ctx.body_bytes = delivery::write_frame(session, header, &served.frame.body, req.head)
             .await
             .unwrap_or(0);
         Ok(())
@@ -132,7 +125,7 @@ impl ProxyHttp for Edge {
             route: RouteLabel::Other,
             variant: "full",
             auth_failure: None,
-            origin: None,
+            lookup: None,
             body_bytes: 0,
         }
     }
@@ -170,16 +163,8 @@ impl ProxyHttp for Edge {
         if let Some(reason) = ctx.auth_failure {
             m.auth_failures.with_label_values(&[reason.as_str()]).inc();
         }
-        if let Some(attempt) = &ctx.origin {
-            m.origin_requests
-                .with_label_values(&[attempt.outcome.as_str()])
-                .inc();
-            m.origin_duration.observe(attempt.elapsed.as_secs_f64());
-            if let Some(reason) = attempt.rejection {
-                m.origin_rejections
-                    .with_label_values(&[reason.as_str()])
-                    .inc();
-            }
+        if let Some(lookup) = ctx.lookup {
+            m.cache_lookups.with_label_values(&[lookup.as_str()]).inc();
         }
         if ctx.body_bytes > 0 {
             m.response_bytes

@@ -14,7 +14,10 @@ fn latest_frame_reaches_the_hub_with_its_headers() {
     assert_eq!(reply.header("etag"), Some(format!("\"{hash}\"").as_str()));
     assert_eq!(reply.header("content-type"), Some("image/jpeg"));
     assert_eq!(reply.header("cache-control"), Some("private, max-age=1"));
-    assert_eq!(reply.header("cache-status"), Some("framecache; fwd=miss"));
+    assert_eq!(
+        reply.header("cache-status"),
+        Some("framecache; fwd=miss; stored")
+    );
     assert_eq!(reply.header("age"), Some("0"));
     assert_eq!(
         reply.header("content-location"),

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use camsim::Faults;
+use framecache::identity::OwnerId;
 
 use crate::common::Stack;
 
@@ -139,6 +140,12 @@ fn by_hash_body_must_hash_to_the_address() {
     let first = stack.get_as("owner-1", &["cam-2"], "/v1/cameras/cam-2/frame");
     let location = first.header("content-location").unwrap().to_string();
     stack.camsim.advance("cam-2").unwrap();
+    // Forget the cached copy, so the by-hash request goes to the origin.
+    stack
+        .proxy
+        .shared
+        .cache
+        .purge(&OwnerId::parse("owner-1").unwrap(), None);
     let reply = ask_with(
         &stack,
         Faults {

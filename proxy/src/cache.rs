@@ -1,0 +1,410 @@
+//! The owner-scoped, content-addressed frame cache.
+//!
+//! - [`key`]: an entry's full identity (owner, camera, route, variant), encoded without
+//!   ambiguity and digested with blake3.
+//! - [`store`]: the size-bounded index from digest to entry; bodies are shared `Bytes`.
+//! - [`flight`]: one origin fetch per key at a time, waiters of the same identity only.
+//!
+//! Every hit compares the stored identity with the request's before anything is served. A
+//! mismatch is a key collision (same digest, other identity) or a cross-owner hit (other owner):
+//! it is counted, logged at error level, evicted, and the request continues as a miss.
+
+pub mod flight;
+pub mod key;
+pub mod store;
+
+#[cfg(feature = "fault-injection")]
+pub mod fault;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::IntGauge;
+
+use self::flight::{FlightGuard, Flights, Join};
+use self::key::{Identity, KeyDigest, Route};
+use self::store::{Entry, Store, StoredFrame};
+use crate::config::CacheConfig;
+use crate::identity::{CameraId, OwnerId};
+use crate::metrics::Metrics;
+use crate::origin::{Origin, OriginError, VerifiedFrame, Want};
+
+/// How a request was answered, for `Cache-Status` and the lookup metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// A fresh entry.
+    Hit,
+    /// A stale latest frame, because the origin failed.
+    Stale,
+    /// This request fetched from the origin.
+    Miss { stored: bool },
+    /// Another request's fetch answered this one.
+    Coalesced { stored: bool },
+}
+
+impl Lookup {
+    pub const LABELS: [&'static str; 4] = ["hit", "miss", "stale", "coalesced"];
+
+    /// The `result` label of `framecache_cache_lookups_total`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Lookup::Hit => "hit",
+            Lookup::Stale => "stale",
+            Lookup::Miss { .. } => "miss",
+            Lookup::Coalesced { .. } => "coalesced",
+        }
+    }
+
+    /// The `Cache-Status` header value (RFC 9211).
+    pub fn cache_status(&self) -> &'static str {
+        match self {
+            Lookup::Hit => "framecache; hit",
+            Lookup::Stale => "framecache; hit; detail=stale",
+            Lookup::Miss { stored: true } => "framecache; fwd=miss; stored",
+            Lookup::Miss { stored: false } => "framecache; fwd=miss",
+            Lookup::Coalesced { stored: true } => "framecache; fwd=miss; collapsed; stored",
+            Lookup::Coalesced { stored: false } => "framecache; fwd=miss; collapsed",
+        }
+    }
+}
+
+/// A frame fetched from the origin, as handed to every request that waited for it.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub frame: Arc<StoredFrame>,
+    pub fresh_for: Duration,
+    pub no_store: bool,
+    pub stored: bool,
+}
+
+/// What the cache answers a request with.
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub frame: Arc<StoredFrame>,
+    pub lookup: Lookup,
+    pub age: Duration,
+    /// Remaining freshness, for the hub's `max-age`.
+    pub fresh_for: Duration,
+    pub no_store: bool,
+}
+
+/// The frame cache, in front of the origin.
+pub struct FrameCache {
+    store: Store,
+    flights: Flights,
+    origin: Origin,
+    metrics: Arc<Metrics>,
+    config: CacheConfig,
+    /// Bumped by every purge; a fill that saw it change does not keep what it stored.
+    purges: AtomicU64,
+}
+
+impl FrameCache {
+    pub fn new(config: CacheConfig, origin: Origin, metrics: Arc<Metrics>) -> FrameCache {
+        FrameCache {
+            store: Store::new(
+                config.max_bytes,
+                metrics.cache_entries.clone(),
+                metrics.cache_evictions.clone(),
+            ),
+            flights: Flights::default(),
+            origin,
+            metrics,
+            config,
+            purges: AtomicU64::new(0),
+        }
+    }
+
+    /// A frame for `owner`: from the cache when a fresh entry of exactly this identity exists,
+    /// else from the origin (coalesced), else a stale latest frame of the same identity.
+    pub async fn get(
+        self: &Arc<Self>,
+        owner: &OwnerId,
+        camera: &CameraId,
+        route: Route,
+    ) -> Result<Served, OriginError> {
+        let identity = Identity {
+            owner: owner.clone(),
+            camera: camera.clone(),
+            route,
+            variant: "full",
+        };
+        let key = self.store.key(&identity);
+        if let Some(entry) = self.lookup(&key, &identity) {
+            let age = entry.age();
+            if route != Route::Latest || age < entry.fresh_for {
+                return Ok(served(&entry, Lookup::Hit, age));
+            }
+        }
+        match self.fetch(key, &identity).await {
+            (Ok(fetched), lookup) => Ok(Served {
+                frame: fetched.frame,
+                lookup,
+                age: Duration::ZERO,
+                fresh_for: fetched.fresh_for,
+                no_store: fetched.no_store,
+            }),
+            // The origin's own "no such frame" or "not yours" is final: never answered with stale.
+            (Err(error @ (OriginError::NotFound | OriginError::Forbidden)), _) => Err(error),
+            (Err(error), _) => {
+                // Looked up again: a purge during the fetch must not be undone by a copy held
+                // from before it.
+                let stale = self
+                    .lookup(&key, &identity)
+                    .filter(|e| route == Route::Latest && e.age() <= self.config.stale_if_error);
+                match stale {
+                    Some(entry) => Ok(served(&entry, Lookup::Stale, entry.age())),
+                    None => Err(error),
+                }
+            }
+        }
+    }
+
+    /// The entry under `key`, if its stored identity is exactly `identity`.
+    fn lookup(&self, key: &KeyDigest, identity: &Identity) -> Option<Arc<Entry>> {
+        let entry = self.store.get(key)?;
+        let frame = &entry.frame;
+        let same = entry.identity == *identity
+            && frame.owner == identity.owner
+            && frame.camera == identity.camera
+            && match identity.route {
+                Route::ByHash(hash) => frame.hash == hash,
+                Route::Latest => true,
+            };
+        if same {
+            return Some(entry);
+        }
+        let cross_owner = entry.identity.owner != identity.owner || frame.owner != identity.owner;
+        if cross_owner {
+            self.metrics.cache_cross_owner_hits.inc();
+        } else {
+            self.metrics.cache_key_collisions.inc();
+        }
+        tracing::error!(
+            cross_owner,
+            stored_route = route_kind(entry.identity.route),
+            requested_route = route_kind(identity.route),
+            stored_variant = entry.identity.variant,
+            requested_variant = identity.variant,
+            "cache entry identity does not match the request: not served, evicted"
+        );
+        self.store.remove_if_same(key, &entry);
+        None
+    }
+
+    /// Fetches through the flight of `key`: leads it, waits on it, or (after
+    /// `cache.coalesce_wait_ms`, or on a digest collision) fetches alone.
+    async fn fetch(
+        self: &Arc<Self>,
+        key: KeyDigest,
+        identity: &Identity,
+    ) -> (Result<Fetched, OriginError>, Lookup) {
+        let (mut done, leader) = match self.flights.join(key, identity) {
+            Join::Leader(flight) => {
+                let done = flight.subscribe();
+                let cache = Arc::clone(self);
+                let identity = identity.clone();
+                tokio::spawn(async move {
+                    let mut guard = FlightGuard {
+                        flights: &cache.flights,
+                        key,
+                        flight,
+                        finished: false,
+                    };
+                    let result = cache.fill(key, &identity).await;
+                    guard.flights.finish(&key, &guard.flight, result);
+                    guard.finished = true;
+                });
+                (done, true)
+            }
+            Join::Waiter(done) => (done, false),
+            Join::Collision => {
+                self.metrics.cache_key_collisions.inc();
+                tracing::error!(
+                    "a fetch under the same key digest is under way for another identity"
+                );
+                let result = self.fill(key, identity).await;
+                let stored = result.as_ref().is_ok_and(|f| f.stored);
+                return (result, Lookup::Miss { stored });
+            }
+        };
+        // The leader waits as long as its fetch takes (the fetch has its own timeouts); a waiter
+        // waits at most `cache.coalesce_wait_ms`.
+        let outcome = if leader {
+            Ok(done.wait_for(|r| r.is_some()).await.map(|r| r.clone()))
+        } else {
+            let waited = done.wait_for(|r| r.is_some());
+            tokio::time::timeout(self.config.coalesce_wait, async {
+                waited.await.map(|r| r.clone())
+            })
+            .await
+        };
+        match outcome {
+            Ok(Ok(result)) => {
+                let result = result.clone().expect("invariant: waited for Some");
+                let stored = result.as_ref().is_ok_and(|f| f.stored);
+                let lookup = if leader {
+                    Lookup::Miss { stored }
+                } else {
+                    Lookup::Coalesced { stored }
+                };
+                // Belt and braces: a shared result is of this identity, or it is not served.
+                match result {
+                    Ok(f)
+                        if f.frame.owner != identity.owner || f.frame.camera != identity.camera =>
+                    {
+                        self.metrics.cache_cross_owner_hits.inc();
+                        (
+                            Err(OriginError::Io(
+                                "coalesced result of another identity".into(),
+                            )),
+                            lookup,
+                        )
+                    }
+                    other => (other, lookup),
+                }
+            }
+            // The flight ended without a result or took too long: fetch alone.
+            _ => {
+                let result = self.fill(key, identity).await;
+                let stored = result.as_ref().is_ok_and(|f| f.stored);
+                (result, Lookup::Miss { stored })
+            }
+        }
+    }
+
+    /// One origin fetch, recorded in the origin metrics, and stored unless the origin said
+    /// `no-store` or a purge happened meanwhile.
+    async fn fill(&self, key: KeyDigest, identity: &Identity) -> Result<Fetched, OriginError> {
+        let purges_before = self.purges.load(Ordering::SeqCst);
+        let want = match identity.route {
+            Route::Latest => Want::Latest,
+            Route::ByHash(hash) => Want::ByHash(hash),
+        };
+        let (result, attempt) = self
+            .origin
+            .fetch(&identity.owner, &identity.camera, want)
+            .await;
+        self.metrics.record_origin(&attempt);
+        if let Some(reason) = attempt.rejection {
+            tracing::warn!(reason = reason.as_str(), camera = %identity.camera, "origin answer rejected");
+        }
+        let verified = result?;
+        let fresh_for = verified.max_age.map_or(self.config.latest_fresh, |m| {
+            m.min(self.config.latest_fresh)
+        });
+        let no_store = verified.no_store;
+        let frame = Arc::new(self.stored_frame(verified, no_store));
+        let stored = !no_store && self.store_fill(key, identity, &frame, fresh_for, purges_before);
+        Ok(Fetched {
+            frame,
+            fresh_for,
+            no_store,
+            stored,
+        })
+    }
+
+    fn stored_frame(&self, v: VerifiedFrame, no_store: bool) -> StoredFrame {
+        // A frame that is not kept is not counted in the cache's stored bytes.
+        let gauge = if no_store {
+            IntGauge::new("unstored", "not exported").expect("invariant: valid name")
+        } else {
+            self.metrics.cache_stored_bytes.clone()
+        };
+        StoredFrame::new(
+            v.owner,
+            v.camera,
+            v.hash,
+            v.seq,
+            v.captured_at_ms,
+            v.body,
+            gauge,
+        )
+    }
+
+    /// Stores the by-hash entry and, for a latest fetch, the latest entry; both share the body.
+    /// Returns whether they were kept.
+    fn store_fill(
+        &self,
+        key: KeyDigest,
+        identity: &Identity,
+        frame: &Arc<StoredFrame>,
+        fresh_for: Duration,
+        purges_before: u64,
+    ) -> bool {
+        if self.purges.load(Ordering::SeqCst) != purges_before {
+            return false;
+        }
+        let now = std::time::Instant::now();
+        let by_hash = identity.with_route(Route::ByHash(frame.hash));
+        let mut stored = vec![(self.store.key(&by_hash), by_hash)];
+        if identity.route == Route::Latest {
+            stored.push((key, identity.clone()));
+        }
+        let mut entries = Vec::with_capacity(2);
+        for (key, identity) in stored {
+            let fresh_for = if identity.route == Route::Latest {
+                fresh_for
+            } else {
+                Duration::MAX
+            };
+            let entry = Entry {
+                identity,
+                frame: Arc::clone(frame),
+                stored_at: now,
+                fresh_for,
+            };
+            self.store.insert(key, entry);
+            entries.push(key);
+        }
+        // A purge that began while we stored: it may not have seen our entries; take them back.
+        if self.purges.load(Ordering::SeqCst) != purges_before {
+            for key in entries {
+                if let Some(entry) = self.store.get(&key) {
+                    if Arc::ptr_eq(&entry.frame, frame) {
+                        self.store.remove_if_same(&key, &entry);
+                    }
+                }
+            }
+            return false;
+        }
+        true
+    }
+
+    /// Removes every entry of `owner` (of one camera when given), stale copies included, and
+    /// keeps fills already under way from storing. Returns the number of entries removed.
+    pub fn purge(&self, owner: &OwnerId, camera: Option<&CameraId>) -> usize {
+        self.purges.fetch_add(1, Ordering::SeqCst);
+        self.store.purge(|identity| {
+            identity.owner == *owner && camera.is_none_or(|c| identity.camera == *c)
+        })
+    }
+
+    /// Entries and weighted bytes (after pending maintenance).
+    pub fn usage(&self) -> (u64, u64) {
+        self.store.usage()
+    }
+
+    /// Flights under way.
+    pub fn flights(&self) -> usize {
+        self.flights.len()
+    }
+}
+
+fn served(entry: &Entry, lookup: Lookup, age: Duration) -> Served {
+    Served {
+        frame: Arc::clone(&entry.frame),
+        lookup,
+        age,
+        fresh_for: entry.fresh_for.saturating_sub(age),
+        no_store: false,
+    }
+}
+
+fn route_kind(route: Route) -> &'static str {
+    match route {
+        Route::Latest => "latest",
+        Route::ByHash(_) => "by_hash",
+    }
+}

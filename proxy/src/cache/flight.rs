@@ -1,0 +1,102 @@
+//! Coalescing: concurrent misses for one key make one origin request.
+//!
+//! The first request for a key becomes the leader of a flight; the fetch itself runs in its own
+//! task, so a leader whose hub disconnects or times out strands nobody. Later requests for the
+//! same key join as waiters if, and only if, their full identity equals the flight's: requests of
+//! different owners never share a fetch, even when their digests collide.
+
+use std::sync::Arc;
+
+use dashmap::mapref::entry::Entry as MapEntry;
+use dashmap::DashMap;
+use tokio::sync::watch;
+
+use super::key::{Identity, KeyDigest};
+use super::Fetched;
+use crate::origin::OriginError;
+
+/// What a flight ends with.
+pub type FlightResult = Result<Fetched, OriginError>;
+
+/// One origin fetch in progress.
+pub struct Flight {
+    identity: Identity,
+    done: watch::Sender<Option<FlightResult>>,
+}
+
+impl Flight {
+    pub fn subscribe(&self) -> watch::Receiver<Option<FlightResult>> {
+        self.done.subscribe()
+    }
+}
+
+/// How a request takes part in a fetch.
+pub enum Join {
+    /// Start the fetch; others may wait on it.
+    Leader(Arc<Flight>),
+    /// Wait for the fetch already under way.
+    Waiter(watch::Receiver<Option<FlightResult>>),
+    /// A flight with this digest is under way for another identity: fetch alone.
+    Collision,
+}
+
+/// The flights under way, by key.
+#[derive(Default)]
+pub struct Flights {
+    map: DashMap<KeyDigest, Arc<Flight>>,
+}
+
+impl Flights {
+    pub fn join(&self, key: KeyDigest, identity: &Identity) -> Join {
+        match self.map.entry(key) {
+            MapEntry::Occupied(flight) if flight.get().identity == *identity => {
+                Join::Waiter(flight.get().subscribe())
+            }
+            MapEntry::Occupied(_) => Join::Collision,
+            MapEntry::Vacant(slot) => {
+                let (done, _) = watch::channel(None);
+                let flight = Arc::new(Flight {
+                    identity: identity.clone(),
+                    done,
+                });
+                slot.insert(flight.clone());
+                Join::Leader(flight)
+            }
+        }
+    }
+
+    /// Publishes the result to every waiter and retires the flight.
+    pub fn finish(&self, key: &KeyDigest, flight: &Arc<Flight>, result: FlightResult) {
+        self.map.remove_if(key, |_, f| Arc::ptr_eq(f, flight));
+        flight.done.send_replace(Some(result));
+    }
+
+    /// Flights under way.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Retires a flight whose task ended without a result (a panic), so nobody waits on it.
+pub struct FlightGuard<'a> {
+    pub flights: &'a Flights,
+    pub key: KeyDigest,
+    pub flight: Arc<Flight>,
+    pub finished: bool,
+}
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.flights.finish(
+                &self.key,
+                &self.flight,
+                Err(OriginError::Io("the fetch ended without an answer".into())),
+            );
+        }
+    }
+}
