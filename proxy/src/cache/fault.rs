@@ -11,23 +11,30 @@ use super::store::Entry;
 use super::FrameCache;
 
 /// Fault settings of one cache.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Faults {
-    /// Digest bytes kept; 0 keeps all 32.
+    /// Digest bytes kept (32: all of them).
     digest_bytes: AtomicUsize,
 }
 
-impl Faults {
-    pub fn truncate(&self, key: &mut KeyDigest) {
-        let keep = self.digest_bytes.load(Ordering::Relaxed);
-        if keep > 0 && keep < 32 {
-            key.0[keep..].fill(0);
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            digest_bytes: AtomicUsize::new(32),
         }
     }
 }
 
+impl Faults {
+    pub fn truncate(&self, key: &mut KeyDigest) {
+        let keep = self.digest_bytes.load(Ordering::Relaxed).min(32);
+        key.0[keep..].fill(0);
+    }
+}
+
 impl FrameCache {
-    /// Keeps only the first `bytes` of every key digest from now on (0 restores all 32).
+    /// Keeps only the first `bytes` of every key digest from now on: 0 makes every key equal,
+    /// 32 restores full digests.
     pub fn truncate_digests(&self, bytes: usize) {
         self.store
             .faults

@@ -223,3 +223,24 @@ fn parse_reply(bytes: &[u8], head: bool) -> Option<Reply> {
         body,
     })
 }
+
+impl Stack {
+    /// A request to the admin listener with the admin token (or another).
+    pub fn admin(&self, method: &str, path: &str, body: &str, token: Option<&str>) -> Reply {
+        let token = token.unwrap_or(std::str::from_utf8(ADMIN_TOKEN).unwrap());
+        let raw = format!(
+            "{method} {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        exchange(self.proxy.admin_addr, raw.as_bytes(), false)
+    }
+
+    /// Frame requests the origin has received for `camera`.
+    pub fn origin_requests_for(&self, camera: &str) -> u64 {
+        self.camsim.stats().frame_requests_for(camera)
+    }
+
+    pub fn cache(&self) -> &framecache::cache::FrameCache {
+        &self.proxy.shared.cache
+    }
+}

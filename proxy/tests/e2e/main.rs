@@ -1,6 +1,7 @@
 //! End-to-end tests: camsim and the proxy in-process on loopback, spoken to over HTTP.
 
 mod auth;
+mod cache;
 mod cli;
 mod common;
 mod frame;

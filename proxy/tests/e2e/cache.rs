@@ -1,0 +1,519 @@
+//! The owner-scoped frame cache, end to end: hits, coalescing, owner isolation, stale-if-error,
+//! purge, the byte budget, forced collisions, and cancellation at random points.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use camsim::Faults;
+use framecache::cache::key::{Identity, Route};
+use framecache::identity::{CameraId, OwnerId};
+
+use crate::common::{metric_in, Reply, Stack};
+
+fn status(reply: &Reply) -> &str {
+    reply.header("cache-status").unwrap_or("")
+}
+
+/// A stack whose latest frames stay fresh for a minute.
+fn long_fresh() -> Stack {
+    Stack::with(|c| c.cache.latest_fresh = Duration::from_secs(60), |_| {})
+}
+
+#[test]
+fn hit_after_miss_without_an_origin_request() {
+    let stack = long_fresh();
+    let first = stack.get_as("owner-1", &["cam-1"], "/v1/cameras/cam-1/frame");
+    assert_eq!(status(&first), "framecache; fwd=miss; stored");
+    let second = stack.get_as("owner-1", &["cam-1"], "/v1/cameras/cam-1/frame");
+    assert_eq!(second.status, 200);
+    assert_eq!(status(&second), "framecache; hit");
+    assert_eq!(second.body, first.body);
+    assert_eq!(second.header("etag"), first.header("etag"));
+    let max_age: u64 = second
+        .header("cache-control")
+        .unwrap()
+        .strip_prefix("private, max-age=")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (58..=60).contains(&max_age),
+        "remaining freshness: {max_age}"
+    );
+    // The by-hash entry shares the body.
+    let by_hash = stack.get_as(
+        "owner-1",
+        &["cam-1"],
+        first.header("content-location").unwrap(),
+    );
+    assert_eq!(status(&by_hash), "framecache; hit");
+    assert_eq!(by_hash.body, first.body);
+    assert_eq!(stack.origin_requests_for("cam-1"), 1);
+
+    let scrape = stack.scrape();
+    assert_eq!(
+        metric_in(&scrape, r#"framecache_cache_lookups_total{result="hit"}"#),
+        2.0
+    );
+    assert_eq!(
+        metric_in(&scrape, r#"framecache_cache_lookups_total{result="miss"}"#),
+        1.0
+    );
+    assert_eq!(metric_in(&scrape, "framecache_cache_entries"), 2.0);
+    assert_eq!(
+        metric_in(&scrape, "framecache_cache_stored_bytes"),
+        first.body.len() as f64,
+        "one body, shared by the latest and by-hash entries"
+    );
+}
+
+/// `n` concurrent GETs, each on its own connection; returns the replies.
+fn concurrent(
+    stack: &Arc<Stack>,
+    requests: Vec<(&'static str, &'static str)>,
+) -> Vec<(String, Reply)> {
+    let handles: Vec<_> = requests
+        .into_iter()
+        .map(|(owner, camera)| {
+            let stack = Arc::clone(stack);
+            thread::spawn(move || {
+                let path = format!("/v1/cameras/{camera}/frame");
+                (owner.to_string(), stack.get_as(owner, &[camera], &path))
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+#[test]
+fn concurrent_cold_requests_make_one_origin_request() {
+    let stack = Arc::new(Stack::with(
+        |c| {
+            c.cache.latest_fresh = Duration::from_secs(60);
+            c.server.threads = 2;
+        },
+        |_| {},
+    ));
+    // A slow origin keeps the fetch open while all 200 requests arrive.
+    stack.set_faults(Faults {
+        latency_ms: Some((400, 400)),
+        ..Faults::default()
+    });
+    let replies = concurrent(&stack, vec![("owner-1", "cam-2"); 200]);
+    let first = &replies[0].1.body;
+    for (_, reply) in &replies {
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(&reply.body, first, "one body for all");
+    }
+    assert_eq!(
+        stack.origin_requests_for("cam-2"),
+        1,
+        "exactly one origin request"
+    );
+    let scrape = stack.scrape();
+    let lookups = |r: &str| {
+        metric_in(
+            &scrape,
+            &format!(r#"framecache_cache_lookups_total{{result="{r}"}}"#),
+        )
+    };
+    assert_eq!(lookups("miss"), 1.0);
+    assert_eq!(lookups("coalesced") + lookups("hit"), 199.0);
+    assert!(lookups("coalesced") > 0.0);
+}
+
+#[test]
+fn owners_sharing_a_camera_never_share_entries_or_fetches() {
+    let stack = Arc::new(long_fresh());
+    stack.set_faults(Faults {
+        latency_ms: Some((300, 300)),
+        ..Faults::default()
+    });
+    // cam-1 is owner-1's, shared with owner-2: concurrent requests of both.
+    let mut requests = vec![("owner-1", "cam-1"); 10];
+    requests.extend(vec![("owner-2", "cam-1"); 10]);
+    let replies = concurrent(&stack, requests);
+    for (_, reply) in &replies {
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            camsim::jpeg::read_watermark(&reply.body).unwrap().0,
+            "cam-1"
+        );
+    }
+    assert_eq!(stack.origin_requests_for("cam-1"), 2, "one fetch per owner");
+    // Each owner now hits its own entry.
+    stack.set_faults(Faults::default());
+    for owner in ["owner-1", "owner-2"] {
+        let reply = stack.get_as(owner, &["cam-1"], "/v1/cameras/cam-1/frame");
+        assert_eq!(status(&reply), "framecache; hit");
+    }
+    assert_eq!(stack.origin_requests_for("cam-1"), 2);
+    assert_eq!(
+        stack.cache().usage().0,
+        4,
+        "latest and by-hash entries for each owner"
+    );
+}
+
+#[test]
+fn a_token_naming_another_owners_camera_never_gets_the_cached_copy() {
+    let stack = long_fresh();
+    let own = stack.get_as("owner-1", &["cam-2"], "/v1/cameras/cam-2/frame");
+    assert_eq!(own.status, 200);
+    // owner-3's token (wrongly) names cam-2; the cache holds owner-1's copy, which owner-3
+    // must never see: the request goes to the origin under owner-3, which refuses it.
+    let other = stack.get_as("owner-3", &["cam-2"], "/v1/cameras/cam-2/frame");
+    assert_eq!(other.status, 403);
+    let by_hash = stack.get_as(
+        "owner-3",
+        &["cam-2"],
+        own.header("content-location").unwrap(),
+    );
+    assert_ne!(by_hash.status, 200);
+    assert_eq!(stack.metric("framecache_cache_cross_owner_hits_total"), 0.0);
+}
+
+#[test]
+fn stale_if_error_on_5xx_rejection_and_hang() {
+    let stack = Stack::with(
+        |c| {
+            // Always revalidate, so every request asks the origin.
+            c.cache.latest_fresh = Duration::ZERO;
+            c.origin.response_timeout = Duration::from_millis(300);
+        },
+        |_| {},
+    );
+    let fresh = stack.get_as("owner-1", &["cam-2"], "/v1/cameras/cam-2/frame");
+    assert_eq!(fresh.status, 200);
+    for faults in [
+        Faults {
+            error_rate: 1.0,
+            ..Faults::default()
+        },
+        Faults {
+            leak_rate: 1.0,
+            ..Faults::default()
+        },
+        Faults {
+            hang_rate: 1.0,
+            hang_ms: 2_000,
+            ..Faults::default()
+        },
+    ] {
+        stack.set_faults(faults.clone());
+        let reply = stack.get_as("owner-1", &["cam-2"], "/v1/cameras/cam-2/frame");
+        assert_eq!(reply.status, 200, "{faults:?}: {}", reply.text());
+        assert_eq!(
+            status(&reply),
+            "framecache; hit; detail=stale",
+            "{faults:?}"
+        );
+        assert_eq!(reply.body, fresh.body);
+        assert!(reply.header("age").is_some());
+        assert_eq!(reply.header("cache-control"), Some("private, max-age=0"));
+        // Another owner has no stale copy of its own: it gets the error.
+        let other = stack.get_as("owner-2", &["cam-1"], "/v1/cameras/cam-1/frame");
+        assert!(other.status >= 500, "{faults:?}: {}", other.status);
+    }
+    stack.set_faults(Faults::default());
+    assert_eq!(
+        stack.metric(r#"framecache_cache_lookups_total{result="stale"}"#),
+        3.0
+    );
+}
+
+#[test]
+fn purge_removes_entries_at_once() {
+    let stack = long_fresh();
+    for camera in ["cam-1", "cam-2"] {
+        let path = format!("/v1/cameras/{camera}/frame");
+        assert_eq!(stack.get_as("owner-1", &[camera], &path).status, 200);
+    }
+    assert_eq!(
+        stack
+            .get_as("owner-2", &["cam-1"], "/v1/cameras/cam-1/frame")
+            .status,
+        200
+    );
+
+    let reply = stack.admin(
+        "POST",
+        "/admin/purge",
+        r#"{"owner": "owner-1", "camera": "cam-1"}"#,
+        None,
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["purged"], 2, "latest and by-hash");
+    let cam1 = stack.get_as("owner-1", &["cam-1"], "/v1/cameras/cam-1/frame");
+    assert_eq!(status(&cam1), "framecache; fwd=miss; stored");
+    let cam2 = stack.get_as("owner-1", &["cam-2"], "/v1/cameras/cam-2/frame");
+    assert_eq!(status(&cam2), "framecache; hit");
+    let other = stack.get_as("owner-2", &["cam-1"], "/v1/cameras/cam-1/frame");
+    assert_eq!(
+        status(&other),
+        "framecache; hit",
+        "another owner's entries stay"
+    );
+
+    let reply = stack.admin("POST", "/admin/purge", r#"{"owner": "owner-1"}"#, None);
+    assert_eq!(reply.json()["purged"], 4);
+    let cam2 = stack.get_as("owner-1", &["cam-2"], "/v1/cameras/cam-2/frame");
+    assert_eq!(status(&cam2), "framecache; fwd=miss; stored");
+
+    // Bad requests lose nothing.
+    for (body, token, code) in [
+        (
+            r#"{"owner": "owner-2"}"#,
+            Some("wrong-token-wrong-token"),
+            401,
+        ),
+        ("not json", None, 400),
+        (r#"{"owner": "owner/2"}"#, None, 400),
+        (r#"{"owner": "owner-2", "extra": 1}"#, None, 400),
+        (r#"{"camera": "cam-1"}"#, None, 400),
+    ] {
+        let reply = stack.admin("POST", "/admin/purge", body, token);
+        assert_eq!(reply.status, code, "{body}: {}", reply.text());
+    }
+    assert_eq!(stack.admin("GET", "/admin/purge", "", None).status, 405);
+    let other = stack.get_as("owner-2", &["cam-1"], "/v1/cameras/cam-1/frame");
+    assert_eq!(status(&other), "framecache; hit");
+}
+
+#[test]
+fn a_fill_in_flight_when_purge_arrives_does_not_land() {
+    let stack = Arc::new(long_fresh());
+    stack.set_faults(Faults {
+        latency_ms: Some((500, 500)),
+        ..Faults::default()
+    });
+    let waiting = {
+        let stack = Arc::clone(&stack);
+        thread::spawn(move || stack.get_as("owner-1", &["cam-2"], "/v1/cameras/cam-2/frame"))
+    };
+    // Wait (bounded) until the fill is under way, then purge.
+    assert!(
+        (0..2_000).any(|_| {
+            let under_way = stack.cache().flights() == 1;
+            if !under_way {
+                thread::sleep(Duration::from_millis(1));
+            }
+            under_way
+        }),
+        "the fill never started"
+    );
+    let reply = stack.admin("POST", "/admin/purge", r#"{"owner": "owner-1"}"#, None);
+    assert_eq!(reply.status, 200);
+    let served = waiting.join().unwrap();
+    assert_eq!(served.status, 200);
+    assert_eq!(
+        status(&served),
+        "framecache; fwd=miss",
+        "served, not stored"
+    );
+    stack.set_faults(Faults::default());
+    let next = stack.get_as("owner-1", &["cam-2"], "/v1/cameras/cam-2/frame");
+    assert_eq!(status(&next), "framecache; fwd=miss; stored");
+    assert_eq!(stack.origin_requests_for("cam-2"), 2);
+}
+
+#[test]
+fn eviction_keeps_stored_bytes_within_budget() {
+    let budget = 150_000u64;
+    let stack = Stack::with(
+        |c| {
+            c.cache.max_bytes = budget;
+            c.cache.latest_fresh = Duration::ZERO;
+            c.origin.max_frame_bytes = 100_000;
+        },
+        |_| {},
+    );
+    let pairs = [
+        ("owner-1", "cam-1"),
+        ("owner-1", "cam-2"),
+        ("owner-2", "cam-3"),
+        ("owner-2", "cam-4"),
+    ];
+    for round in 0..30 {
+        for (owner, camera) in pairs {
+            stack.camsim.advance(camera).unwrap();
+            let reply = stack.get_as(owner, &[camera], &format!("/v1/cameras/{camera}/frame"));
+            assert_eq!(reply.status, 200);
+        }
+        let scrape = stack.scrape();
+        let stored = metric_in(&scrape, "framecache_cache_stored_bytes");
+        assert!(
+            stored <= budget as f64,
+            "round {round}: {stored} > {budget}"
+        );
+    }
+    let (_, weighted) = stack.cache().usage();
+    assert!(weighted <= budget, "{weighted} > {budget}");
+    assert!(stack.metric("framecache_cache_evictions_total") > 0.0);
+}
+
+#[test]
+fn forced_key_collisions_are_detected_counted_and_never_served() {
+    let stack = long_fresh();
+    // Every key digest is now all zeros: every identity collides with every other.
+    stack.cache().truncate_digests(0);
+    let cases = [
+        ("owner-1", "cam-1"),
+        ("owner-1", "cam-2"),
+        ("owner-2", "cam-1"),
+        ("owner-1", "cam-1"),
+        ("owner-2", "cam-3"),
+    ];
+    for (owner, camera) in cases {
+        let reply = stack.get_as(owner, &[camera], &format!("/v1/cameras/{camera}/frame"));
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            camsim::jpeg::read_watermark(&reply.body).unwrap().0,
+            camera,
+            "{owner} asked for {camera}"
+        );
+        assert_ne!(
+            status(&reply),
+            "framecache; hit",
+            "{owner}/{camera}: a collision is never a hit"
+        );
+    }
+    let scrape = stack.scrape();
+    assert!(
+        metric_in(&scrape, "framecache_cache_key_collisions_total") >= 2.0,
+        "{scrape}"
+    );
+    assert!(metric_in(&scrape, "framecache_cache_cross_owner_hits_total") >= 1.0);
+}
+
+#[test]
+fn a_corrupted_index_entry_of_another_owner_is_detected_and_never_served() {
+    let stack = long_fresh();
+    let own = stack.get_as("owner-1", &["cam-1"], "/v1/cameras/cam-1/frame");
+    assert_eq!(own.status, 200);
+    let identity = |owner: &str| Identity {
+        owner: OwnerId::parse(owner).unwrap(),
+        camera: CameraId::parse("cam-1").unwrap(),
+        route: Route::Latest,
+        variant: "full",
+    };
+    // owner-1's entry, filed under owner-2's key: the incident's shape.
+    assert!(stack
+        .cache()
+        .corrupt_index(&identity("owner-1"), &identity("owner-2")));
+    stack.camsim.advance("cam-1").unwrap();
+    let reply = stack.get_as("owner-2", &["cam-1"], "/v1/cameras/cam-1/frame");
+    assert_eq!(reply.status, 200);
+    assert_eq!(status(&reply), "framecache; fwd=miss; stored");
+    assert_ne!(
+        reply.body, own.body,
+        "owner-1's copy is not served to owner-2"
+    );
+    assert_eq!(stack.metric("framecache_cache_cross_owner_hits_total"), 1.0);
+    // The corrupted entry is gone; owner-2 now hits its own.
+    let again = stack.get_as("owner-2", &["cam-1"], "/v1/cameras/cam-1/frame");
+    assert_eq!(status(&again), "framecache; hit");
+    assert_eq!(again.body, reply.body);
+}
+
+/// One request that may be abandoned: returns None when the client walked away.
+fn maybe_abandon(
+    stack: &Stack,
+    owner: &str,
+    camera: &str,
+    abandon_after: Option<Duration>,
+) -> Option<Reply> {
+    let token = stack.token(owner, &[camera]);
+    let raw = format!(
+        "GET /v1/cameras/{camera}/frame HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    match abandon_after {
+        None => Some(crate::common::exchange(
+            stack.proxy.hub_addr,
+            raw.as_bytes(),
+            false,
+        )),
+        Some(after) => {
+            let mut conn = std::net::TcpStream::connect(stack.proxy.hub_addr).unwrap();
+            conn.write_all(raw.as_bytes()).unwrap();
+            conn.set_read_timeout(Some(after.max(Duration::from_millis(1))))
+                .unwrap();
+            let mut some = [0u8; 4096];
+            let _ = conn.read(&mut some);
+            None
+        }
+    }
+}
+
+#[test]
+fn cancellation_at_random_points_never_yields_a_wrong_or_partial_frame() {
+    use rand::{Rng, SeedableRng};
+    let stack = Arc::new(Stack::with(
+        |c| {
+            c.cache.latest_fresh = Duration::from_millis(20);
+            c.cache.coalesce_wait = Duration::from_millis(200);
+            c.server.threads = 2;
+        },
+        |o| o.fps = 50.0,
+    ));
+    stack.set_faults(Faults {
+        latency_ms: Some((0, 30)),
+        ..Faults::default()
+    });
+    let pairs = [
+        ("owner-1", "cam-1"),
+        ("owner-2", "cam-1"),
+        ("owner-1", "cam-2"),
+        ("owner-2", "cam-3"),
+        ("owner-3", "cam-5"),
+    ];
+    let workers: Vec<_> = (0..8u64)
+        .map(|w| {
+            let stack = Arc::clone(&stack);
+            thread::spawn(move || {
+                // Seeded: a failure reproduces.
+                let mut rng = rand::rngs::StdRng::seed_from_u64(w);
+                let mut checked = 0;
+                for _ in 0..40 {
+                    let (owner, camera) = pairs[rng.random_range(0..pairs.len())];
+                    let abandon = rng
+                        .random_bool(1.0 / 3.0)
+                        .then(|| Duration::from_millis(rng.random_range(0..40)));
+                    if let Some(reply) = maybe_abandon(&stack, owner, camera, abandon) {
+                        assert_eq!(reply.status, 200, "{owner}/{camera}: {}", reply.text());
+                        let (seen, _) =
+                            camsim::jpeg::read_watermark(&reply.body).expect("a whole JPEG");
+                        assert_eq!(seen, camera);
+                        let etag = format!("\"{}\"", blake3::hash(&reply.body).to_hex());
+                        assert_eq!(reply.header("etag"), Some(etag.as_str()), "complete body");
+                        checked += 1;
+                    }
+                }
+                checked
+            })
+        })
+        .collect();
+    let checked: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert!(checked > 100, "only {checked} complete answers checked");
+    // No fetch is left stranded once the origin has answered.
+    stack.set_faults(Faults::default());
+    let settled = (0..2_000).any(|_| {
+        let done = stack.cache().flights() == 0;
+        if !done {
+            thread::sleep(Duration::from_millis(1));
+        }
+        done
+    });
+    assert!(settled, "flights left: {}", stack.cache().flights());
+    let scrape = stack.scrape();
+    assert_eq!(
+        metric_in(&scrape, "framecache_cache_key_collisions_total"),
+        0.0
+    );
+    assert_eq!(
+        metric_in(&scrape, "framecache_cache_cross_owner_hits_total"),
+        0.0
+    );
+}
