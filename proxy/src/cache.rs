@@ -20,15 +20,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::IntGauge;
-
 use self::flight::{FlightGuard, Flights, Join};
 use self::key::{Identity, KeyDigest, Route};
 use self::store::{Entry, Store, StoredFrame};
 use crate::config::CacheConfig;
 use crate::identity::{CameraId, OwnerId};
 use crate::metrics::Metrics;
-use crate::origin::{Origin, OriginError, VerifiedFrame, Want};
+use crate::origin::{Origin, OriginError, Want};
 
 /// How a request was answered, for `Cache-Status` and the lookup metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +104,7 @@ impl FrameCache {
             store: Store::new(
                 config.max_bytes,
                 metrics.cache_entries.clone(),
+                metrics.cache_stored_bytes.clone(),
                 metrics.cache_evictions.clone(),
             ),
             flights: Flights::default(),
@@ -295,7 +294,15 @@ impl FrameCache {
             m.min(self.config.latest_fresh)
         });
         let no_store = verified.no_store;
-        let frame = Arc::new(self.stored_frame(verified, no_store));
+        let v = verified;
+        let frame = Arc::new(StoredFrame::new(
+            v.owner,
+            v.camera,
+            v.hash,
+            v.seq,
+            v.captured_at_ms,
+            v.body,
+        ));
         let stored = !no_store && self.store_fill(key, identity, &frame, fresh_for, purges_before);
         Ok(Fetched {
             frame,
@@ -303,24 +310,6 @@ impl FrameCache {
             no_store,
             stored,
         })
-    }
-
-    fn stored_frame(&self, v: VerifiedFrame, no_store: bool) -> StoredFrame {
-        // A frame that is not kept is not counted in the cache's stored bytes.
-        let gauge = if no_store {
-            IntGauge::new("unstored", "not exported").expect("invariant: valid name")
-        } else {
-            self.metrics.cache_stored_bytes.clone()
-        };
-        StoredFrame::new(
-            v.owner,
-            v.camera,
-            v.hash,
-            v.seq,
-            v.captured_at_ms,
-            v.body,
-            gauge,
-        )
     }
 
     /// Stores the by-hash entry and, for a latest fetch, the latest entry; both share the body.
@@ -406,5 +395,108 @@ fn route_kind(route: Route) -> &'static str {
     match route {
         Route::Latest => "latest",
         Route::ByHash(_) => "by_hash",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::identity::ContentHash;
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    /// A cache whose origin is never asked (nothing listens there).
+    fn cache(max_bytes: u64) -> FrameCache {
+        let mut config = Config::local(
+            "127.0.0.1:9".parse().unwrap(),
+            &[b'k'; 32],
+            &[b'a'; 16],
+            [0; 32],
+        );
+        config.cache.max_bytes = max_bytes;
+        config.cache.latest_fresh = Duration::from_secs(60);
+        FrameCache::new(
+            config.cache.clone(),
+            Origin::new(&config.origin),
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    fn identity(owner: u8, camera: u8, latest: bool) -> Identity {
+        let camera_id = CameraId::parse(&format!("cam-{camera}")).unwrap();
+        Identity {
+            owner: OwnerId::parse(&format!("owner-{owner}")).unwrap(),
+            route: if latest {
+                Route::Latest
+            } else {
+                Route::ByHash(ContentHash::of(camera_id.as_str().as_bytes()))
+            },
+            camera: camera_id,
+            variant: "full",
+        }
+    }
+
+    /// Stores a frame for `id` as a fill would (body names its owner and camera).
+    fn fill(cache: &FrameCache, id: &Identity, size: usize) {
+        let mut body = format!("{}/{}:", id.owner, id.camera).into_bytes();
+        body.resize(size.max(body.len()), b'.');
+        let frame = Arc::new(StoredFrame::new(
+            id.owner.clone(),
+            id.camera.clone(),
+            ContentHash::of(id.camera.as_str().as_bytes()),
+            1,
+            1,
+            Bytes::from(body),
+        ));
+        let key = cache.store.key(id);
+        cache.store_fill(
+            key,
+            id,
+            &frame,
+            Duration::from_secs(60),
+            cache.purges.load(Ordering::SeqCst),
+        );
+    }
+
+    proptest! {
+        /// Whatever was stored, under whatever colliding keys, a lookup returns only an entry of
+        /// exactly the requested identity, and every mismatch is counted.
+        #[test]
+        fn one_owner_never_reads_anothers_entry(
+            ops in proptest::collection::vec((0u8..3, 0u8..3, any::<bool>(), any::<bool>()), 1..60),
+            digest_bytes in 0usize..3,
+        ) {
+            let cache = cache(1 << 30);
+            #[cfg(feature = "fault-injection")]
+            cache.truncate_digests(digest_bytes);
+            let _ = digest_bytes;
+            for (owner, camera, latest, write) in ops {
+                let id = identity(owner, camera, latest);
+                if write {
+                    fill(&cache, &id, 64);
+                } else if let Some(entry) = cache.lookup(&cache.store.key(&id), &id) {
+                    prop_assert_eq!(&entry.identity, &id);
+                    prop_assert_eq!(&entry.frame.owner, &id.owner);
+                    let prefix = format!("{}/{}:", id.owner, id.camera);
+                    prop_assert!(entry.frame.body.starts_with(prefix.as_bytes()));
+                }
+            }
+        }
+
+        /// However many frames of whatever sizes are stored, the index stays within its budget,
+        /// and the stored-bytes gauge never exceeds it.
+        #[test]
+        fn store_stays_within_budget(sizes in proptest::collection::vec(1usize..40_000, 1..80)) {
+            let budget = 100_000;
+            let cache = cache(budget);
+            for (i, size) in sizes.into_iter().enumerate() {
+                let id = identity((i % 3) as u8, (i % 200) as u8, i % 2 == 0);
+                fill(&cache, &id, size);
+                let (_, weighted) = cache.usage();
+                prop_assert!(weighted <= budget, "{} > {}", weighted, budget);
+                prop_assert!(cache.metrics.cache_stored_bytes.get() <= budget as i64);
+            }
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! policy: a frame scanned once cannot push out frames hubs keep asking for. Each entry holds
 //! the full identity it was stored under; the digest only finds it.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,11 +30,12 @@ pub struct StoredFrame {
     pub seq: u64,
     pub captured_at_ms: u64,
     pub body: Bytes,
-    stored_bytes: IntGauge,
+    /// Entries of the index that hold this frame; its body counts in `stored_bytes` while
+    /// there is at least one.
+    holders: AtomicUsize,
 }
 
 impl StoredFrame {
-    /// Accounts the body in `stored_bytes` for as long as the cache holds the frame.
     pub fn new(
         owner: OwnerId,
         camera: CameraId,
@@ -41,9 +43,7 @@ impl StoredFrame {
         seq: u64,
         captured_at_ms: u64,
         body: Bytes,
-        stored_bytes: IntGauge,
     ) -> StoredFrame {
-        stored_bytes.add(body.len() as i64);
         StoredFrame {
             owner,
             camera,
@@ -51,14 +51,8 @@ impl StoredFrame {
             seq,
             captured_at_ms,
             body,
-            stored_bytes,
+            holders: AtomicUsize::new(0),
         }
-    }
-}
-
-impl Drop for StoredFrame {
-    fn drop(&mut self) {
-        self.stored_bytes.sub(self.body.len() as i64);
     }
 }
 
@@ -83,20 +77,34 @@ impl Entry {
 pub struct Store {
     map: moka::sync::Cache<KeyDigest, Arc<Entry>>,
     entries: IntGauge,
+    stored_bytes: IntGauge,
     #[cfg(feature = "fault-injection")]
     pub(super) faults: super::fault::Faults,
 }
 
 impl Store {
-    pub fn new(max_bytes: u64, entries: IntGauge, evictions: IntCounter) -> Store {
+    /// An index of at most `max_bytes`, weighing each entry's body and overhead. Bodies are
+    /// counted in `stored_bytes` once, however many entries share them, from the insertion of
+    /// the first entry to the removal (eviction, purge, replacement) of the last.
+    pub fn new(
+        max_bytes: u64,
+        entries: IntGauge,
+        stored_bytes: IntGauge,
+        evictions: IntCounter,
+    ) -> Store {
         let listener_entries = entries.clone();
+        let listener_bytes = stored_bytes.clone();
         let map = moka::sync::Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_key: &KeyDigest, entry: &Arc<Entry>| {
                 (entry.frame.body.len() + ENTRY_OVERHEAD).min(u32::MAX as usize) as u32
             })
-            .eviction_listener(move |_key, _entry, cause| {
+            .eviction_listener(move |_key, entry: Arc<Entry>, cause| {
                 listener_entries.dec();
+                let frame = &entry.frame;
+                if frame.holders.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    listener_bytes.sub(frame.body.len() as i64);
+                }
                 if cause == RemovalCause::Size {
                     evictions.inc();
                 }
@@ -105,6 +113,7 @@ impl Store {
         Store {
             map,
             entries,
+            stored_bytes,
             #[cfg(feature = "fault-injection")]
             faults: Default::default(),
         }
@@ -125,6 +134,10 @@ impl Store {
 
     pub fn insert(&self, key: KeyDigest, entry: Entry) {
         self.entries.inc();
+        let frame = &entry.frame;
+        if frame.holders.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.stored_bytes.add(frame.body.len() as i64);
+        }
         self.map.insert(key, Arc::new(entry));
         // Apply evictions now, so stored bytes never stay above the budget.
         self.map.run_pending_tasks();

@@ -383,8 +383,14 @@ fn forced_key_collisions_are_detected_counted_and_never_served() {
     let scrape = stack.scrape();
     // Each request after the first found the previous identity under the shared key: once the
     // same owner (a key collision), three times another owner (a cross-owner hit).
-    assert_eq!(metric_in(&scrape, "framecache_cache_key_collisions_total"), 1.0);
-    assert_eq!(metric_in(&scrape, "framecache_cache_cross_owner_hits_total"), 3.0);
+    assert_eq!(
+        metric_in(&scrape, "framecache_cache_key_collisions_total"),
+        1.0
+    );
+    assert_eq!(
+        metric_in(&scrape, "framecache_cache_cross_owner_hits_total"),
+        3.0
+    );
 }
 
 #[test]
