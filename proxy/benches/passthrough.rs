@@ -8,116 +8,18 @@
 //! and latency percentiles. Every proxied request is a full origin fetch with attestation: the
 //! difference is the proxy's cost. Figures, not assertions: this machine is shared.
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+mod load;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use std::time::Duration;
+
+use load::round;
 
 const HUB_SECRET: &[u8] = b"bench-hub-secret-bench-hub-secret-bench";
 const SIGNING_KEY: [u8; 32] = *b"bench-frame-signing-key-32-bytes";
 
-struct Round {
-    requests: usize,
-    bytes: usize,
-    elapsed: Duration,
-    latencies_us: Vec<u64>,
-}
-
-impl Round {
-    fn rps(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64()
-    }
-
-    fn percentile(&mut self, p: f64) -> f64 {
-        self.latencies_us.sort_unstable();
-        let i = ((self.latencies_us.len() as f64 * p).ceil() as usize).saturating_sub(1);
-        self.latencies_us[i.min(self.latencies_us.len() - 1)] as f64 / 1000.0
-    }
-}
-
-/// Reads one response (head + Content-Length body); returns the body length.
-async fn read_response(conn: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = std::str::from_utf8(&buf[..end]).expect("ascii head");
-            assert!(
-                head.starts_with("HTTP/1.1 200"),
-                "unexpected answer: {head}"
-            );
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    let l = l.to_ascii_lowercase();
-                    l.strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap())
-                })
-                .expect("content-length");
-            let total = end + 4 + len;
-            while buf.len() < total {
-                let mut chunk = [0u8; 64 * 1024];
-                let n = conn.read(&mut chunk).await?;
-                if n == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            buf.drain(..total);
-            return Ok(len);
-        }
-        let mut chunk = [0u8; 16 * 1024];
-        let n = conn.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-async fn round(addr: SocketAddr, requests: Vec<String>, seconds: f64) -> Round {
-    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-    let started = Instant::now();
-    let tasks: Vec<_> = requests
-        .into_iter()
-        .map(|request| {
-            tokio::spawn(async move {
-                let mut conn = TcpStream::connect(addr).await.unwrap();
-                conn.set_nodelay(true).unwrap();
-                let mut buf = Vec::with_capacity(256 * 1024);
-                let (mut n, mut bytes, mut lat) = (0usize, 0usize, Vec::new());
-                while Instant::now() < deadline {
-                    let t = Instant::now();
-                    conn.write_all(request.as_bytes()).await.unwrap();
-                    bytes += read_response(&mut conn, &mut buf).await.unwrap();
-                    lat.push(t.elapsed().as_micros() as u64);
-                    n += 1;
-                }
-                (n, bytes, lat)
-            })
-        })
-        .collect();
-    let mut r = Round {
-        requests: 0,
-        bytes: 0,
-        elapsed: Duration::ZERO,
-        latencies_us: Vec::new(),
-    };
-    for task in tasks {
-        let (n, bytes, lat) = task.await.unwrap();
-        r.requests += n;
-        r.bytes += bytes;
-        r.latencies_us.extend(lat);
-    }
-    r.elapsed = started.elapsed();
-    r
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let arg = |i: usize, default: f64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
+    let args = load::args();
+    let arg = |i: usize, default: f64| args.get(i).copied().unwrap_or(default);
     let (seconds, connections, rounds) = (arg(0, 5.0), arg(1, 16.0) as usize, arg(2, 3.0) as usize);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -129,7 +31,7 @@ fn main() {
         .block_on(camsim::start(camsim::Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             signing_key: SIGNING_KEY,
-            owners: 4,
+            owners: 8,
             cameras_per_owner: 2,
             fps: 0.0,
             ..camsim::Config::default()
@@ -142,6 +44,9 @@ fn main() {
         SIGNING_KEY,
     );
     config.server.threads = 2;
+    // Every request revalidates: each one is an origin fetch. One (owner, camera) per
+    // connection, so requests never coalesce.
+    config.cache.latest_fresh = Duration::ZERO;
     let proxy = framecache::app::spawn(config).unwrap();
 
     // One connection per (owner, camera) pair, round-robin over the topology.
@@ -198,11 +103,11 @@ fn main() {
         .enumerate()
         {
             let mut r = runtime.block_on(round(addr, reqs.clone(), seconds));
-            let (p50, p99) = (r.percentile(0.50), r.percentile(0.99));
+            let (p50, p99) = (r.percentile_ms(0.50), r.percentile_ms(0.99));
             println!(
                 "{name:<22} {:>10.0} {p50:>10.2} {p99:>10.2} {:>10.1} {:>12}",
                 r.rps(),
-                r.bytes as f64 / r.elapsed.as_secs_f64() / 1e6,
+                r.mb_per_sec(),
                 r.bytes / r.requests.max(1)
             );
             totals[i].0 += r.rps();

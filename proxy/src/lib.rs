@@ -13,6 +13,8 @@
 //! - [`identity`] — `OwnerId`, `CameraId`, `ContentHash`: identities as types.
 //! - [`auth`] — hub tokens (JWT HS256) → a [`auth::Grant`] of one owner and some cameras.
 //! - [`route`] — strict parsing of hub paths into a [`route::HubRequest`].
+//! - [`cache`] — the owner-scoped frame cache: [`cache::key`] (identities and their digests),
+//!   [`cache::store`] (the byte-bounded index), [`cache::flight`] (one fetch per key).
 //! - [`origin`] — camera-backend requests through Pingora's connector, and attestation.
 //! - [`delivery`] — frame response headers, JSON errors, the one place errors become HTTP.
 //! - [`proxy`] — the only `impl ProxyHttp`: glue between Pingora's phases and the above.
@@ -32,13 +34,20 @@
 //! 3. [`auth::TokenVerifier::verify`] checks the token's signature, audience, expiry and claim
 //!    grammar, giving the verified owner; [`auth::Grant::camera`] checks the camera is granted
 //!    (401 / 403).
-//! 4. [`origin::Origin::fetch`] asks a camera backend for the frame with `X-Framecache-Owner`,
-//!    over a pooled Pingora connection, buffers the whole body, and accepts it only if status,
-//!    content type, size, owner, camera, signature (and for by-hash requests the body's hash)
-//!    all check out (else 502, 503, 504, or the origin's 403/404).
-//! 5. [`delivery`] writes the frame with its `ETag`, `Cache-Control`, `Cache-Status`,
+//! 4. [`cache::FrameCache::get`] looks up the key of (owner, camera, route, variant); a fresh
+//!    entry whose stored identity equals the request's is served. An entry of another identity
+//!    is counted (collision or cross-owner hit), evicted, and treated as a miss.
+//! 5. On a miss, the request leads or joins the key's flight ([`cache::flight`]); the leader's
+//!    task calls [`origin::Origin::fetch`], which asks a camera backend with
+//!    `X-Framecache-Owner` over a pooled Pingora connection, buffers the whole body, and accepts
+//!    it only if status, content type, size, owner, camera, signature (and for by-hash requests
+//!    the body's hash) all check out. The verified frame is stored as a latest and a by-hash
+//!    entry sharing one body, and handed to every waiter. If the origin failed, the owner's own
+//!    latest frame may be served stale; else 502, 503, 504, or the origin's 403/404.
+//! 6. [`delivery`] writes the frame with its `ETag`, `Cache-Control`, `Cache-Status`, `Age`,
 //!    `Content-Location` and `X-Frame-*` headers, or the JSON error.
-//! 6. Pingora's `logging` phase records the request in [`metrics`].
+//! 7. Pingora's `logging` phase records the request in [`metrics`]; origin requests are recorded
+//!    where they complete.
 
 pub mod admin;
 pub mod app;

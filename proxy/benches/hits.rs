@@ -1,0 +1,219 @@
+//! Cache hits of ~70 KB frames: framecache against nginx `proxy_cache`, side by side.
+//!
+//! `cargo bench -p framecache --bench hits [-- SECONDS CONNECTIONS ROUNDS]`
+//! (`load-tests/bench-hits` installs nginx when missing and runs this.)
+//!
+//! Both serve the same camsim frames from a warm cache. nginx is keyed on
+//! `$http_authorization|$request_uri` with `proxy_cache_lock on`, the setup a team would
+//! otherwise deploy; it does not verify tokens or re-check owners, framecache does both on every
+//! hit. Rounds alternate so both see the same machine state. Figures, never assertions.
+
+mod load;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use load::round;
+
+const HUB_SECRET: &[u8] = b"bench-hub-secret-bench-hub-secret-bench";
+const SIGNING_KEY: [u8; 32] = *b"bench-frame-signing-key-32-bytes";
+
+/// nginx with proxy_cache in front of the camera backend, on a free loopback port.
+struct Nginx {
+    child: Child,
+    addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Nginx {
+    fn start(origin: SocketAddr, workers: usize) -> Option<Nginx> {
+        let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())?;
+        let port = TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let dir =
+            std::env::temp_dir().join(format!("framecache-bench-nginx-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("cache")).ok()?;
+        let conf = format!(
+            r#"
+worker_processes {workers};
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 10000000;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    proxy_cache_path {dir}/cache levels=1:2 keys_zone=frames:64m max_size=1g inactive=10m use_temp_path=off;
+    upstream camsim {{ server {origin}; keepalive 64; }}
+    server {{
+        listen {addr};
+        location ~ ^/v1(/cameras/[^/]+/frame)$ {{
+            proxy_pass http://camsim$1;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Framecache-Owner $http_x_hub_owner;
+            proxy_cache frames;
+            proxy_cache_key "$http_authorization|$request_uri";
+            proxy_cache_lock on;
+            proxy_cache_valid 200 60s;
+            proxy_ignore_headers Cache-Control Expires Set-Cookie;
+        }}
+    }}
+}}
+"#,
+            dir = dir.display()
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).ok()?;
+        let child = Command::new(nginx)
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        // Bounded wait for the listener.
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(addr).is_ok() {
+                return Some(Nginx { child, addr, dir });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn main() {
+    let args = load::args();
+    let arg = |i: usize, default: f64| args.get(i).copied().unwrap_or(default);
+    let (seconds, connections, rounds) = (arg(0, 5.0), arg(1, 32.0) as usize, arg(2, 3.0) as usize);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let backend = runtime
+        .block_on(camsim::start(camsim::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            signing_key: SIGNING_KEY,
+            owners: 8,
+            cameras_per_owner: 2,
+            quality: 70,
+            fps: 0.0,
+            ..camsim::Config::default()
+        }))
+        .unwrap();
+    let mut config = framecache::config::Config::local(
+        backend.local_addr(),
+        HUB_SECRET,
+        b"bench-admin-token-0123",
+        SIGNING_KEY,
+    );
+    config.server.threads = 2;
+    config.cache.latest_fresh = Duration::from_secs(600);
+    let proxy = framecache::app::spawn(config).unwrap();
+    let nginx = Nginx::start(backend.local_addr(), 2);
+
+    let topology = backend.topology().clone();
+    let pairs: Vec<(String, String)> = topology
+        .owners()
+        .into_iter()
+        .flat_map(|o| {
+            topology
+                .cameras_of(&o)
+                .into_iter()
+                .map(move |c| (o.clone(), c))
+        })
+        .collect();
+    let requests: Vec<String> = (0..connections)
+        .map(|i| {
+            let (owner, camera) = &pairs[i % pairs.len()];
+            let token = framecache::auth::mint(
+                HUB_SECRET,
+                "framecache",
+                owner,
+                std::slice::from_ref(camera),
+                Duration::from_secs(3600),
+            )
+            .unwrap();
+            format!(
+                "GET /v1/cameras/{camera}/frame HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {token}\r\nX-Hub-Owner: {owner}\r\n\r\n"
+            )
+        })
+        .collect();
+
+    let mut targets = vec![("framecache", proxy.hub_addr)];
+    match &nginx {
+        Some(n) => targets.push(("nginx proxy_cache", n.addr)),
+        None => println!(
+            "nginx not found: install Debian's nginx to compare (load-tests/bench-hits does)"
+        ),
+    }
+    // Warm: every (owner, camera) once, so every measured request is a hit.
+    for (_, addr) in &targets {
+        runtime.block_on(round(*addr, requests.clone(), 0.5));
+    }
+    let origin_before = backend.stats().requests_total;
+
+    println!(
+        "cache hits, {connections} keep-alive connections, {seconds} s rounds, {rounds} rounds each, alternating"
+    );
+    println!(
+        "{:<20} {:>10} {:>9} {:>9} {:>9} {:>11}",
+        "target", "req/s", "p50 ms", "p99 ms", "MB/s", "frame bytes"
+    );
+    let mut totals = vec![(0.0, 0.0); targets.len()];
+    for _ in 0..rounds {
+        for (i, (name, addr)) in targets.iter().enumerate() {
+            let mut r = runtime.block_on(round(*addr, requests.clone(), seconds));
+            let (p50, p99) = (r.percentile_ms(0.50), r.percentile_ms(0.99));
+            println!(
+                "{name:<20} {:>10.0} {p50:>9.2} {p99:>9.2} {:>9.1} {:>11}",
+                r.rps(),
+                r.mb_per_sec(),
+                r.bytes / r.requests.max(1)
+            );
+            totals[i].0 += r.rps();
+            totals[i].1 += p99;
+        }
+    }
+    let n = rounds as f64;
+    for (i, (name, _)) in targets.iter().enumerate() {
+        println!(
+            "mean {name}: {:.0} req/s, p99 {:.2} ms ({:.2}× framecache req/s)",
+            totals[i].0 / n,
+            totals[i].1 / n,
+            totals[i].0 / totals[0].0
+        );
+    }
+    println!(
+        "origin requests during the measured rounds: {}",
+        backend.stats().requests_total - origin_before
+    );
+    drop(nginx);
+    proxy.stop();
+    runtime.block_on(backend.shutdown());
+}

@@ -1,0 +1,135 @@
+//! A small keep-alive HTTP/1.1 load generator shared by the benchmarks: each connection sends
+//! its request, reads the answer whole, and records the latency, until a deadline.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// One answer: its head and body length.
+pub struct Answer {
+    pub head: String,
+    pub body_len: usize,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// Reads one answer (head, then Content-Length bytes) from a keep-alive connection.
+pub async fn read_answer(conn: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Answer> {
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            assert!(
+                head.starts_with("HTTP/1.1 200"),
+                "unexpected answer: {head}"
+            );
+            let mut answer = Answer { head, body_len: 0 };
+            answer.body_len = answer
+                .header("content-length")
+                .and_then(|v| v.parse().ok())
+                .expect("content-length");
+            let total = end + 4 + answer.body_len;
+            while buf.len() < total {
+                let n = conn.read(&mut chunk).await?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            buf.drain(..total);
+            return Ok(answer);
+        }
+        let n = conn.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The figures of one round.
+pub struct Round {
+    pub requests: usize,
+    pub bytes: usize,
+    pub elapsed: Duration,
+    pub latencies_us: Vec<u64>,
+}
+
+impl Round {
+    pub fn rps(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn percentile_ms(&mut self, p: f64) -> f64 {
+        self.latencies_us.sort_unstable();
+        let n = self.latencies_us.len();
+        let i = ((n as f64 * p).ceil() as usize).clamp(1, n) - 1;
+        self.latencies_us[i] as f64 / 1000.0
+    }
+
+    pub fn mb_per_sec(&self) -> f64 {
+        self.bytes as f64 / self.elapsed.as_secs_f64() / 1e6
+    }
+}
+
+/// Drives one keep-alive connection per request text at `addr` until `seconds` pass.
+pub async fn round(addr: SocketAddr, requests: Vec<String>, seconds: f64) -> Round {
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .map(|request| {
+            tokio::spawn(async move {
+                let mut conn = TcpStream::connect(addr).await.expect("connect");
+                conn.set_nodelay(true).expect("nodelay");
+                let mut buf = Vec::with_capacity(256 * 1024);
+                let (mut n, mut bytes, mut lat) = (0usize, 0usize, Vec::new());
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    conn.write_all(request.as_bytes()).await.expect("write");
+                    bytes += read_answer(&mut conn, &mut buf)
+                        .await
+                        .expect("answer")
+                        .body_len;
+                    lat.push(t.elapsed().as_micros() as u64);
+                    n += 1;
+                }
+                (n, bytes, lat)
+            })
+        })
+        .collect();
+    let mut r = Round {
+        requests: 0,
+        bytes: 0,
+        elapsed: Duration::ZERO,
+        latencies_us: Vec::new(),
+    };
+    for task in tasks {
+        let (n, bytes, lat) = task.await.expect("load task");
+        r.requests += n;
+        r.bytes += bytes;
+        r.latencies_us.extend(lat);
+    }
+    r.elapsed = started.elapsed();
+    r
+}
+
+/// Positional numeric arguments after `cargo bench ... --`, with defaults.
+pub fn args() -> Vec<f64> {
+    std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .filter_map(|a| a.parse().ok())
+        .collect()
+}

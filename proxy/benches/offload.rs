@@ -1,0 +1,125 @@
+//! Origin offload: 1,000 hubs polling 100 cameras; origin requests per distinct frame.
+//!
+//! `cargo bench -p framecache --bench offload [-- SECONDS HUBS]`
+//!
+//! Ten hubs of the same owner watch each camera, each polling the latest frame about once a
+//! second (with jitter), as home dashboards do. Cameras capture one frame a second. A proxy that
+//! fetches each frame once makes 1.00 origin requests per distinct frame served.
+
+mod load;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+const HUB_SECRET: &[u8] = b"bench-hub-secret-bench-hub-secret-bench";
+const SIGNING_KEY: [u8; 32] = *b"bench-frame-signing-key-32-bytes";
+
+fn main() {
+    let args = load::args();
+    let arg = |i: usize, default: f64| args.get(i).copied().unwrap_or(default);
+    let (seconds, hubs) = (arg(0, 20.0), arg(1, 1000.0) as usize);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let backend = runtime
+        .block_on(camsim::start(camsim::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            signing_key: SIGNING_KEY,
+            owners: 50,
+            cameras_per_owner: 2,
+            width: 320,
+            height: 240,
+            fps: 1.0,
+            ..camsim::Config::default()
+        }))
+        .unwrap();
+    let mut config = framecache::config::Config::local(
+        backend.local_addr(),
+        HUB_SECRET,
+        b"bench-admin-token-0123",
+        SIGNING_KEY,
+    );
+    config.server.threads = 2;
+    let proxy = framecache::app::spawn(config).unwrap();
+    let hub_addr = proxy.hub_addr;
+
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(seconds);
+    let origin_before = backend.stats().requests_total;
+    let tasks: Vec<_> = (0..hubs)
+        .map(|i| {
+            let camera_index = i % 100;
+            let owner = format!("owner-{}", camera_index / 2 + 1);
+            let camera = format!("cam-{}", camera_index + 1);
+            let token = framecache::auth::mint(
+                HUB_SECRET,
+                "framecache",
+                &owner,
+                std::slice::from_ref(&camera),
+                Duration::from_secs(3600),
+            )
+            .unwrap();
+            let request = format!(
+                "GET /v1/cameras/{camera}/frame HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {token}\r\n\r\n"
+            );
+            runtime.spawn(async move {
+                // Hubs start spread over the first second and poll every 0.9–1.1 s.
+                let period = Duration::from_millis(900 + (i as u64 * 37) % 200);
+                tokio::time::sleep(Duration::from_millis((i as u64 * 7919) % 1000)).await;
+                let mut conn = TcpStream::connect(hub_addr).await.unwrap();
+                let mut buf = Vec::new();
+                let mut seen = Vec::new();
+                let mut next = tokio::time::Instant::now();
+                while Instant::now() < deadline {
+                    conn.write_all(request.as_bytes()).await.unwrap();
+                    let answer = load::read_answer(&mut conn, &mut buf).await.unwrap();
+                    let seq: u64 = answer.header("x-frame-seq").unwrap().parse().unwrap();
+                    seen.push((camera.clone(), seq));
+                    next += period;
+                    tokio::time::sleep_until(next).await;
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut requests = 0usize;
+    let mut distinct = HashSet::new();
+    for task in tasks {
+        let seen = runtime.block_on(task).unwrap();
+        requests += seen.len();
+        distinct.extend(seen);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let origin = backend.stats().requests_total - origin_before;
+    let lookups = |r: &str| {
+        proxy
+            .shared
+            .metrics
+            .cache_lookups
+            .with_label_values(&[r])
+            .get()
+    };
+    println!("{hubs} hubs polling 100 cameras (1 frame/s each) for {seconds} s");
+    println!(
+        "hub requests: {requests} ({:.0}/s); hits {}, coalesced {}, misses {}, stale {}",
+        requests as f64 / elapsed,
+        lookups("hit"),
+        lookups("coalesced"),
+        lookups("miss"),
+        lookups("stale")
+    );
+    println!(
+        "distinct frames served: {}; origin requests: {origin}; origin requests per distinct frame: {:.2}; hub requests per origin request: {:.1}",
+        distinct.len(),
+        origin as f64 / distinct.len() as f64,
+        requests as f64 / origin as f64
+    );
+    proxy.stop();
+    runtime.block_on(backend.shutdown());
+}
