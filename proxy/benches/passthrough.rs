@@ -74,7 +74,7 @@ fn main() {
                 HUB_SECRET,
                 "framecache",
                 owner,
-                &[camera.clone()],
+                std::slice::from_ref(camera),
                 Duration::from_secs(3600),
             )
             .unwrap();

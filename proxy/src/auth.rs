@@ -18,6 +18,8 @@ use crate::identity::{CameraId, OwnerId};
 pub const MAX_HEADER_BYTES: usize = 8 * 1024;
 /// Most cameras one token may name.
 pub const MAX_CAMERAS: usize = 512;
+/// The scheme and separator of the `Authorization` header a minted token travels in.
+const BEARER: &str = "Bearer ";
 
 /// Why a request was not authorised. The labels are SPEC's `reason` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -87,8 +89,20 @@ impl Grant {
 struct Claims {
     sub: String,
     cams: Vec<String>,
-    aud: String,
+    /// Checked by jsonwebtoken against `auth.audience`, not here.
+    aud: Audience,
     exp: u64,
+}
+
+/// RFC 7519 §4.1.3: `aud` is one string or, in the general case, an array of strings. A token
+/// whose array contains `auth.audience` is meant for this proxy (among others) and is accepted,
+/// as jsonwebtoken's audience check does; an array without it is a wrong audience. Minted
+/// tokens carry the single string.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// Verifies hub tokens against one secret and audience.
@@ -164,11 +178,21 @@ pub enum MintError {
     Owner(crate::identity::IdError),
     #[error("camera id {0}")]
     Camera(crate::identity::IdError),
+    #[error("a token names at most {max} cameras, got {0}", max = MAX_CAMERAS)]
+    TooManyCameras(usize),
+    #[error("a ttl of {0} seconds puts the expiry beyond any representable time")]
+    Ttl(u64),
+    #[error(
+        "the token's Authorization header would be {0} bytes, more than the {max} accepted",
+        max = MAX_HEADER_BYTES
+    )]
+    TooLong(usize),
     #[error("cannot sign the token: {0}")]
     Sign(String),
 }
 
-/// Mints a hub token (for operators, the demo and tests).
+/// Mints a hub token (for operators, the demo and tests). Refuses what [`TokenVerifier`] would
+/// refuse: bad ids, too many cameras, a token too long for the `Authorization` header.
 pub fn mint(
     secret: &[u8],
     audience: &str,
@@ -177,24 +201,36 @@ pub fn mint(
     ttl: Duration,
 ) -> Result<String, MintError> {
     OwnerId::parse(owner).map_err(MintError::Owner)?;
+    if cameras.len() > MAX_CAMERAS {
+        return Err(MintError::TooManyCameras(cameras.len()));
+    }
     for camera in cameras {
         CameraId::parse(camera).map_err(MintError::Camera)?;
     }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
+    let exp = now
+        .checked_add(ttl)
+        .ok_or(MintError::Ttl(ttl.as_secs()))?
+        .as_secs();
     let claims = Claims {
         sub: owner.to_string(),
         cams: cameras.to_vec(),
-        aud: audience.to_string(),
-        exp: (now + ttl).as_secs(),
+        aud: Audience::One(audience.to_string()),
+        exp,
     };
-    jsonwebtoken::encode(
+    let token = jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         &claims,
         &EncodingKey::from_secret(secret),
     )
-    .map_err(|e| MintError::Sign(e.to_string()))
+    .map_err(|e| MintError::Sign(e.to_string()))?;
+    let header_len = BEARER.len() + token.len();
+    if header_len > MAX_HEADER_BYTES {
+        return Err(MintError::TooLong(header_len));
+    }
+    Ok(token)
 }
 
 #[cfg(test)]
@@ -343,5 +379,154 @@ mod tests {
     fn mint_refuses_bad_ids() {
         assert!(mint(SECRET, "a", "owner 1", &[], Duration::from_secs(1)).is_err());
         assert!(mint(SECRET, "a", "o", &["c/1".into()], Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn mint_refuses_an_expiry_beyond_representable_time() {
+        for ttl in [Duration::from_secs(u64::MAX), Duration::MAX] {
+            assert!(
+                matches!(
+                    mint(SECRET, "framecache", "owner-1", &[], ttl),
+                    Err(MintError::Ttl(_))
+                ),
+                "{ttl:?}"
+            );
+        }
+        // A long but representable one is fine, and verifies.
+        let token = mint(
+            SECRET,
+            "framecache",
+            "owner-1",
+            &["cam-1".into()],
+            Duration::from_secs(100 * 365 * 86_400),
+        )
+        .unwrap();
+        assert!(verify(&header(&token)).is_ok());
+    }
+
+    /// `cam-1`, then `n` camera ids of 64 characters each (the longest SPEC allows).
+    fn long_cameras(n: usize) -> Vec<String> {
+        std::iter::once("cam-1".to_string())
+            .chain((0..n).map(|i| format!("{i:0>64}")))
+            .collect()
+    }
+
+    #[test]
+    fn signed_tokens_just_over_the_header_limit_are_malformed() {
+        let exp = now() + 60;
+        let token = |cams: &[String]| {
+            raw_token(
+                serde_json::json!({"sub": "owner-1", "cams": cams, "aud": "framecache", "exp": exp}),
+                SECRET,
+            )
+        };
+        let n = (1..)
+            .find(|n| header(&token(&long_cameras(*n))).len() > MAX_HEADER_BYTES)
+            .unwrap();
+        let (under, over) = (long_cameras(n - 1), long_cameras(n));
+        let (under_token, over_token) = (token(&under), token(&over));
+        // One camera id apart: within about 90 bytes of the limit on either side, and well
+        // within MAX_CAMERAS, so the size is what decides.
+        assert!(header(&under_token).len() > MAX_HEADER_BYTES - 100);
+        assert!(over.len() < MAX_CAMERAS);
+        let grant = verify(&header(&under_token)).unwrap();
+        assert!(grant.camera(&CameraId::parse("cam-1").unwrap()).is_ok());
+        assert_eq!(
+            verify(&header(&over_token)).err(),
+            Some(AuthError::Malformed)
+        );
+        // mint refuses exactly what verify would.
+        let ttl = Duration::from_secs(60);
+        let minted = mint(SECRET, "framecache", "owner-1", &under, ttl).unwrap();
+        assert!(verify(&header(&minted)).is_ok());
+        assert!(matches!(
+            mint(SECRET, "framecache", "owner-1", &over, ttl),
+            Err(MintError::TooLong(len)) if len > MAX_HEADER_BYTES
+        ));
+    }
+
+    #[test]
+    fn more_than_max_cameras_is_refused_by_verify_and_mint() {
+        let cams: Vec<String> = (0..=MAX_CAMERAS).map(|i| format!("c{i}")).collect();
+        let token = raw_token(
+            serde_json::json!({"sub": "owner-1", "cams": cams, "aud": "framecache", "exp": now() + 60}),
+            SECRET,
+        );
+        // Short ids: the count decides, not the size.
+        assert!(header(&token).len() <= MAX_HEADER_BYTES);
+        assert_eq!(verify(&header(&token)).err(), Some(AuthError::Malformed));
+        let ttl = Duration::from_secs(60);
+        assert!(matches!(
+            mint(SECRET, "framecache", "owner-1", &cams, ttl),
+            Err(MintError::TooManyCameras(513))
+        ));
+        let minted = mint(SECRET, "framecache", "owner-1", &cams[..MAX_CAMERAS], ttl).unwrap();
+        assert!(verify(&header(&minted)).is_ok());
+    }
+
+    #[test]
+    fn audience_may_be_an_array_that_contains_ours() {
+        let with_aud = |aud: serde_json::Value| {
+            raw_token(
+                serde_json::json!({"sub": "owner-1", "cams": ["cam-1"], "aud": aud, "exp": now() + 60}),
+                SECRET,
+            )
+        };
+        assert!(verify(&header(&with_aud(serde_json::json!([
+            "other",
+            "framecache"
+        ]))))
+        .is_ok());
+        for aud in [
+            serde_json::json!(["other"]),
+            serde_json::json!([]),
+            serde_json::json!("Framecache"),
+        ] {
+            assert_eq!(
+                verify(&header(&with_aud(aud.clone()))).err(),
+                Some(AuthError::WrongAudience),
+                "{aud}"
+            );
+        }
+        for aud in [serde_json::json!([1]), serde_json::json!(7)] {
+            assert_eq!(
+                verify(&header(&with_aud(aud.clone()))).err(),
+                Some(AuthError::Malformed),
+                "{aud}"
+            );
+        }
+    }
+
+    #[test]
+    fn not_before_in_the_future_is_refused_beyond_the_leeway() {
+        let with_nbf = |nbf: u64| {
+            raw_token(
+                serde_json::json!({"sub": "owner-1", "cams": ["cam-1"], "aud": "framecache", "exp": now() + 3600, "nbf": nbf}),
+                SECRET,
+            )
+        };
+        assert_eq!(
+            verify(&header(&with_nbf(now() + 600))).err(),
+            Some(AuthError::Expired)
+        );
+        assert!(verify(&header(&with_nbf(now() + 10))).is_ok());
+    }
+
+    #[test]
+    fn other_algorithms_with_the_same_secret_are_refused() {
+        let claims = serde_json::json!({"sub": "owner-1", "cams": ["cam-1"], "aud": "framecache", "exp": now() + 60});
+        for alg in [Algorithm::HS384, Algorithm::HS512] {
+            let token = jsonwebtoken::encode(
+                &Header::new(alg),
+                &claims,
+                &EncodingKey::from_secret(SECRET),
+            )
+            .unwrap();
+            assert_eq!(
+                verify(&header(&token)).err(),
+                Some(AuthError::Malformed),
+                "{alg:?}"
+            );
+        }
     }
 }

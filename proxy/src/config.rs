@@ -216,7 +216,10 @@ impl Config {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
+    // Counted over bytes, so an offset inside a multi-byte character (or past the end) is
+    // still a line number, never a panic.
+    let before = text.as_bytes().get(..offset).unwrap_or(text.as_bytes());
+    before.iter().filter(|b| **b == b'\n').count() + 1
 }
 
 #[cfg(test)]
@@ -391,6 +394,96 @@ max_bytes = 0
         let err = Config::parse(GOOD, &dir.config()).expect_err("invalid");
         let keys = keys(err);
         assert_eq!(keys, ["auth.secret_file", "origin.signing_key_file"]);
+    }
+
+    #[test]
+    fn only_the_trailing_newline_is_dropped() {
+        let dir = Dir::new("crlf");
+        let mut secret = vec![b'h'; 40];
+        secret.extend_from_slice(b"\r\n");
+        std::fs::write(dir.0.join("keys/hub.secret"), &secret).unwrap();
+        std::fs::write(dir.0.join("keys/admin.token"), "admin-token-0123456789\r\n").unwrap();
+        let err = Config::parse(GOOD, &dir.config()).expect_err("invalid");
+        // The admin token keeps its "\r", which a header cannot carry.
+        assert_eq!(keys(err), ["admin.token_file"]);
+        std::fs::write(dir.0.join("keys/admin.token"), "admin-token-0123456789\n\n").unwrap();
+        let err = Config::parse(GOOD, &dir.config()).expect_err("invalid");
+        assert_eq!(keys(err), ["admin.token_file"]);
+        std::fs::write(dir.0.join("keys/admin.token"), "admin-token-0123456789\n").unwrap();
+        let config = Config::parse(GOOD, &dir.config()).expect("valid");
+        secret.pop();
+        assert_eq!(config.auth.secret.expose(), secret.as_slice());
+    }
+
+    #[test]
+    fn oversized_and_endless_files_are_refused() {
+        let dir = Dir::new("big");
+        std::fs::write(dir.0.join("keys/hub.secret"), vec![b'h'; 65537]).unwrap();
+        let err = Config::parse(GOOD, &dir.config()).expect_err("invalid");
+        assert_eq!(err.problems.len(), 1);
+        assert_eq!(err.problems[0].key, "auth.secret_file");
+        assert!(
+            err.problems[0].message.contains("larger than 65536 bytes"),
+            "{err}"
+        );
+        // Exactly at the cap is fine.
+        std::fs::write(dir.0.join("keys/hub.secret"), vec![b'h'; 65536]).unwrap();
+        assert!(Config::parse(GOOD, &dir.config()).is_ok());
+        #[cfg(unix)]
+        {
+            let text = GOOD.replace("keys/signing.key", "/dev/zero");
+            let err = Config::parse(&text, &dir.config()).expect_err("invalid");
+            assert_eq!(keys(err), ["origin.signing_key_file"]);
+        }
+    }
+
+    #[test]
+    fn listeners_sharing_a_port_are_refused() {
+        let dir = Dir::new("listeners");
+        for (listen, admin) in [
+            ("127.0.0.1:8080", "127.0.0.1:8080"),
+            ("0.0.0.0:8080", "127.0.0.1:8080"),
+            ("127.0.0.1:8080", "[::]:8080"),
+        ] {
+            let text = GOOD
+                .replace("127.0.0.1:8080", listen)
+                .replace("127.0.0.1:9100", admin);
+            let err = Config::parse(&text, &dir.config()).expect_err(listen);
+            assert_eq!(keys(err), ["server.admin_listen"], "{listen} {admin}");
+        }
+        let text = GOOD.replace("127.0.0.1:8080", "0.0.0.0:8080");
+        assert!(Config::parse(&text, &dir.config()).is_ok());
+    }
+
+    #[test]
+    fn the_cache_must_hold_one_frame() {
+        let dir = Dir::new("budget");
+        let text = GOOD.replace("max_bytes = 268435456", "max_bytes = 1000");
+        let err = Config::parse(&text, &dir.config()).expect_err("invalid");
+        assert_eq!(
+            err.problems[..]
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["cache.max_bytes: must be at least origin.max_frame_bytes (4194304), got 1000"]
+        );
+        let text = text.replace("max_frame_bytes = 4194304", "max_frame_bytes = 1000");
+        assert!(Config::parse(&text, &dir.config()).is_ok());
+        // An out-of-range frame limit is its own problem, not also a budget one.
+        let text = GOOD.replace("max_frame_bytes = 4194304", "max_frame_bytes = 1000000000");
+        let err = Config::parse(&text, &dir.config()).expect_err("invalid");
+        assert_eq!(keys(err), ["origin.max_frame_bytes"]);
+    }
+
+    #[test]
+    fn line_numbers_never_panic() {
+        assert_eq!(line_of("a\nb", 2), 2);
+        // Offset 1 falls inside "é" (two bytes).
+        assert_eq!(line_of("é\nx", 1), 1);
+        assert_eq!(line_of("é\nx", 3), 2);
+        assert_eq!(line_of("a\n", 99), 2);
+        let err = Config::parse("k = \"é\n", Path::new("x.toml")).expect_err("invalid");
+        assert!(err.problems[0].key.starts_with("(line"), "{err}");
     }
 
     #[test]

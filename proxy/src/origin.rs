@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use pingora::connectors::http::v1::Connector;
-use pingora::connectors::ConnectorOptions;
+use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::http::RequestHeader;
 use pingora::protocols::http::v1::client::HttpSession;
-use pingora::upstreams::peer::HttpPeer;
+use pingora::upstreams::peer::{HttpPeer, Peer};
 use thiserror::Error;
+use tokio::time::{timeout_at, Instant as Deadline};
 
 use crate::config::OriginConfig;
 use crate::identity::{CameraId, ContentHash, OwnerId};
@@ -24,8 +24,8 @@ use crate::identity::{CameraId, ContentHash, OwnerId};
 pub const OWNER_HEADER: &str = "x-framecache-owner";
 /// How long an idle origin connection stays in the pool.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Pooled connections that turn out dead are retried on another; this bounds the retries.
-const MAX_STALE_RETRIES: usize = 3;
+/// Informational (1xx) answers read before the final one; more is a misbehaving origin.
+const MAX_INFORMATIONAL: usize = 8;
 
 /// Which frame to ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,14 +164,22 @@ pub fn signed_message(camera: &str, seq: u64, captured_at_ms: u64, body_hash: &s
     format!("framecache-frame-v1\n{camera}\n{seq}\n{captured_at_ms}\n{body_hash}")
 }
 
-/// Camera backends, reached through a pooled Pingora connector.
+/// Camera backends, reached through Pingora's pooled transport connector.
 pub struct Origin {
-    connector: Connector,
+    connector: TransportConnector,
     peers: Vec<(SocketAddr, HttpPeer)>,
     next: AtomicUsize,
     signing_key: [u8; 32],
     max_frame_bytes: usize,
     response_timeout: Duration,
+}
+
+/// What one origin address made of a request.
+enum Exchange {
+    /// It answered, or failed after a connection was made: the result is final.
+    Done(Result<VerifiedFrame, OriginError>),
+    /// No connection could be made: the next address may be tried.
+    NoConnection(pingora::BError),
 }
 
 impl Origin {
@@ -190,7 +198,7 @@ impl Origin {
         let mut options = ConnectorOptions::new(config.addresses.len().max(1) * 64);
         options.keepalive_pool_size = 256;
         Origin {
-            connector: Connector::new(Some(options)),
+            connector: TransportConnector::new(Some(options)),
             peers,
             next: AtomicUsize::new(0),
             signing_key: config.signing_key,
@@ -233,13 +241,9 @@ impl Origin {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for i in 0..self.peers.len() {
             let (addr, peer) = &self.peers[(start + i) % self.peers.len()];
-            match self.connect(peer).await {
-                Ok((session, reused)) => {
-                    return self
-                        .exchange(peer, session, reused, &path, owner, camera, want)
-                        .await;
-                }
-                Err(error) => {
+            match self.fetch_from(peer, &path, owner, camera, want).await {
+                Exchange::Done(result) => return result,
+                Exchange::NoConnection(error) => {
                     tracing::warn!(%error, origin = %addr, "origin unreachable");
                 }
             }
@@ -247,50 +251,79 @@ impl Origin {
         Err(OriginError::Unreachable)
     }
 
-    async fn connect(&self, peer: &HttpPeer) -> pingora::Result<(HttpSession, bool)> {
-        self.connector.get_http_session(peer).await
-    }
-
-    /// One request and its verified answer, within `origin.response_timeout_ms`.
-    #[allow(clippy::too_many_arguments)]
-    async fn exchange(
+    /// One request to one origin address, within `origin.response_timeout_ms` from the first
+    /// send (connecting has its own `origin.connect_timeout_ms`).
+    ///
+    /// A pooled connection may have been closed by the origin while it sat idle, which shows
+    /// only when it is used: a send or response-header failure on one is retried once, on a new
+    /// connection. A failure on a new connection is the origin's own, and final; a failure to
+    /// connect lets the caller try the next address.
+    async fn fetch_from(
         &self,
         peer: &HttpPeer,
-        mut session: HttpSession,
-        mut reused: bool,
         path: &str,
         owner: &OwnerId,
         camera: &CameraId,
         want: Want,
-    ) -> Result<VerifiedFrame, OriginError> {
-        let deadline = tokio::time::Instant::now() + self.response_timeout;
-        let mut retries = 0;
-        loop {
-            match tokio::time::timeout_at(deadline, self.send(&mut session, path, owner)).await {
-                Err(_) => return Err(OriginError::Timeout),
-                Ok(Ok(())) => break,
-                // A pooled connection the origin has closed in the meantime: take another.
-                Ok(Err(_)) if reused && retries < MAX_STALE_RETRIES => {
-                    retries += 1;
-                    (session, reused) = tokio::time::timeout_at(deadline, self.connect(peer))
-                        .await
-                        .map_err(|_| OriginError::Timeout)?
-                        .map_err(|_| OriginError::Unreachable)?;
+    ) -> Exchange {
+        let mut deadline = None;
+        if let Some(stream) = self.connector.reused_stream(peer).await {
+            let until = *deadline.insert(Deadline::now() + self.response_timeout);
+            let mut session = HttpSession::new_with_options(stream, peer);
+            match timeout_at(until, self.send(&mut session, path, owner)).await {
+                Err(_) => return Exchange::Done(Err(OriginError::Timeout)),
+                Ok(Ok(())) => {
+                    let result = self.finish(peer, session, until, owner, camera, want);
+                    return Exchange::Done(result.await);
                 }
-                Ok(Err(error)) => return Err(OriginError::Io(error.to_string())),
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "pooled origin connection failed; retrying on a new one");
+                }
             }
         }
-        let frame =
-            tokio::time::timeout_at(deadline, self.receive(&mut session, owner, camera, want))
-                .await
-                .map_err(|_| OriginError::Timeout)??;
-        // The body was read to its end: the connection may serve the next request.
-        self.connector
-            .release_http_session(session, peer, Some(IDLE_TIMEOUT))
-            .await;
+        let stream = match self.connector.new_stream(peer).await {
+            Ok(stream) => stream,
+            Err(error) => return Exchange::NoConnection(error),
+        };
+        let until = deadline.unwrap_or_else(|| Deadline::now() + self.response_timeout);
+        let mut session = HttpSession::new_with_options(stream, peer);
+        match timeout_at(until, self.send(&mut session, path, owner)).await {
+            Err(_) => Exchange::Done(Err(OriginError::Timeout)),
+            Ok(Err(error)) => Exchange::Done(Err(OriginError::Io(error.to_string()))),
+            Ok(Ok(())) => {
+                let result = self.finish(peer, session, until, owner, camera, want);
+                Exchange::Done(result.await)
+            }
+        }
+    }
+
+    /// Reads and verifies the answer whose header `send` read, and pools the connection when
+    /// the whole answer was read and acceptable.
+    async fn finish(
+        &self,
+        peer: &HttpPeer,
+        mut session: HttpSession,
+        deadline: Deadline,
+        owner: &OwnerId,
+        camera: &CameraId,
+        want: Want,
+    ) -> Result<VerifiedFrame, OriginError> {
+        let frame = timeout_at(deadline, self.receive(&mut session, owner, camera, want))
+            .await
+            .map_err(|_| OriginError::Timeout)??;
+        // The body was read to its end: the connection may serve the next request, unless the
+        // origin asked to close it.
+        session.respect_keepalive();
+        if let Some(stream) = session.reuse().await {
+            self.connector
+                .release_stream(stream, peer.reuse_hash(), Some(IDLE_TIMEOUT));
+        }
         Ok(frame)
     }
 
+    /// Sends the request and reads the final response header, past any informational (1xx)
+    /// answers such as `100 Continue` or `103 Early Hints`. A `101` is final (and refused by
+    /// [`Self::receive`]); so is the answer after [`MAX_INFORMATIONAL`] informational ones.
     async fn send(
         &self,
         session: &mut HttpSession,
@@ -303,6 +336,14 @@ impl Origin {
         req.insert_header(OWNER_HEADER, owner.as_str())?;
         session.write_request_header(Box::new(req)).await?;
         session.read_response().await?;
+        for _ in 0..MAX_INFORMATIONAL {
+            match session.get_status().map(|s| s.as_u16()) {
+                Some(status) if (100..200).contains(&status) && status != 101 => {
+                    session.read_response().await?;
+                }
+                _ => break,
+            }
+        }
         Ok(())
     }
 
@@ -343,7 +384,15 @@ impl Origin {
         let number = |name| header(name).and_then(|v| v.parse::<u64>().ok());
         let (seq, captured_at_ms) = (number("x-frame-seq"), number("x-frame-captured-at"));
         let signature = header("x-frame-signature").and_then(|v| blake3::Hash::from_hex(v).ok());
-        let (max_age, no_store) = cache_control(header("cache-control").unwrap_or(""));
+        // Every `Cache-Control` line counts: a `no-store` on the second line is as binding as
+        // one on the first.
+        let cache_control_lines: Vec<String> = resp
+            .headers
+            .get_all("cache-control")
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        let (max_age, no_store) = cache_control(&cache_control_lines.join(","));
         let announced = header("content-length").and_then(|v| v.parse::<u64>().ok());
         if announced.is_some_and(|n| n > self.max_frame_bytes as u64) {
             return reject(TooLarge);
@@ -408,20 +457,23 @@ fn is_jpeg(value: &str) -> bool {
     media.eq_ignore_ascii_case("image/jpeg")
 }
 
-/// `max-age` and `no-store` of a `Cache-Control` value.
+/// `max-age` and `no-store` of a `Cache-Control` value (its lines joined with `,`).
+///
+/// `max-age` only ever shortens freshness, so doubt errs short: a value that does not parse
+/// is 0 (RFC 9111 §4.2.1 has an invalid freshness lifetime make the response stale), and of
+/// several `max-age` directives the smallest counts.
 fn cache_control(value: &str) -> (Option<Duration>, bool) {
-    let mut max_age = None;
+    let mut max_age: Option<Duration> = None;
     let mut no_store = false;
     for directive in value.split(',').map(str::trim) {
         let (name, arg) = directive.split_once('=').unwrap_or((directive, ""));
+        let name = name.trim();
         if name.eq_ignore_ascii_case("no-store") {
             no_store = true;
         } else if name.eq_ignore_ascii_case("max-age") {
-            max_age = arg
-                .trim_matches('"')
-                .parse::<u64>()
-                .ok()
-                .map(Duration::from_secs);
+            let secs = arg.trim().trim_matches('"').parse::<u64>().unwrap_or(0);
+            let this = Duration::from_secs(secs);
+            max_age = Some(max_age.map_or(this, |m| m.min(this)));
         }
     }
     (max_age, no_store)
@@ -447,7 +499,33 @@ mod tests {
             (Some(Duration::from_secs(2)), false)
         );
         assert_eq!(cache_control("No-Store"), (None, true));
-        assert_eq!(cache_control("max-age=x"), (None, false));
+        // Unparsable max-age is 0, not absent.
+        for value in [
+            "max-age=x",
+            "max-age=",
+            "max-age",
+            "max-age=-1",
+            "max-age=1.5",
+        ] {
+            assert_eq!(
+                cache_control(value),
+                (Some(Duration::ZERO), false),
+                "{value}"
+            );
+        }
+        assert_eq!(
+            cache_control("max-age=\"3\""),
+            (Some(Duration::from_secs(3)), false)
+        );
+        // Lines joined: the later no-store and the smaller max-age count.
+        assert_eq!(
+            cache_control("max-age=5,no-store"),
+            (Some(Duration::from_secs(5)), true)
+        );
+        assert_eq!(
+            cache_control("max-age=5, private,max-age=2"),
+            (Some(Duration::from_secs(2)), false)
+        );
     }
 
     #[test]

@@ -3,6 +3,12 @@
 //! Paths are matched byte for byte with no normalisation: a percent sign, a `;`, an empty or
 //! dot segment, or a query key other than `variant` is refused here, before authorisation, the
 //! cache or the origin see anything. Two different request lines never map to one request.
+//!
+//! The `%` ban is what makes that last sentence true. Pingora does not refuse bytes that are
+//! illegal in a request line (a NUL, a space, `"`, `<`, `>`): it percent-encodes them and passes
+//! the request on, so `cam 1` arrives here as `cam%201`, the same text a client sending
+//! `cam%201` produces. Refusing every `%` keeps those distinct raw lines from collapsing into
+//! one path, and so into one cache key.
 
 use http::Method;
 use thiserror::Error;

@@ -1,5 +1,6 @@
 //! From the file mirror to a validated [`Config`], collecting every problem on the way.
 
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,6 +9,10 @@ use super::file::{self, Leaf, Unknown};
 use super::{
     AdminConfig, AuthConfig, CacheConfig, Config, OriginConfig, Problem, Secret, ServerConfig,
 };
+
+/// Largest secret or key file read. Real ones are tens of bytes; the cap keeps a wrong path
+/// (a device such as `/dev/zero`, a log file) from hanging or exhausting `check-config`.
+const MAX_FILE_BYTES: u64 = 64 * 1024;
 
 /// Collects problems while values are read.
 struct Checker<'a> {
@@ -109,12 +114,20 @@ impl Checker<'_> {
             .unwrap_or_else(|| default.parse().expect("invariant: defaults parse"))
     }
 
-    /// Reads a file named by a required key, relative to the configuration's folder.
+    /// Reads a file named by a required key, relative to the configuration's folder, at most
+    /// [`MAX_FILE_BYTES`] of it.
     fn file(&mut self, key: &str, leaf: &Leaf<String>) -> Option<(PathBuf, Vec<u8>)> {
         let name = self.required(key, leaf)?;
         let path = self.dir.join(&name);
-        match std::fs::read(&path) {
-            Ok(bytes) => Some((path, bytes)),
+        match read_capped(&path, MAX_FILE_BYTES) {
+            Ok(Some(bytes)) => Some((path, bytes)),
+            Ok(None) => {
+                self.problem(
+                    key,
+                    format!("{name:?} is larger than {MAX_FILE_BYTES} bytes"),
+                );
+                None
+            }
             Err(error) => {
                 self.problem(key, format!("cannot read {name:?}: {error}"));
                 None
@@ -122,16 +135,14 @@ impl Checker<'_> {
         }
     }
 
-    /// A secret file: its bytes with one trailing newline dropped, at least `min` bytes long.
+    /// A secret file: its bytes with one trailing newline dropped (SPEC: just the `\n`; a `\r`
+    /// before it stays part of the secret), at least `min` bytes long.
     fn secret(&mut self, key: &str, leaf: &Leaf<String>, min: usize) -> Secret {
         let Some((_, mut bytes)) = self.file(key, leaf) else {
             return Secret::default();
         };
         if bytes.last() == Some(&b'\n') {
             bytes.pop();
-            if bytes.last() == Some(&b'\r') {
-                bytes.pop();
-            }
         }
         if bytes.len() < min {
             self.problem(
@@ -141,6 +152,26 @@ impl Checker<'_> {
         }
         Secret(bytes)
     }
+}
+
+/// The file's bytes, or `None` when it holds more than `cap` bytes. Reads at most `cap + 1`, so
+/// an endless file ends the read too.
+fn read_capped(path: &Path, cap: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(cap + 1)
+        .read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= cap).then_some(bytes))
+}
+
+/// Whether two listeners would compete for one socket: the same non-zero port on the same
+/// address, or on any address when either is the unspecified one (`0.0.0.0`, `::`), which
+/// covers every address (on Linux `[::]` covers IPv4 too, so the families are not told apart).
+fn listeners_conflict(a: SocketAddr, b: SocketAddr) -> bool {
+    let (ip_a, ip_b) = (a.ip().to_canonical(), b.ip().to_canonical());
+    a.port() == b.port()
+        && a.port() != 0
+        && (ip_a == ip_b || ip_a.is_unspecified() || ip_b.is_unspecified())
 }
 
 /// Parses a signing key: 64 hex characters, whitespace around ignored.
@@ -170,12 +201,12 @@ pub(super) fn validate(file: &file::File, source: &Path) -> Result<Config, Vec<P
         threads: c.int("server.threads", &s.threads, 2, 1, 1024) as usize,
         grace_period: c.secs("server.grace_period_secs", &s.grace_period_secs, 5, 0, 3600),
     };
-    if server.listen == server.admin_listen && server.listen.port() != 0 {
+    if listeners_conflict(server.listen, server.admin_listen) {
         c.problem(
             "server.admin_listen",
             format!(
-                "must differ from server.listen, got {}",
-                server.admin_listen
+                "must not share a port with server.listen ({}), got {}",
+                server.listen, server.admin_listen
             ),
         );
     }
@@ -294,6 +325,22 @@ pub(super) fn validate(file: &file::File, source: &Path) -> Result<Config, Vec<P
         ),
     };
 
+    // A frame the origin may send must fit the cache, or every such frame is fetched, served and
+    // dropped again. Only compared when both values were read without a problem of their own.
+    let read_ok = |key: &str| !c.problems.iter().any(|p| p.key == key);
+    if read_ok("cache.max_bytes")
+        && read_ok("origin.max_frame_bytes")
+        && cache.max_bytes < origin.max_frame_bytes as u64
+    {
+        c.problem(
+            "cache.max_bytes",
+            format!(
+                "must be at least origin.max_frame_bytes ({}), got {}",
+                origin.max_frame_bytes, cache.max_bytes
+            ),
+        );
+    }
+
     if c.problems.is_empty() {
         Ok(Config {
             server,
@@ -304,5 +351,53 @@ pub(super) fn validate(file: &file::File, source: &Path) -> Result<Config, Vec<P
         })
     } else {
         Err(c.problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn listeners_conflict_on_a_shared_port() {
+        for (a, b) in [
+            ("127.0.0.1:8080", "127.0.0.1:8080"),
+            ("0.0.0.0:8080", "127.0.0.1:8080"),
+            ("127.0.0.1:8080", "0.0.0.0:8080"),
+            ("[::]:8080", "127.0.0.1:8080"),
+            ("10.0.0.1:8080", "[::]:8080"),
+            ("[::1]:8080", "[::1]:8080"),
+            ("[::ffff:127.0.0.1]:8080", "127.0.0.1:8080"),
+        ] {
+            assert!(listeners_conflict(addr(a), addr(b)), "{a} {b}");
+        }
+        for (a, b) in [
+            ("127.0.0.1:8080", "127.0.0.1:9100"),
+            ("0.0.0.0:8080", "0.0.0.0:9100"),
+            ("127.0.0.1:8080", "127.0.0.2:8080"),
+            ("127.0.0.1:8080", "[::1]:8080"),
+            // Port 0: each listener gets its own free port.
+            ("0.0.0.0:0", "127.0.0.1:0"),
+        ] {
+            assert!(!listeners_conflict(addr(a), addr(b)), "{a} {b}");
+        }
+    }
+
+    #[test]
+    fn reads_are_capped() {
+        let dir = std::env::temp_dir().join(format!("framecache-capped-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("file");
+        std::fs::write(&path, [b'x'; 10]).unwrap();
+        assert_eq!(read_capped(&path, 10).unwrap(), Some(vec![b'x'; 10]));
+        assert_eq!(read_capped(&path, 9).unwrap(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+        // An endless file ends at the cap.
+        #[cfg(unix)]
+        assert_eq!(read_capped(Path::new("/dev/zero"), 64).unwrap(), None);
     }
 }

@@ -1,12 +1,16 @@
 //! Every origin misbehaviour gets its status, serves nothing of the bad answer, and is counted
 //! by reason.
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use camsim::Faults;
 use framecache::identity::OwnerId;
 
-use crate::common::Stack;
+use crate::common::{Stack, SIGNING_KEY};
 
 fn rejected(stack: &Stack, reason: &str) -> f64 {
     stack.metric(&format!(
@@ -239,4 +243,344 @@ fn a_signature_made_with_another_key_is_refused() {
     let reply = stack.get_as("owner-1", &["cam-2"], "/v1/cameras/cam-2/frame");
     assert_eq!(reply.status, 502);
     assert_eq!(rejected(&stack, "bad_signature"), 1.0);
+}
+
+/// What the raw origin does with one request.
+enum Answer {
+    /// Write these bytes, then keep the connection open for the next request.
+    Send(Vec<u8>),
+    /// Write these bytes, then close the connection (with no `Connection: close` said: the
+    /// proxy takes it for a keep-alive connection).
+    SendAndClose(Vec<u8>),
+    /// Close the connection without answering.
+    Close,
+}
+
+/// One request as the raw origin read it.
+struct Seen {
+    /// Which accepted connection, from 0.
+    connection: usize,
+    /// Which request on that connection, from 0.
+    nth: usize,
+    owner: String,
+    camera: String,
+}
+
+type Answerer = dyn Fn(&Seen) -> Answer + Send + Sync;
+
+/// A camera backend written byte by byte, for answers camsim cannot give (informational
+/// responses, header lines split, connections closed at chosen moments). It accepts at most
+/// `max_connections` connections and then stops listening, so later connects are refused.
+struct RawOrigin {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl RawOrigin {
+    fn start(
+        max_connections: usize,
+        answer: impl Fn(&Seen) -> Answer + Send + Sync + 'static,
+    ) -> RawOrigin {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let answer: Arc<Answerer> = Arc::new(answer);
+        let (accepted, served, stopped) = (connections.clone(), requests.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for (connection, stream) in listener.incoming().take(max_connections).enumerate() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let (answer, served) = (answer.clone(), served.clone());
+                std::thread::spawn(move || serve(connection, stream, &*answer, &served));
+            }
+            // The listener is dropped here: from now on connects are refused.
+        });
+        RawOrigin {
+            addr,
+            connections,
+            requests,
+            stop,
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for RawOrigin {
+    fn drop(&mut self) {
+        // Wake the accept loop if it still listens, so its thread ends.
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+/// Reads requests from one connection and answers each as `answer` says, until either side
+/// closes (or nothing arrives for a while).
+fn serve(connection: usize, mut stream: TcpStream, answer: &Answerer, requests: &AtomicUsize) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut buf = Vec::new();
+    for nth in 0.. {
+        let (seen, used) = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut req = httparse::Request::new(&mut headers);
+            if let Ok(httparse::Status::Complete(len)) = req.parse(&buf) {
+                let owner = req
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("x-framecache-owner"))
+                    .map(|h| String::from_utf8_lossy(h.value).into_owned())
+                    .unwrap_or_default();
+                // /cameras/{camera}/frame
+                let camera = req.path.unwrap_or("").split('/').nth(2).unwrap_or("");
+                let seen = Seen {
+                    connection,
+                    nth,
+                    owner,
+                    camera: camera.to_string(),
+                };
+                break (seen, len);
+            }
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        buf.drain(..used);
+        requests.fetch_add(1, Ordering::SeqCst);
+        match answer(&seen) {
+            Answer::Send(bytes) => {
+                if stream.write_all(&bytes).is_err() {
+                    return;
+                }
+            }
+            Answer::SendAndClose(bytes) => {
+                let _ = stream.write_all(&bytes);
+                return;
+            }
+            Answer::Close => return,
+        }
+    }
+}
+
+/// The body the raw origin serves for `camera`.
+fn raw_body(camera: &str) -> Vec<u8> {
+    format!("raw origin frame of {camera}").into_bytes()
+}
+
+/// A `200` SPEC accepts for what `seen` asked, signed with the test key, with `extra` header
+/// lines (each ending in CRLF) added.
+fn signed_frame(seen: &Seen, extra: &str) -> Vec<u8> {
+    let body = raw_body(&seen.camera);
+    let hash = blake3::hash(&body).to_hex();
+    let (seq, captured_at) = (7, 1_700_000_000_123u64);
+    let message = framecache::origin::signed_message(&seen.camera, seq, captured_at, &hash);
+    let signature = blake3::keyed_hash(&SIGNING_KEY, message.as_bytes()).to_hex();
+    let mut bytes = format!(
+        "HTTP/1.1 200 OK\r\n\
+         Content-Type: image/jpeg\r\n\
+         Content-Length: {}\r\n\
+         X-Frame-Owner: {}\r\n\
+         X-Frame-Camera: {}\r\n\
+         X-Frame-Seq: {seq}\r\n\
+         X-Frame-Captured-At: {captured_at}\r\n\
+         X-Frame-Signature: {signature}\r\n\
+         {extra}\r\n",
+        body.len(),
+        seen.owner,
+        seen.camera,
+    )
+    .into_bytes();
+    bytes.extend_from_slice(&body);
+    bytes
+}
+
+/// A stack whose only origin is `origin`.
+fn stack_on(origin: &RawOrigin) -> Stack {
+    let addr = origin.addr;
+    Stack::with(|c| c.origin.addresses = vec![addr], |_| {})
+}
+
+#[test]
+fn informational_answers_are_read_past() {
+    let origin = RawOrigin::start(16, |seen| {
+        let informational: String = match seen.camera.as_str() {
+            "cam-1" => "HTTP/1.1 100 Continue\r\n\r\n\
+                        HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+                .into(),
+            "cam-8" => "HTTP/1.1 103 Early Hints\r\n\r\n".repeat(8),
+            "cam-9" => "HTTP/1.1 103 Early Hints\r\n\r\n".repeat(9),
+            "cam-101" => "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n".into(),
+            _ => String::new(),
+        };
+        let mut bytes = informational.into_bytes();
+        bytes.extend(signed_frame(seen, ""));
+        Answer::Send(bytes)
+    });
+    let stack = stack_on(&origin);
+    for camera in ["cam-1", "cam-8"] {
+        let reply = stack.get_as("owner-1", &[camera], &format!("/v1/cameras/{camera}/frame"));
+        assert_eq!(reply.status, 200, "{camera}: {}", reply.text());
+        assert_eq!(reply.body, raw_body(camera), "{camera}");
+        assert_eq!(reply.header("x-frame-seq"), Some("7"), "{camera}");
+    }
+    // More informational answers than the bound, or a 101, are a bad status.
+    for camera in ["cam-9", "cam-101"] {
+        let reply = stack.get_as("owner-1", &[camera], &format!("/v1/cameras/{camera}/frame"));
+        assert_eq!(reply.status, 502, "{camera}: {}", reply.text());
+    }
+    assert_eq!(rejected(&stack, "bad_status"), 2.0);
+    // The connection that carried informational answers was fit to be used again.
+    let reply = stack.get_as("owner-1", &["cam-2"], "/v1/cameras/cam-2/frame");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+#[test]
+fn a_pooled_connection_the_origin_closed_is_replaced() {
+    // The origin closes a kept-alive connection while it idles in the pool: the next request
+    // goes out on a new one.
+    let origin = RawOrigin::start(16, |seen| Answer::SendAndClose(signed_frame(seen, "")));
+    let stack = stack_on(&origin);
+    for camera in ["cam-1", "cam-2"] {
+        let reply = stack.get_as("owner-1", &[camera], &format!("/v1/cameras/{camera}/frame"));
+        assert_eq!(reply.status, 200, "{camera}: {}", reply.text());
+    }
+    assert_eq!(origin.connections(), 2);
+    assert_eq!(origin.requests(), 2);
+
+    // The harder case: the origin gives up on idle connections just as they are used again,
+    // so a pooled connection looks alive until a request is sent on it. Five of them sit in
+    // the pool; the next request must not try them one after another, but retry once on a
+    // new connection.
+    const POOLED: usize = 5;
+    let waiting = Arc::new((Mutex::new(0usize), Condvar::new()));
+    let gate = waiting.clone();
+    let origin = RawOrigin::start(16, move |seen| {
+        if seen.nth > 0 {
+            return Answer::Close;
+        }
+        if seen.connection < POOLED {
+            // Hold the first answers until all five connections are open.
+            let (count, all_here) = &*gate;
+            let mut count = count.lock().unwrap();
+            *count += 1;
+            all_here.notify_all();
+            let _ = all_here
+                .wait_timeout_while(count, Duration::from_secs(10), |n| *n < POOLED)
+                .unwrap();
+        }
+        Answer::Send(signed_frame(seen, ""))
+    });
+    let stack = stack_on(&origin);
+    let cameras: Vec<String> = (1..=POOLED + 1).map(|i| format!("cam-{i}")).collect();
+    let headers: Vec<String> = cameras
+        .iter()
+        .map(|camera| format!("Bearer {}", stack.token("owner-1", &[camera])))
+        .collect();
+    let get = |i: usize| {
+        let raw = format!(
+            "GET /v1/cameras/{}/frame HTTP/1.1\r\nHost: hub.test\r\nConnection: close\r\n\
+             Authorization: {}\r\n\r\n",
+            cameras[i], headers[i]
+        );
+        crate::common::exchange(stack.proxy.hub_addr, raw.as_bytes(), false)
+    };
+    std::thread::scope(|scope| {
+        let replies: Vec<_> = (0..POOLED).map(|i| scope.spawn(move || get(i))).collect();
+        for reply in replies {
+            let reply = reply.join().unwrap();
+            assert_eq!(reply.status, 200, "{}", reply.text());
+        }
+    });
+    assert_eq!(origin.connections(), POOLED);
+    let reply = get(POOLED);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.body, raw_body(&cameras[POOLED]));
+    // One dead pooled connection tried, then one new connection.
+    assert_eq!(origin.connections(), POOLED + 1);
+    assert_eq!(origin.requests(), POOLED + 2);
+    assert_eq!(
+        stack.metric(r#"framecache_origin_requests_total{outcome="ok"}"#),
+        (POOLED + 1) as f64
+    );
+}
+
+#[test]
+fn a_failed_reconnect_moves_on_to_the_next_address() {
+    // The first address answers once on its only connection, then drops that connection when
+    // it is used again and refuses new ones (a backend going away).
+    let dying = RawOrigin::start(1, |seen| match seen.nth {
+        0 => Answer::Send(signed_frame(seen, "")),
+        _ => Answer::Close,
+    });
+    let addr = dying.addr;
+    let stack = Stack::with(|c| c.origin.addresses.insert(0, addr), |_| {});
+    // Rotation: the first fetch goes to the dying origin, the second to camsim, the third to
+    // the dying origin's pooled connection again.
+    let reply = stack.get_as("owner-1", &["cam-1"], "/v1/cameras/cam-1/frame");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.body, raw_body("cam-1"));
+    let reply = stack.get_as("owner-1", &["cam-2"], "/v1/cameras/cam-2/frame");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let reply = stack.get_as("owner-2", &["cam-3"], "/v1/cameras/cam-3/frame");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        camsim::jpeg::read_watermark(&reply.body).unwrap().0,
+        "cam-3",
+        "camsim answered"
+    );
+    assert_eq!(dying.connections(), 1);
+    assert_eq!(dying.requests(), 2);
+}
+
+#[test]
+fn cache_control_is_read_from_every_line() {
+    let origin = RawOrigin::start(16, |seen| {
+        let extra = match seen.camera.as_str() {
+            "cam-1" => "Cache-Control: max-age=5\r\nCache-Control: no-store\r\n",
+            _ => "Cache-Control: max-age=soon\r\n",
+        };
+        Answer::Send(signed_frame(seen, extra))
+    });
+    let addr = origin.addr;
+    // Long enough that only the origin's directives can explain a short freshness.
+    let stack = Stack::with(
+        |c| {
+            c.origin.addresses = vec![addr];
+            c.cache.latest_fresh = Duration::from_secs(60);
+        },
+        |_| {},
+    );
+    // A no-store on the second line is not stored, however the first line reads.
+    for _ in 0..2 {
+        let reply = stack.get_as("owner-1", &["cam-1"], "/v1/cameras/cam-1/frame");
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.header("cache-control"), Some("private, no-store"));
+        assert_eq!(reply.header("cache-status"), Some("framecache; fwd=miss"));
+    }
+    assert_eq!(origin.requests(), 2);
+    // An unparsable max-age is 0: stored, but never fresh.
+    for _ in 0..2 {
+        let reply = stack.get_as("owner-1", &["cam-2"], "/v1/cameras/cam-2/frame");
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.header("cache-control"), Some("private, max-age=0"));
+        assert_eq!(
+            reply.header("cache-status"),
+            Some("framecache; fwd=miss; stored")
+        );
+    }
+    assert_eq!(origin.requests(), 4);
 }
