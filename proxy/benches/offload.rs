@@ -11,9 +11,6 @@ mod load;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-
 const HUB_SECRET: &[u8] = b"bench-hub-secret-bench-hub-secret-bench";
 const SIGNING_KEY: [u8; 32] = *b"bench-frame-signing-key-32-bytes";
 
@@ -72,13 +69,11 @@ fn main() {
                 // Hubs start spread over the first second and poll every 0.9–1.1 s.
                 let period = Duration::from_millis(900 + (i as u64 * 37) % 200);
                 tokio::time::sleep(Duration::from_millis((i as u64 * 7919) % 1000)).await;
-                let mut conn = TcpStream::connect(hub_addr).await.unwrap();
-                let mut buf = Vec::new();
+                let mut conn = load::Conn::connect(hub_addr).await.unwrap();
                 let mut seen = Vec::new();
                 let mut next = tokio::time::Instant::now();
                 while Instant::now() < deadline {
-                    conn.write_all(request.as_bytes()).await.unwrap();
-                    let answer = load::read_answer(&mut conn, &mut buf).await.unwrap();
+                    let answer = conn.exchange(request.as_bytes()).await.unwrap();
                     let seq: u64 = answer.header("x-frame-seq").unwrap().parse().unwrap();
                     seen.push((camera.clone(), seq));
                     next += period;

@@ -24,37 +24,70 @@ impl Answer {
     }
 }
 
-/// Reads one answer (head, then Content-Length bytes) from a keep-alive connection.
-pub async fn read_answer(conn: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Answer> {
-    let mut chunk = vec![0u8; 64 * 1024];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            assert!(
-                head.starts_with("HTTP/1.1 200"),
-                "unexpected answer: {head}"
-            );
-            let mut answer = Answer { head, body_len: 0 };
-            answer.body_len = answer
-                .header("content-length")
-                .and_then(|v| v.parse().ok())
-                .expect("content-length");
-            let total = end + 4 + answer.body_len;
-            while buf.len() < total {
-                let n = conn.read(&mut chunk).await?;
-                if n == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+/// A keep-alive client connection that reads answers without keeping their bodies.
+pub struct Conn {
+    stream: TcpStream,
+    /// Bytes read past the last answer (the start of the next head).
+    pending: Vec<u8>,
+    /// Reused read buffer.
+    chunk: Vec<u8>,
+}
+
+impl Conn {
+    pub async fn connect(addr: SocketAddr) -> std::io::Result<Conn> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream,
+            pending: Vec::with_capacity(16 * 1024),
+            chunk: vec![0u8; 256 * 1024],
+        })
+    }
+
+    /// Sends `request` and reads its answer: the head, then Content-Length body bytes, which
+    /// are counted and dropped.
+    pub async fn exchange(&mut self, request: &[u8]) -> std::io::Result<Answer> {
+        self.stream.write_all(request).await?;
+        loop {
+            if let Some(end) = self.pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.pending[..end]).into_owned();
+                assert!(
+                    head.starts_with("HTTP/1.1 200"),
+                    "unexpected answer: {head}"
+                );
+                let mut answer = Answer { head, body_len: 0 };
+                answer.body_len = answer
+                    .header("content-length")
+                    .and_then(|v| v.parse().ok())
+                    .expect("content-length");
+                let start = end + 4;
+                let have = self.pending.len() - start;
+                if have >= answer.body_len {
+                    self.pending.drain(..start + answer.body_len);
+                    return Ok(answer);
                 }
-                buf.extend_from_slice(&chunk[..n]);
+                let mut remaining = answer.body_len - have;
+                self.pending.clear();
+                while remaining > 0 {
+                    let n = self.stream.read(&mut self.chunk).await?;
+                    if n == 0 {
+                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                    }
+                    if n > remaining {
+                        self.pending.extend_from_slice(&self.chunk[remaining..n]);
+                        remaining = 0;
+                    } else {
+                        remaining -= n;
+                    }
+                }
+                return Ok(answer);
             }
-            buf.drain(..total);
-            return Ok(answer);
+            let n = self.stream.read(&mut self.chunk).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.pending.extend_from_slice(&self.chunk[..n]);
         }
-        let n = conn.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
     }
 }
 
@@ -91,14 +124,12 @@ pub async fn round(addr: SocketAddr, requests: Vec<String>, seconds: f64) -> Rou
         .into_iter()
         .map(|request| {
             tokio::spawn(async move {
-                let mut conn = TcpStream::connect(addr).await.expect("connect");
-                conn.set_nodelay(true).expect("nodelay");
-                let mut buf = Vec::with_capacity(256 * 1024);
+                let mut conn = Conn::connect(addr).await.expect("connect");
                 let (mut n, mut bytes, mut lat) = (0usize, 0usize, Vec::new());
                 while Instant::now() < deadline {
                     let t = Instant::now();
-                    conn.write_all(request.as_bytes()).await.expect("write");
-                    bytes += read_answer(&mut conn, &mut buf)
+                    bytes += conn
+                        .exchange(request.as_bytes())
                         .await
                         .expect("answer")
                         .body_len;
