@@ -1,4 +1,4 @@
-//! The cache index: the shipped `Store` (moka: TinyLFU admission, LRU eviction, byte weights)
+//! The cache index: the shipped `Store` (DashMap + S3-FIFO eviction over byte weights)
 //! beside a plain `DashMap` as the peer, and the shipped eviction policy beside a plain LRU.
 //!
 //! `cargo bench -p framecache --bench index`
@@ -8,15 +8,15 @@
 //! 1. Key digest, lookup (hit) and insert, ns/op, on one thread and on two threads sharing one
 //!    index. 100,000 entries with 1-byte bodies; key digests are computed up front, and the cost
 //!    of computing one (blake3 of the identity's encoding) is its own row. Each figure is the
-//!    median of five rounds of about 0.3 s after a warm-up. `Store::insert` runs moka's pending
-//!    maintenance after every insert, as shipped, and that is timed with it.
+//!    median of five rounds of about 0.3 s after a warm-up. `Store::insert` evicts to stay
+//!    within budget under its queue lock, as shipped, and that is timed with it.
 //! 2. Heap bytes per cached entry beyond the body, from a counting global allocator: the bytes
 //!    requested, the same as glibc malloc chunks would hold them (an estimate of the
 //!    allocator's headers and rounding), and the number of live allocations.
 //! 3. Hit ratio on Zipf traces (10,000 distinct frames of 60–80 KB, 1,000,000 requests, budget
 //!    10% of the distinct bytes, fixed seed): the shipped store beside a plain LRU that charges
-//!    the same weights against the same budget. The traces are fixed; moka seeds its own
-//!    hashing per process, so the store's ratio can move by a tenth of a point between runs.
+//!    the same weights against the same budget. The traces are fixed, so the figures
+//!    repeat.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -232,12 +232,12 @@ impl Template {
     }
 
     fn entry(&self) -> Entry {
-        Entry {
-            identity: self.identity.clone(),
-            frame: Arc::clone(&self.frame),
-            stored_at: self.stored_at,
-            fresh_for: Duration::from_secs(60),
-        }
+        Entry::new(
+            self.identity.clone(),
+            Arc::clone(&self.frame),
+            self.stored_at,
+            Duration::from_secs(60),
+        )
     }
 }
 
@@ -459,12 +459,7 @@ fn footprint<I: Index>(index: &I, owners: &[OwnerId], len: impl Fn(&I) -> usize)
             let frame = frame(&identity, Bytes::from_static(BODY));
             records.push((
                 identity.digest(),
-                Entry {
-                    identity,
-                    frame,
-                    stored_at,
-                    fresh_for: Duration::from_secs(60),
-                },
+                Entry::new(identity, frame, stored_at, Duration::from_secs(60)),
             ));
         }
     });
@@ -573,12 +568,12 @@ fn replay_store(frames: &Frames, trace: &[u32], budget: u64) -> Hits {
         } else {
             store.insert(
                 frames.keys[f],
-                Entry {
-                    identity: frames.identities[f].clone(),
-                    frame: Arc::clone(&frames.frames[f]),
+                Entry::new(
+                    frames.identities[f].clone(),
+                    Arc::clone(&frames.frames[f]),
                     stored_at,
-                    fresh_for: Duration::MAX,
-                },
+                    Duration::MAX,
+                ),
             );
         }
     }
@@ -640,9 +635,14 @@ fn main() {
     let shipped = store(4 * ENTRIES as u64 * WEIGHT);
     let map = Map::new();
     for (key, identity) in keys.iter().zip(&identities) {
-        let entry = || Entry {
-            identity: identity.clone(),
-            ..templates[0].entry()
+        let entry = || {
+            let template = templates[0].entry();
+            Entry::new(
+                identity.clone(),
+                template.frame.clone(),
+                template.stored_at,
+                template.fresh_for,
+            )
         };
         shipped.insert(*key, entry());
         Index::insert(&map, *key, entry());
@@ -664,7 +664,7 @@ fn main() {
     println!(
         "   2 threads: wall time per op on each thread sharing one index (both threads' ops/s)."
     );
-    row("", &["Store (moka)".to_string(), "DashMap".to_string()]);
+    row("", &["Store (S3-FIFO)".to_string(), "DashMap".to_string()]);
     row(
         "key digest (Identity::digest, blake3)",
         &[format!("{digest:.0}"), format!("{digest:.0}")],
@@ -685,7 +685,7 @@ fn main() {
             &[s[1].clone(), m[1].clone()],
         );
     }
-    println!("   Store inserts run moka's pending maintenance (admission, eviction) each time, as");
+    println!("   Store inserts evict under the queue lock to stay within budget each time, as");
     println!("   shipped. The full DashMap has no policy: it removes the oldest key per insert.");
 
     // 2. Memory.
@@ -704,7 +704,7 @@ fn main() {
         "   bytes requested from the allocator (in parentheses: as glibc malloc chunks, \
          estimated), live allocations."
     );
-    row("", &["Store (moka)".to_string(), "DashMap".to_string()]);
+    row("", &["Store (S3-FIFO)".to_string(), "DashMap".to_string()]);
     row(
         "index: Arc<Entry> + map structures",
         &[store_mem.index.cell(), map_mem.index.cell()],
@@ -749,7 +749,7 @@ fn main() {
         budget as f64 / 1e6
     );
     print!("  {:<44}", "");
-    for header in ["Store (TinyLFU)", "Store, warm", "LRU", "LRU, warm"] {
+    for header in ["Store (S3-FIFO)", "Store, warm", "LRU", "LRU, warm"] {
         print!("{header:>16}");
     }
     println!();

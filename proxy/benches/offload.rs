@@ -11,39 +11,22 @@ mod load;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-const HUB_SECRET: &[u8] = b"bench-hub-secret-bench-hub-secret-bench";
-const SIGNING_KEY: [u8; 32] = *b"bench-frame-signing-key-32-bytes";
-
 fn main() {
     let args = load::args();
     let arg = |i: usize, default: f64| args.get(i).copied().unwrap_or(default);
     let (seconds, hubs) = (arg(0, 20.0), arg(1, 1000.0) as usize);
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let backend = runtime
-        .block_on(camsim::start(camsim::Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            signing_key: SIGNING_KEY,
-            owners: 50,
-            cameras_per_owner: 2,
-            width: 320,
-            height: 240,
-            fps: 1.0,
-            ..camsim::Config::default()
-        }))
-        .unwrap();
-    let mut config = framecache::config::Config::local(
-        backend.local_addr(),
-        HUB_SECRET,
-        b"bench-admin-token-0123",
-        SIGNING_KEY,
+    let stack = load::Stack::start(
+        |o| {
+            o.owners = 50;
+            o.cameras_per_owner = 2;
+            o.width = 320;
+            o.height = 240;
+            o.fps = 1.0;
+        },
+        |_| {},
     );
-    config.server.threads = 2;
-    let proxy = framecache::app::spawn(config).unwrap();
+    let (runtime, backend, proxy) = (&stack.runtime, &stack.backend, &stack.proxy);
     let hub_addr = proxy.hub_addr;
 
     let started = Instant::now();
@@ -54,17 +37,7 @@ fn main() {
             let camera_index = i % 100;
             let owner = format!("owner-{}", camera_index / 2 + 1);
             let camera = format!("cam-{}", camera_index + 1);
-            let token = framecache::auth::mint(
-                HUB_SECRET,
-                "framecache",
-                &owner,
-                std::slice::from_ref(&camera),
-                Duration::from_secs(3600),
-            )
-            .unwrap();
-            let request = format!(
-                "GET /v1/cameras/{camera}/frame HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {token}\r\n\r\n"
-            );
+            let request = stack.hub_request(&owner, &camera);
             runtime.spawn(async move {
                 // Hubs start spread over the first second and poll every 0.9–1.1 s.
                 let period = Duration::from_millis(900 + (i as u64 * 37) % 200);
@@ -115,6 +88,5 @@ fn main() {
         origin as f64 / distinct.len() as f64,
         requests as f64 / origin as f64
     );
-    proxy.stop();
-    runtime.block_on(backend.shutdown());
+    stack.stop();
 }

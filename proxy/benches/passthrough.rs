@@ -14,53 +14,23 @@ use std::time::Duration;
 
 use load::round;
 
-const HUB_SECRET: &[u8] = b"bench-hub-secret-bench-hub-secret-bench";
-const SIGNING_KEY: [u8; 32] = *b"bench-frame-signing-key-32-bytes";
-
 fn main() {
     let args = load::args();
     let arg = |i: usize, default: f64| args.get(i).copied().unwrap_or(default);
     let (seconds, connections, rounds) = (arg(0, 5.0), arg(1, 16.0) as usize, arg(2, 3.0) as usize);
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let backend = runtime
-        .block_on(camsim::start(camsim::Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            signing_key: SIGNING_KEY,
-            owners: 8,
-            cameras_per_owner: 2,
-            fps: 0.0,
-            ..camsim::Config::default()
-        }))
-        .unwrap();
-    let mut config = framecache::config::Config::local(
-        backend.local_addr(),
-        HUB_SECRET,
-        b"bench-admin-token-0123",
-        SIGNING_KEY,
+    let stack = load::Stack::start(
+        |o| {
+            o.owners = 8;
+            o.cameras_per_owner = 2;
+            o.fps = 0.0;
+        },
+        // Every request revalidates: each one is an origin fetch. One (owner, camera) per
+        // connection, so requests never coalesce.
+        |c| c.cache.latest_fresh = Duration::ZERO,
     );
-    config.server.threads = 2;
-    // Every request revalidates: each one is an origin fetch. One (owner, camera) per
-    // connection, so requests never coalesce.
-    config.cache.latest_fresh = Duration::ZERO;
-    let proxy = framecache::app::spawn(config).unwrap();
-
-    // One connection per (owner, camera) pair, round-robin over the topology.
-    let topology = backend.topology().clone();
-    let pairs: Vec<(String, String)> = topology
-        .owners()
-        .into_iter()
-        .flat_map(|o| {
-            topology
-                .cameras_of(&o)
-                .into_iter()
-                .map(move |c| (o.clone(), c))
-        })
-        .collect();
+    let (runtime, backend, proxy) = (&stack.runtime, &stack.backend, &stack.proxy);
+    let pairs = stack.pairs();
     let direct: Vec<String> = (0..connections)
         .map(|i| {
             let (owner, camera) = &pairs[i % pairs.len()];
@@ -70,15 +40,7 @@ fn main() {
     let proxied: Vec<String> = (0..connections)
         .map(|i| {
             let (owner, camera) = &pairs[i % pairs.len()];
-            let token = framecache::auth::mint(
-                HUB_SECRET,
-                "framecache",
-                owner,
-                std::slice::from_ref(camera),
-                Duration::from_secs(3600),
-            )
-            .unwrap();
-            format!("GET /v1/cameras/{camera}/frame HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {token}\r\n\r\n")
+            stack.hub_request(owner, camera)
         })
         .collect();
 
@@ -123,6 +85,5 @@ fn main() {
         totals[1].1 / n,
         totals[1].0 / totals[0].0
     );
-    proxy.stop();
-    runtime.block_on(backend.shutdown());
+    stack.stop();
 }

@@ -2,7 +2,8 @@
 //!
 //! - [`key`]: an entry's full identity (owner, camera, route, variant), encoded without
 //!   ambiguity and digested with blake3.
-//! - [`store`]: the size-bounded index from digest to entry; bodies are shared `Bytes`.
+//! - [`store`]: the size-bounded index (DashMap + S3-FIFO) from digest to entry; bodies are
+//!   shared `Bytes`.
 //! - [`flight`]: one origin fetch per key at a time, waiters of the same identity only.
 //!
 //! Every hit compares the stored identity with the request's before anything is served. A
@@ -338,12 +339,7 @@ impl FrameCache {
             } else {
                 Duration::MAX
             };
-            let entry = Entry {
-                identity,
-                frame: Arc::clone(frame),
-                stored_at: now,
-                fresh_for,
-            };
+            let entry = Entry::new(identity, Arc::clone(frame), now, fresh_for);
             self.store.insert(key, entry);
             entries.push(key);
         }

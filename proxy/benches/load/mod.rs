@@ -164,3 +164,85 @@ pub fn args() -> Vec<f64> {
         .filter_map(|a| a.parse().ok())
         .collect()
 }
+
+pub const HUB_SECRET: &[u8] = b"bench-hub-secret-bench-hub-secret-bench";
+pub const SIGNING_KEY: [u8; 32] = *b"bench-frame-signing-key-32-bytes";
+
+/// camsim and the proxy in this process, with the benchmark keys.
+pub struct Stack {
+    pub runtime: tokio::runtime::Runtime,
+    pub backend: camsim::Handle,
+    pub proxy: framecache::app::Running,
+}
+
+impl Stack {
+    /// Starts camsim (adjusted by `origin`) and the proxy (adjusted by `proxy`, 2 threads).
+    pub fn start(
+        origin: impl FnOnce(&mut camsim::Config),
+        proxy: impl FnOnce(&mut framecache::config::Config),
+    ) -> Stack {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut camsim_config = camsim::Config {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            signing_key: SIGNING_KEY,
+            ..camsim::Config::default()
+        };
+        origin(&mut camsim_config);
+        let backend = runtime
+            .block_on(camsim::start(camsim_config))
+            .expect("camsim");
+        let mut config = framecache::config::Config::local(
+            backend.local_addr(),
+            HUB_SECRET,
+            b"bench-admin-token-0123",
+            SIGNING_KEY,
+        );
+        config.server.threads = 2;
+        proxy(&mut config);
+        let proxy = framecache::app::spawn(config).expect("proxy");
+        Stack {
+            runtime,
+            backend,
+            proxy,
+        }
+    }
+
+    /// Every (owner, camera) pair the topology allows.
+    pub fn pairs(&self) -> Vec<(String, String)> {
+        let topology = self.backend.topology().clone();
+        topology
+            .owners()
+            .into_iter()
+            .flat_map(|o| {
+                topology
+                    .cameras_of(&o)
+                    .into_iter()
+                    .map(move |c| (o.clone(), c))
+            })
+            .collect()
+    }
+
+    /// A keep-alive hub request for the latest frame of `camera`, as `owner`.
+    pub fn hub_request(&self, owner: &str, camera: &str) -> String {
+        let token = framecache::auth::mint(
+            HUB_SECRET,
+            "framecache",
+            owner,
+            &[camera.to_string()],
+            Duration::from_secs(3600),
+        )
+        .expect("token");
+        format!(
+            "GET /v1/cameras/{camera}/frame HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {token}\r\nX-Hub-Owner: {owner}\r\n\r\n"
+        )
+    }
+
+    pub fn stop(self) {
+        self.proxy.stop();
+        self.runtime.block_on(self.backend.shutdown());
+    }
+}

@@ -48,12 +48,12 @@ impl FrameCache {
         let Some(entry) = self.store.get(&self.store.key(from)) else {
             return false;
         };
-        let copy = Entry {
-            identity: entry.identity.clone(),
-            frame: Arc::clone(&entry.frame),
-            stored_at: entry.stored_at,
-            fresh_for: entry.fresh_for,
-        };
+        let copy = Entry::new(
+            entry.identity.clone(),
+            Arc::clone(&entry.frame),
+            entry.stored_at,
+            entry.fresh_for,
+        );
         self.store.insert(self.store.key(to), copy);
         true
     }

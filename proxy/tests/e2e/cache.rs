@@ -294,16 +294,7 @@ fn a_fill_in_flight_when_purge_arrives_does_not_land() {
         thread::spawn(move || stack.get_as("owner-1", &["cam-2"], "/v1/cameras/cam-2/frame"))
     };
     // Wait (bounded) until the fill is under way, then purge.
-    assert!(
-        (0..2_000).any(|_| {
-            let under_way = stack.cache().flights() == 1;
-            if !under_way {
-                thread::sleep(Duration::from_millis(1));
-            }
-            under_way
-        }),
-        "the fill never started"
-    );
+    crate::common::wait_until("the fill is under way", || stack.cache().flights() == 1);
     let reply = stack.admin("POST", "/admin/purge", r#"{"owner": "owner-1"}"#, None);
     assert_eq!(reply.status, 200);
     let served = waiting.join().unwrap();
@@ -504,14 +495,7 @@ fn cancellation_at_random_points_never_yields_a_wrong_or_partial_frame() {
     assert!(checked > 100, "only {checked} complete answers checked");
     // No fetch is left stranded once the origin has answered.
     stack.set_faults(Faults::default());
-    let settled = (0..2_000).any(|_| {
-        let done = stack.cache().flights() == 0;
-        if !done {
-            thread::sleep(Duration::from_millis(1));
-        }
-        done
-    });
-    assert!(settled, "flights left: {}", stack.cache().flights());
+    crate::common::wait_until("no flight is left", || stack.cache().flights() == 0);
     let scrape = stack.scrape();
     assert_eq!(
         metric_in(&scrape, "framecache_cache_key_collisions_total"),

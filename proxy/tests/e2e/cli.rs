@@ -178,21 +178,9 @@ fn demo_prints_curl_lines_that_work_and_stops_on_ctrl_c() {
         .iter()
         .find(|l| l.contains("/frame") && l.contains(" -o "))
         .unwrap();
-    let token = line
-        .split("Bearer ")
-        .nth(1)
-        .unwrap()
-        .split('\'')
-        .next()
-        .unwrap();
-    let url = line.rsplit(' ').next().unwrap();
-    let (addr, path) = url.trim_start_matches("http://").split_once('/').unwrap();
-    let camera = path.split('/').nth(2).unwrap().to_string();
-    let raw = format!(
-        "GET /{path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-    );
-    let reply = crate::common::exchange(addr.parse().unwrap(), raw.as_bytes(), false);
+    let (reply, path) = run_curl_line(line);
     assert_eq!(reply.status, 200, "{}", reply.text());
+    let camera = path.split('/').nth(2).unwrap();
     assert_eq!(camsim::jpeg::read_watermark(&reply.body).unwrap().0, camera);
 
     // The "not theirs" line answers 403.
@@ -200,22 +188,7 @@ fn demo_prints_curl_lines_that_work_and_stops_on_ctrl_c() {
         .iter()
         .find(|l| !l.contains(" -o ") && l.contains("/frame"))
         .unwrap();
-    let token = denied
-        .split("Bearer ")
-        .nth(1)
-        .unwrap()
-        .split('\'')
-        .next()
-        .unwrap();
-    let url = denied.rsplit(' ').next().unwrap();
-    let (addr, path) = url.trim_start_matches("http://").split_once('/').unwrap();
-    let raw = format!(
-        "GET /{path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-    );
-    assert_eq!(
-        crate::common::exchange(addr.parse().unwrap(), raw.as_bytes(), false).status,
-        403
-    );
+    assert_eq!(run_curl_line(denied).0.status, 403);
 
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -226,4 +199,23 @@ fn demo_prints_curl_lines_that_work_and_stops_on_ctrl_c() {
     assert_eq!(exit.code(), Some(0), "Ctrl-C stops the demo cleanly");
     let rest: Vec<String> = stdout.map_while(Result::ok).collect();
     assert_eq!(rest, ["framecache demo stopped"]);
+}
+
+/// Does what a printed `curl … -H 'Authorization: Bearer T' http://ADDR/PATH` line does;
+/// returns the reply and PATH.
+fn run_curl_line(line: &str) -> (crate::common::Reply, String) {
+    let token = line
+        .split("Bearer ")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .next()
+        .unwrap();
+    let url = line.rsplit(' ').next().unwrap();
+    let (addr, path) = url.trim_start_matches("http://").split_once('/').unwrap();
+    let raw = format!(
+        "GET /{path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    let reply = crate::common::exchange(addr.parse().unwrap(), raw.as_bytes(), false);
+    (reply, path.to_string())
 }

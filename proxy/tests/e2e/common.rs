@@ -244,3 +244,15 @@ impl Stack {
         &self.proxy.shared.cache
     }
 }
+
+/// Polls `condition` (every millisecond, for at most 5 s) until it holds; panics naming `what`
+/// otherwise. For state the test cannot be told about, like a fetch being under way.
+pub fn wait_until(what: &str, condition: impl Fn() -> bool) {
+    for _ in 0..5_000 {
+        if condition() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    panic!("gave up waiting until {what}");
+}

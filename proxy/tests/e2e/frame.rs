@@ -134,14 +134,7 @@ fn readiness_and_health() {
     };
     assert_eq!(get("/healthz").status, 200);
     // Readiness follows the server reaching its running phase; poll a bounded number of times.
-    let ready = (0..200).any(|_| {
-        let ok = get("/readyz").status == 200;
-        if !ok {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        ok
-    });
-    assert!(ready, "/readyz never became 200");
+    crate::common::wait_until("/readyz answers 200", || get("/readyz").status == 200);
     assert_eq!(get("/nope").status, 404);
     let raw = "POST /metrics HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
     let reply = crate::common::exchange(stack.proxy.admin_addr, raw.as_bytes(), false);
