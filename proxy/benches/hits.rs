@@ -1,7 +1,7 @@
 //! Cache hits of ~70 KB frames: framecache against nginx `proxy_cache`, side by side.
 //!
 //! `cargo bench -p framecache --bench hits [-- SECONDS CONNECTIONS ROUNDS]`
-//! (`load-tests/bench-hits` installs nginx when missing and runs this.)
+//! (`scripts/bench` installs nginx when missing and runs this with the other benchmarks.)
 //!
 //! Both serve the same camsim frames from a warm cache. nginx is keyed on
 //! `$http_authorization|$request_uri` with `proxy_cache_lock on`, the setup a team would
@@ -129,9 +129,7 @@ fn main() {
     let mut targets = vec![("framecache", proxy.hub_addr)];
     match &nginx {
         Some(n) => targets.push(("nginx proxy_cache", n.addr)),
-        None => println!(
-            "nginx not found: install Debian's nginx to compare (load-tests/bench-hits does)"
-        ),
+        None => println!("nginx not found: install Debian's nginx to compare (scripts/bench does)"),
     }
     // Warm: every (owner, camera) once, so every measured request is a hit.
     for (_, addr) in &targets {

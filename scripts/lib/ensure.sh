@@ -26,3 +26,9 @@ ensure_cargo() {
     exit 1
   fi
 }
+
+# Debian's nginx, the peer of the cache-hit benchmark. Installing it starts no server here:
+# the benchmark runs its own instance on a loopback port.
+ensure_nginx() {
+  [[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null || apt_install nginx-light
+}

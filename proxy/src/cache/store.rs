@@ -24,7 +24,7 @@ use crate::identity::{CameraId, ContentHash, OwnerId};
 
 /// Bytes charged per entry beyond its body: the entry, the map slot, the queue slot and the
 /// frame record, as `cargo bench --bench index` measures them (as malloc chunks), rounded up.
-pub const ENTRY_OVERHEAD: usize = 384;
+pub const ENTRY_OVERHEAD: usize = 512;
 
 /// A hit bumps an entry's frequency up to this.
 const MAX_FREQ: u8 = 3;
