@@ -5,8 +5,10 @@
 //! follow SPEC's grammar.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use dashmap::DashMap;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -92,6 +94,9 @@ struct Claims {
     /// Checked by jsonwebtoken against `auth.audience`, not here.
     aud: Audience,
     exp: u64,
+    /// Checked by jsonwebtoken; kept to re-check remembered tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<u64>,
 }
 
 /// RFC 7519 §4.1.3: `aud` is one string or, in the general case, an array of strings. A token
@@ -109,6 +114,29 @@ enum Audience {
 pub struct TokenVerifier {
     key: DecodingKey,
     validation: Validation,
+    leeway: u64,
+    /// Tokens whose signature, audience and claims verified, by their exact text: a hub sends
+    /// the same token on every poll, and a second HMAC and JSON parse would find the same.
+    /// Expiry and not-before are checked again on every use.
+    verified: DashMap<Box<str>, Verified>,
+}
+
+/// A verified token's grant and validity window.
+#[derive(Clone)]
+struct Verified {
+    grant: Arc<Grant>,
+    exp: u64,
+    nbf: Option<u64>,
+}
+
+/// Verified tokens remembered at most; past it the memory starts over.
+const VERIFIED_TOKENS_MAX: usize = 16_384;
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 impl TokenVerifier {
@@ -122,6 +150,8 @@ impl TokenVerifier {
         TokenVerifier {
             key: DecodingKey::from_secret(secret),
             validation,
+            leeway: leeway.as_secs(),
+            verified: DashMap::new(),
         }
     }
 
@@ -129,12 +159,33 @@ impl TokenVerifier {
     pub fn verify<'a>(
         &self,
         mut headers: impl Iterator<Item = &'a [u8]>,
-    ) -> Result<Grant, AuthError> {
+    ) -> Result<Arc<Grant>, AuthError> {
         let header = headers.next().ok_or(AuthError::Missing)?;
         if headers.next().is_some() || header.len() > MAX_HEADER_BYTES {
             return Err(AuthError::Malformed);
         }
         let token = bearer_token(header).ok_or(AuthError::Malformed)?;
+        let now = unix_now();
+        if let Some(known) = self.verified.get(token).map(|v| v.clone()) {
+            if now > known.exp.saturating_add(self.leeway)
+                || known
+                    .nbf
+                    .is_some_and(|nbf| nbf > now.saturating_add(self.leeway))
+            {
+                return Err(AuthError::Expired);
+            }
+            return Ok(known.grant);
+        }
+        let verified = self.decode(token)?;
+        if self.verified.len() >= VERIFIED_TOKENS_MAX {
+            self.verified.clear();
+        }
+        self.verified.insert(token.into(), verified.clone());
+        Ok(verified.grant)
+    }
+
+    /// Full verification: signature, audience, time, claim grammar.
+    fn decode(&self, token: &str) -> Result<Verified, AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
             |e| match e.kind() {
                 ErrorKind::ExpiredSignature | ErrorKind::ImmatureSignature => AuthError::Expired,
@@ -154,7 +205,11 @@ impl TokenVerifier {
             .map(|c| CameraId::parse(c))
             .collect::<Result<HashSet<_>, _>>()
             .map_err(|_| AuthError::Malformed)?;
-        Ok(Grant { owner, cameras })
+        Ok(Verified {
+            grant: Arc::new(Grant { owner, cameras }),
+            exp: claims.exp,
+            nbf: claims.nbf,
+        })
     }
 }
 
@@ -219,6 +274,7 @@ pub fn mint(
         cams: cameras.to_vec(),
         aud: Audience::One(audience.to_string()),
         exp,
+        nbf: None,
     };
     let token = jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -247,7 +303,7 @@ mod tests {
         format!("Bearer {token}").into_bytes()
     }
 
-    fn verify(value: &[u8]) -> Result<Grant, AuthError> {
+    fn verify(value: &[u8]) -> Result<Arc<Grant>, AuthError> {
         verifier().verify(std::iter::once(value))
     }
 
@@ -528,5 +584,37 @@ mod tests {
                 "{alg:?}"
             );
         }
+    }
+
+    #[test]
+    fn remembered_tokens_are_rechecked_for_expiry() {
+        let v = TokenVerifier::new(SECRET, "framecache", Duration::from_secs(0));
+        let token = mint(
+            SECRET,
+            "framecache",
+            "owner-1",
+            &["cam-1".into()],
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        let header = format!("Bearer {token}");
+        assert!(v.verify(std::iter::once(header.as_bytes())).is_ok());
+        assert_eq!(v.verified.len(), 1, "remembered");
+        // The same token text, now past its expiry: refused without a new decode.
+        v.verified.get_mut(token.as_str()).unwrap().exp = unix_now() - 1;
+        assert_eq!(
+            v.verify(std::iter::once(header.as_bytes())).err(),
+            Some(AuthError::Expired)
+        );
+        // A token differing in one signature character is verified afresh (and fails). The
+        // character is inside the signature, not its last, whose low bits are padding.
+        let mut forged = token.clone().into_bytes();
+        let at = forged.len() - 10;
+        forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
+        let forged = format!("Bearer {}", String::from_utf8(forged).unwrap());
+        assert_eq!(
+            v.verify(std::iter::once(forged.as_bytes())).err(),
+            Some(AuthError::BadSignature)
+        );
     }
 }

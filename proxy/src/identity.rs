@@ -117,13 +117,14 @@ impl ContentHash {
 
     /// Lowercase hex, as used in paths, ETags and signatures.
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        self.to_string()
     }
 }
 
 impl fmt::Display for ContentHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
+        // blake3's encoder works on the stack, without an allocation per character.
+        f.write_str(blake3::Hash::from_bytes(self.0).to_hex().as_str())
     }
 }
 

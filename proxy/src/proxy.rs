@@ -93,7 +93,7 @@ impl Edge {
         &self,
         session: &Session,
         ctx: &mut RequestCtx,
-    ) -> Result<(HubRequest, Grant), HubError> {
+    ) -> Result<(HubRequest, Arc<Grant>), HubError> {
         let header = session.req_header();
         let req = route::parse(&header.method, header.uri.path(), header.uri.query())?;
         ctx.route = req.label();
