@@ -126,46 +126,34 @@ fn main() {
         })
         .collect();
 
-    let mut targets = vec![("framecache", proxy.hub_addr)];
+    let mut targets = vec![load::Target {
+        name: "framecache",
+        addr: proxy.hub_addr,
+        requests: requests.clone(),
+    }];
     match &nginx {
-        Some(n) => targets.push(("nginx proxy_cache", n.addr)),
+        Some(n) => targets.push(load::Target {
+            name: "nginx proxy_cache",
+            addr: n.addr,
+            requests,
+        }),
         None => println!("nginx not found: install Debian's nginx to compare (scripts/bench does)"),
     }
     // Warm: every (owner, camera) once, so every measured request is a hit.
-    for (_, addr) in &targets {
-        runtime.block_on(round(*addr, requests.clone(), 0.5));
+    for target in &targets {
+        runtime.block_on(round(target.addr, target.requests.clone(), 0.5));
     }
     let origin_before = backend.stats().requests_total;
 
     println!(
         "cache hits, {connections} keep-alive connections, {seconds} s rounds, {rounds} rounds each, alternating"
     );
-    println!(
-        "{:<20} {:>10} {:>9} {:>9} {:>9} {:>11}",
-        "target", "req/s", "p50 ms", "p99 ms", "MB/s", "frame bytes"
-    );
-    let mut totals = vec![(0.0, 0.0); targets.len()];
-    for _ in 0..rounds {
-        for (i, (name, addr)) in targets.iter().enumerate() {
-            let mut r = runtime.block_on(round(*addr, requests.clone(), seconds));
-            let (p50, p99) = (r.percentile_ms(0.50), r.percentile_ms(0.99));
-            println!(
-                "{name:<20} {:>10.0} {p50:>9.2} {p99:>9.2} {:>9.1} {:>11}",
-                r.rps(),
-                r.mb_per_sec(),
-                r.bytes / r.requests.max(1)
-            );
-            totals[i].0 += r.rps();
-            totals[i].1 += p99;
-        }
-    }
-    let n = rounds as f64;
-    for (i, (name, _)) in targets.iter().enumerate() {
+    let means = load::compare(runtime, &targets, seconds, rounds);
+    for (target, (rps, p99)) in targets.iter().zip(&means) {
         println!(
-            "mean {name}: {:.0} req/s, p99 {:.2} ms ({:.2}× framecache req/s)",
-            totals[i].0 / n,
-            totals[i].1 / n,
-            totals[i].0 / totals[0].0
+            "mean {}: {rps:.0} req/s, p99 {p99:.2} ms ({:.2}× framecache req/s)",
+            target.name,
+            rps / means[0].0
         );
     }
     println!(

@@ -51,39 +51,26 @@ fn main() {
     println!(
         "uncached frames, {connections} keep-alive connections, {seconds} s rounds, {rounds} rounds each, alternating"
     );
-    println!(
-        "{:<22} {:>10} {:>10} {:>10} {:>10} {:>12}",
-        "target", "req/s", "p50 ms", "p99 ms", "MB/s", "frame bytes"
-    );
-    let mut totals = [(0.0, 0.0), (0.0, 0.0)];
-    for _ in 0..rounds {
-        for (i, (name, addr, reqs)) in [
-            ("camsim direct", backend.local_addr(), &direct),
-            ("framecache → camsim", proxy.hub_addr, &proxied),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let mut r = runtime.block_on(round(addr, reqs.clone(), seconds));
-            let (p50, p99) = (r.percentile_ms(0.50), r.percentile_ms(0.99));
-            println!(
-                "{name:<22} {:>10.0} {p50:>10.2} {p99:>10.2} {:>10.1} {:>12}",
-                r.rps(),
-                r.mb_per_sec(),
-                r.bytes / r.requests.max(1)
-            );
-            totals[i].0 += r.rps();
-            totals[i].1 += p99;
-        }
-    }
-    let n = rounds as f64;
+    let targets = [
+        load::Target {
+            name: "camsim direct",
+            addr: backend.local_addr(),
+            requests: direct,
+        },
+        load::Target {
+            name: "framecache → camsim",
+            addr: proxy.hub_addr,
+            requests: proxied,
+        },
+    ];
+    let means = load::compare(runtime, &targets, seconds, rounds);
     println!(
         "mean: direct {:.0} req/s p99 {:.2} ms; proxied {:.0} req/s p99 {:.2} ms; proxied/direct throughput {:.2}×",
-        totals[0].0 / n,
-        totals[0].1 / n,
-        totals[1].0 / n,
-        totals[1].1 / n,
-        totals[1].0 / totals[0].0
+        means[0].0,
+        means[0].1,
+        means[1].0,
+        means[1].1,
+        means[1].0 / means[0].0
     );
     stack.stop();
 }

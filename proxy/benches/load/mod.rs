@@ -246,3 +246,46 @@ impl Stack {
         self.runtime.block_on(self.backend.shutdown());
     }
 }
+
+/// One side of a comparison: a name, an address, and one request text per connection.
+pub struct Target {
+    pub name: &'static str,
+    pub addr: SocketAddr,
+    pub requests: Vec<String>,
+}
+
+/// Runs `rounds` rounds of `seconds` against each target in turn (alternating, so that all see
+/// the same machine state), printing a row per round; returns each target's mean req/s and
+/// mean p99 in ms.
+pub fn compare(
+    runtime: &tokio::runtime::Runtime,
+    targets: &[Target],
+    seconds: f64,
+    rounds: usize,
+) -> Vec<(f64, f64)> {
+    println!(
+        "{:<22} {:>10} {:>9} {:>9} {:>9} {:>11}",
+        "target", "req/s", "p50 ms", "p99 ms", "MB/s", "frame bytes"
+    );
+    let mut totals = vec![(0.0, 0.0); targets.len()];
+    for _ in 0..rounds {
+        for (total, target) in totals.iter_mut().zip(targets) {
+            let mut r = runtime.block_on(round(target.addr, target.requests.clone(), seconds));
+            let (p50, p99) = (r.percentile_ms(0.50), r.percentile_ms(0.99));
+            println!(
+                "{:<22} {:>10.0} {p50:>9.2} {p99:>9.2} {:>9.1} {:>11}",
+                target.name,
+                r.rps(),
+                r.mb_per_sec(),
+                r.bytes / r.requests.max(1)
+            );
+            total.0 += r.rps();
+            total.1 += p99;
+        }
+    }
+    let n = rounds as f64;
+    totals
+        .into_iter()
+        .map(|(rps, p99)| (rps / n, p99 / n))
+        .collect()
+}
