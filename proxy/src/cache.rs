@@ -71,6 +71,9 @@ impl Lookup {
 /// A frame fetched from the origin, as handed to every request that waited for it.
 #[derive(Debug, Clone)]
 pub struct Fetched {
+    /// The owner and camera the origin attested.
+    pub owner: OwnerId,
+    pub camera: CameraId,
     pub frame: Arc<StoredFrame>,
     pub fresh_for: Duration,
     pub no_store: bool,
@@ -133,7 +136,7 @@ impl FrameCache {
         let key = self.store.key(&identity);
         if let Some(entry) = self.lookup(&key, &identity) {
             let age = entry.age();
-            if route != Route::Latest || age < entry.fresh_for {
+            if route != Route::Latest || age < entry.fresh_for() {
                 return Ok(served(&entry, Lookup::Hit, age));
             }
         }
@@ -165,9 +168,7 @@ impl FrameCache {
     fn lookup(&self, key: &KeyDigest, identity: &Identity) -> Option<Arc<Entry>> {
         let entry = self.store.get(key)?;
         let frame = &entry.frame;
-        let same = entry.identity == *identity
-            && frame.owner == identity.owner
-            && frame.camera == identity.camera
+        let same = entry.is(identity)
             && match identity.route {
                 Route::ByHash(hash) => frame.hash == hash,
                 Route::Latest => true,
@@ -175,7 +176,8 @@ impl FrameCache {
         if same {
             return Some(entry);
         }
-        let cross_owner = entry.identity.owner != identity.owner || frame.owner != identity.owner;
+        let cross_owner = *entry.owner() != identity.owner;
+        let stored = entry.identity();
         if cross_owner {
             self.metrics.cache_cross_owner_hits.inc();
         } else {
@@ -183,9 +185,9 @@ impl FrameCache {
         }
         tracing::error!(
             cross_owner,
-            stored_route = route_kind(entry.identity.route),
+            stored_route = route_kind(stored.route),
             requested_route = route_kind(identity.route),
-            stored_variant = entry.identity.variant,
+            stored_variant = stored.variant,
             requested_variant = identity.variant,
             "cache entry identity does not match the request: not served, evicted"
         );
@@ -251,9 +253,7 @@ impl FrameCache {
                 };
                 // Belt and braces: a shared result is of this identity, or it is not served.
                 match result {
-                    Ok(f)
-                        if f.frame.owner != identity.owner || f.frame.camera != identity.camera =>
-                    {
+                    Ok(f) if f.owner != identity.owner || f.camera != identity.camera => {
                         self.metrics.cache_cross_owner_hits.inc();
                         (
                             Err(OriginError::Io(
@@ -296,16 +296,11 @@ impl FrameCache {
         });
         let no_store = verified.no_store;
         let v = verified;
-        let frame = Arc::new(StoredFrame::new(
-            v.owner,
-            v.camera,
-            v.hash,
-            v.seq,
-            v.captured_at_ms,
-            v.body,
-        ));
+        let frame = Arc::new(StoredFrame::new(v.hash, v.seq, v.captured_at_ms, v.body));
         let stored = !no_store && self.store_fill(key, identity, &frame, fresh_for, purges_before);
         Ok(Fetched {
+            owner: v.owner,
+            camera: v.camera,
             frame,
             fresh_for,
             no_store,
@@ -382,7 +377,7 @@ fn served(entry: &Entry, lookup: Lookup, age: Duration) -> Served {
         frame: Arc::clone(&entry.frame),
         lookup,
         age,
-        fresh_for: entry.fresh_for.saturating_sub(age),
+        fresh_for: entry.fresh_for().saturating_sub(age),
         no_store: false,
     }
 }
@@ -437,14 +432,11 @@ mod tests {
     fn fill(cache: &FrameCache, id: &Identity, size: usize) {
         let mut body = format!("{}/{}:", id.owner, id.camera).into_bytes();
         body.resize(size.max(body.len()), b'.');
-        let frame = Arc::new(StoredFrame::new(
-            id.owner.clone(),
-            id.camera.clone(),
-            ContentHash::of(id.camera.as_str().as_bytes()),
-            1,
-            1,
-            Bytes::from(body),
-        ));
+        let hash = match id.route {
+            Route::ByHash(hash) => hash,
+            Route::Latest => ContentHash::of(id.camera.as_str().as_bytes()),
+        };
+        let frame = Arc::new(StoredFrame::new(hash, 1, 1, Bytes::from(body)));
         let key = cache.store.key(id);
         cache.store_fill(
             key,
@@ -472,8 +464,8 @@ mod tests {
                 if write {
                     fill(&cache, &id, 64);
                 } else if let Some(entry) = cache.lookup(&cache.store.key(&id), &id) {
-                    prop_assert_eq!(&entry.identity, &id);
-                    prop_assert_eq!(&entry.frame.owner, &id.owner);
+                    prop_assert_eq!(&entry.identity(), &id);
+                    prop_assert_eq!(entry.owner(), &id.owner);
                     let prefix = format!("{}/{}:", id.owner, id.camera);
                     prop_assert!(entry.frame.body.starts_with(prefix.as_bytes()));
                 }

@@ -49,10 +49,10 @@ impl FrameCache {
             return false;
         };
         let copy = Entry::new(
-            entry.identity.clone(),
+            entry.identity(),
             Arc::clone(&entry.frame),
-            entry.stored_at,
-            entry.fresh_for,
+            entry.stored_at(),
+            entry.fresh_for(),
         );
         self.store.insert(self.store.key(to), copy);
         true

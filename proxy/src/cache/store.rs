@@ -11,20 +11,21 @@
 //! Each entry holds the full identity it was stored under; the digest only finds it.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dashmap::DashMap;
 use prometheus::{IntCounter, IntGauge};
 
-use super::key::{Identity, KeyDigest};
+use super::key::{Identity, KeyDigest, Route};
 use crate::identity::{CameraId, ContentHash, OwnerId};
+use crate::route::VARIANTS;
 
 /// Bytes charged per entry beyond its body: the entry, the map slot, the queue slot and the
 /// frame record, as `cargo bench --bench index` measures them (as malloc chunks), rounded up.
-pub const ENTRY_OVERHEAD: usize = 512;
+pub const ENTRY_OVERHEAD: usize = 384;
 
 /// A hit bumps an entry's frequency up to this.
 const MAX_FREQ: u8 = 3;
@@ -33,34 +34,24 @@ const MAX_FREQ: u8 = 3;
 /// and response that uses it.
 #[derive(Debug)]
 pub struct StoredFrame {
-    pub owner: OwnerId,
-    pub camera: CameraId,
     pub hash: ContentHash,
     pub seq: u64,
     pub captured_at_ms: u64,
     pub body: Bytes,
     /// Entries of the index that hold this frame; its body counts in `stored_bytes` while
     /// there is at least one.
-    holders: AtomicUsize,
+    holders: AtomicU32,
 }
 
 impl StoredFrame {
-    pub fn new(
-        owner: OwnerId,
-        camera: CameraId,
-        hash: ContentHash,
-        seq: u64,
-        captured_at_ms: u64,
-        body: Bytes,
-    ) -> StoredFrame {
+    /// The frame record; whose it is, the entries that hold it say.
+    pub fn new(hash: ContentHash, seq: u64, captured_at_ms: u64, body: Bytes) -> StoredFrame {
         StoredFrame {
-            owner,
-            camera,
             hash,
             seq,
             captured_at_ms,
             body,
-            holders: AtomicUsize::new(0),
+            holders: AtomicU32::new(0),
         }
     }
 }
@@ -70,40 +61,130 @@ const IN_NONE: u8 = 0;
 const IN_SMALL: u8 = 1;
 const IN_MAIN: u8 = 2;
 
-/// One cache entry.
+/// One cache entry, kept small: the index holds one per (identity, frame).
+///
+/// Its identity is stored in parts: the owner and camera (shared allocations with the frame
+/// record), the route (latest, or by the address of its own frame, which is the frame's hash),
+/// and the rendition. [`Entry::identity`] puts them back together; [`Entry::is`] compares them
+/// with a request's without building anything.
 #[derive(Debug)]
 pub struct Entry {
-    /// The identity the entry was stored under; compared in full on every hit.
-    pub identity: Identity,
+    /// The key the index holds it under (set on insertion), so that a queue slot needs only a
+    /// weak pointer.
+    key: KeyDigest,
+    owner: OwnerId,
+    camera: CameraId,
     pub frame: Arc<StoredFrame>,
-    pub stored_at: Instant,
-    /// How long the entry is fresh (latest frames); by-hash entries are immutable.
-    pub fresh_for: Duration,
+    /// Milliseconds since [`epoch`] when stored.
+    stored_ms: u64,
+    /// How long the entry is fresh, in ms; [`IMMUTABLE`] for by-hash entries.
+    fresh_ms: u32,
+    /// Index into [`crate::route::VARIANTS`].
+    variant: u8,
+    latest: bool,
     /// Hits since it entered its queue, capped at [`MAX_FREQ`].
     freq: AtomicU8,
     /// `IN_SMALL`, `IN_MAIN`, or `IN_NONE` once it left the index (changed under the lock).
     queue: AtomicU8,
 }
 
+/// `fresh_ms` of an entry that never goes stale.
+const IMMUTABLE: u32 = u32::MAX;
+
+/// The instant entry times count from.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn variant_index(variant: &str) -> u8 {
+    VARIANTS
+        .iter()
+        .position(|v| *v == variant)
+        .map_or(u8::MAX, |i| i as u8)
+}
+
 impl Entry {
+    /// An entry for `identity`. A by-hash identity must name `frame`'s own hash.
     pub fn new(
         identity: Identity,
         frame: Arc<StoredFrame>,
         stored_at: Instant,
         fresh_for: Duration,
     ) -> Entry {
+        let latest = match identity.route {
+            Route::Latest => true,
+            Route::ByHash(hash) => {
+                assert_eq!(
+                    hash, frame.hash,
+                    "invariant: a by-hash entry holds its own frame"
+                );
+                false
+            }
+        };
         Entry {
-            identity,
+            key: KeyDigest([0; 32]),
+            owner: identity.owner,
+            camera: identity.camera,
             frame,
-            stored_at,
-            fresh_for,
+            stored_ms: stored_at.saturating_duration_since(epoch()).as_millis() as u64,
+            fresh_ms: if latest {
+                fresh_for.as_millis().min(IMMUTABLE as u128 - 1) as u32
+            } else {
+                IMMUTABLE
+            },
+            variant: variant_index(identity.variant),
+            latest,
             freq: AtomicU8::new(0),
             queue: AtomicU8::new(IN_NONE),
         }
     }
 
+    /// The identity the entry was stored under.
+    pub fn identity(&self) -> Identity {
+        Identity {
+            owner: self.owner.clone(),
+            camera: self.camera.clone(),
+            route: if self.latest {
+                Route::Latest
+            } else {
+                Route::ByHash(self.frame.hash)
+            },
+            variant: VARIANTS.get(self.variant as usize).copied().unwrap_or("?"),
+        }
+    }
+
+    /// Whether the entry was stored under exactly `identity`.
+    pub fn is(&self, identity: &Identity) -> bool {
+        self.owner == identity.owner
+            && self.camera == identity.camera
+            && self.variant == variant_index(identity.variant)
+            && self.variant != u8::MAX
+            && match identity.route {
+                Route::Latest => self.latest,
+                Route::ByHash(hash) => !self.latest && self.frame.hash == hash,
+            }
+    }
+
+    pub fn owner(&self) -> &OwnerId {
+        &self.owner
+    }
+
+    pub fn stored_at(&self) -> Instant {
+        epoch() + Duration::from_millis(self.stored_ms)
+    }
+
     pub fn age(&self) -> Duration {
-        self.stored_at.elapsed()
+        self.stored_at().elapsed()
+    }
+
+    /// How long the entry is fresh after it was stored; `Duration::MAX` for by-hash entries.
+    pub fn fresh_for(&self) -> Duration {
+        if self.fresh_ms == IMMUTABLE {
+            Duration::MAX
+        } else {
+            Duration::from_millis(self.fresh_ms.into())
+        }
     }
 
     /// Bytes charged against the budget.
@@ -116,8 +197,8 @@ impl Entry {
 /// once, and its slot is skipped when it reaches the front.
 #[derive(Default)]
 struct Queues {
-    small: VecDeque<(KeyDigest, Weak<Entry>)>,
-    main: VecDeque<(KeyDigest, Weak<Entry>)>,
+    small: VecDeque<Weak<Entry>>,
+    main: VecDeque<Weak<Entry>>,
     ghost: VecDeque<KeyDigest>,
     ghost_set: HashSet<KeyDigest>,
     small_bytes: u64,
@@ -202,7 +283,8 @@ impl Store {
 
     /// Stores `entry` under `key` (replacing what was there), then evicts until the index is
     /// within budget again. An entry larger than the whole budget is not kept.
-    pub fn insert(&self, key: KeyDigest, entry: Entry) {
+    pub fn insert(&self, key: KeyDigest, mut entry: Entry) {
+        entry.key = key;
         let entry = Arc::new(entry);
         let weight = entry.weight();
         let mut q = self.lock();
@@ -219,11 +301,11 @@ impl Store {
         self.entries.inc();
         if q.ghost_set.remove(&key) {
             entry.queue.store(IN_MAIN, Ordering::Relaxed);
-            q.main.push_back((key, Arc::downgrade(&entry)));
+            q.main.push_back(Arc::downgrade(&entry));
             q.main_bytes += weight;
         } else {
             entry.queue.store(IN_SMALL, Ordering::Relaxed);
-            q.small.push_back((key, Arc::downgrade(&entry)));
+            q.small.push_back(Arc::downgrade(&entry));
             q.small_bytes += weight;
         }
         while q.total() > self.max_bytes {
@@ -257,12 +339,13 @@ impl Store {
             } else {
                 q.main.pop_front()
             };
-            let Some((key, weak)) = slot else {
+            let Some(weak) = slot else {
                 return false;
             };
             let Some(entry) = weak.upgrade() else {
                 continue;
             };
+            let key = entry.key;
             let queue = entry.queue.load(Ordering::Relaxed);
             if queue == IN_NONE {
                 continue;
@@ -275,13 +358,13 @@ impl Store {
                 q.main_bytes += weight;
                 entry.freq.store(0, Ordering::Relaxed);
                 entry.queue.store(IN_MAIN, Ordering::Relaxed);
-                q.main.push_back((key, weak));
+                q.main.push_back(weak);
                 continue;
             }
             if queue == IN_MAIN && freq > 0 {
                 // Still in use: another round in main.
                 entry.freq.store(freq - 1, Ordering::Relaxed);
-                q.main.push_back((key, weak));
+                q.main.push_back(weak);
                 continue;
             }
             self.map.remove_if(&key, |_, e| Arc::ptr_eq(e, &entry));
@@ -309,7 +392,7 @@ impl Store {
         let doomed: Vec<(KeyDigest, Arc<Entry>)> = self
             .map
             .iter()
-            .filter(|e| matches(&e.value().identity))
+            .filter(|e| matches(&e.value().identity()))
             .map(|e| (*e.key(), Arc::clone(e.value())))
             .collect();
         let mut purged = 0;
