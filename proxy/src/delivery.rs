@@ -1,6 +1,9 @@
 //! What the hub receives: frame responses with SPEC's headers, and JSON errors.
 //!
-//! Domain errors become an HTTP answer once, here, through [`HubError`].
+//! Domain errors become an HTTP answer once, here, through [`HubError`]. [`condition`] decides
+//! between 200, 304, 206 and 416.
+
+pub mod condition;
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
@@ -10,17 +13,40 @@ use crate::auth::AuthError;
 use crate::cache::{Lookup, Served};
 use crate::origin::OriginError;
 use crate::route::{HubRequest, RouteError, Target};
+use condition::Answer;
 
 /// `Cache-Control` of a frame addressed by its hash: the bytes can never change.
 const IMMUTABLE: &str = "private, max-age=31536000, immutable";
 
-/// The response header of a frame.
-pub fn frame_header(served: &Served, req: &HubRequest) -> pingora::Result<ResponseHeader> {
+/// The quoted strong ETag of a frame: its blake3 address.
+pub fn etag(served: &Served) -> String {
+    format!("\"{}\"", served.frame.hash)
+}
+
+/// The response header of a frame answered as `answer` (not `Unsatisfiable`, an error), and
+/// the body to send with it.
+pub fn frame_response(
+    served: &Served,
+    req: &HubRequest,
+    answer: Answer,
+) -> pingora::Result<(ResponseHeader, Option<Bytes>)> {
     let frame = &served.frame;
-    let mut h = ResponseHeader::build(200, Some(10))?;
-    h.insert_header("content-type", "image/jpeg")?;
-    h.insert_header("content-length", frame.body.len())?;
-    h.insert_header("etag", format!("\"{}\"", frame.hash))?;
+    let len = frame.body.len();
+    let (status, body) = match answer {
+        Answer::NotModified => (304, None),
+        Answer::Partial { start, end } => (206, Some(frame.body.slice(start..=end))),
+        _ => (200, Some(frame.body.clone())),
+    };
+    let mut h = ResponseHeader::build(status, Some(12))?;
+    if let Some(body) = &body {
+        h.insert_header("content-type", "image/jpeg")?;
+        h.insert_header("content-length", body.len())?;
+    }
+    if let Answer::Partial { start, end } = answer {
+        h.insert_header("content-range", format!("bytes {start}-{end}/{len}"))?;
+    }
+    h.insert_header("accept-ranges", "bytes")?;
+    h.insert_header("etag", etag(served))?;
     let cache_control = match req.target {
         Target::ByHash(_) => IMMUTABLE.to_string(),
         _ if served.no_store => "private, no-store".to_string(),
@@ -39,26 +65,26 @@ pub fn frame_header(served: &Served, req: &HubRequest) -> pingora::Result<Respon
     h.insert_header("x-frame-seq", frame.seq)?;
     h.insert_header("x-frame-captured-at", frame.captured_at_ms)?;
     h.insert_header("x-content-type-options", "nosniff")?;
-    Ok(h)
+    Ok((h, body))
 }
 
-/// Writes a frame; returns the body bytes sent.
+/// Writes a frame response; returns the body bytes sent.
 pub async fn write_frame(
     session: &mut Session,
     header: ResponseHeader,
-    body: &Bytes,
+    body: Option<Bytes>,
     head: bool,
 ) -> pingora::Result<usize> {
+    let body = body.filter(|_| !head);
     session
-        .write_response_header(Box::new(header), head)
+        .write_response_header(Box::new(header), body.is_none())
         .await?;
-    if head {
+    let Some(body) = body else {
         return Ok(0);
-    }
-    session
-        .write_response_body(Some(body.clone()), true)
-        .await?;
-    Ok(body.len())
+    };
+    let sent = body.len();
+    session.write_response_body(Some(body), true).await?;
+    Ok(sent)
 }
 
 /// An error answer: status, a stable code, a human message, and the headers it needs.
@@ -67,8 +93,8 @@ pub struct HubError {
     pub status: u16,
     pub code: &'static str,
     pub message: String,
-    /// `Allow` for 405.
-    pub allow: Option<&'static str>,
+    /// One more header the answer needs: `Allow` for 405, `Content-Range` for 416.
+    pub header: Option<(&'static str, String)>,
 }
 
 impl HubError {
@@ -77,7 +103,7 @@ impl HubError {
             status,
             code,
             message: message.into(),
-            allow: None,
+            header: None,
         }
     }
 
@@ -93,10 +119,24 @@ impl HubError {
         if self.status == 401 {
             h.insert_header("www-authenticate", "Bearer error=\"invalid_token\"")?;
         }
-        if let Some(allow) = self.allow {
-            h.insert_header("allow", allow)?;
+        if let Some((name, value)) = &self.header {
+            h.insert_header(*name, value.as_str())?;
         }
         Ok((h, body))
+    }
+}
+
+impl HubError {
+    /// 416 for a range outside a frame of `len` bytes.
+    pub fn unsatisfiable(len: usize) -> HubError {
+        HubError {
+            header: Some(("content-range", format!("bytes */{len}"))),
+            ..HubError::new(
+                416,
+                "range_not_satisfiable",
+                format!("the frame has {len} bytes"),
+            )
+        }
     }
 }
 
@@ -106,7 +146,7 @@ impl From<RouteError> for HubError {
             RouteError::BadRequest(why) => HubError::new(400, "bad_request", why),
             RouteError::NotFound => HubError::new(404, "not_found", "no such resource"),
             RouteError::MethodNotAllowed(allow) => HubError {
-                allow: Some(allow),
+                header: Some(("allow", allow.to_string())),
                 ..HubError::new(405, "method_not_allowed", format!("use {allow}"))
             },
         }

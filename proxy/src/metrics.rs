@@ -12,6 +12,7 @@ use prometheus::{
 
 use crate::auth::AuthError;
 use crate::cache::Lookup;
+use crate::delivery::condition::Answer;
 use crate::origin::{Attempt, Outcome, Rejection};
 use crate::route::{RouteLabel, VARIANTS};
 
@@ -36,6 +37,9 @@ pub struct Metrics {
     pub cache_stored_bytes: IntGauge,
     pub cache_entries: IntGauge,
     pub cache_evictions: IntCounter,
+    pub not_modified: IntCounterVec,
+    pub partial_responses: IntCounterVec,
+    pub bytes_saved: IntCounterVec,
 }
 
 impl Metrics {
@@ -73,6 +77,21 @@ impl Metrics {
             "framecache_response_bytes_total",
             "Frame body bytes sent to hubs, by rendition.",
             &["variant"],
+        );
+        let not_modified = counter(
+            "framecache_not_modified_total",
+            "Frame requests answered 304 Not Modified (If-None-Match), by route.",
+            &["route"],
+        );
+        let partial_responses = counter(
+            "framecache_partial_responses_total",
+            "Frame requests with a Range header, by result (partial, unsatisfiable, ignored).",
+            &["result"],
+        );
+        let bytes_saved = counter(
+            "framecache_bytes_saved_total",
+            "Frame body bytes not sent because the hub had them, by reason (not_modified, range).",
+            &["reason"],
         );
         let cache_lookups = counter(
             "framecache_cache_lookups_total",
@@ -147,6 +166,15 @@ impl Metrics {
         for variant in VARIANTS {
             response_bytes.with_label_values(&[variant]);
         }
+        for route in [RouteLabel::Frame, RouteLabel::FrameByHash] {
+            not_modified.with_label_values(&[route.as_str()]);
+        }
+        for result in ["partial", "unsatisfiable", "ignored"] {
+            partial_responses.with_label_values(&[result]);
+        }
+        for reason in ["not_modified", "range"] {
+            bytes_saved.with_label_values(&[reason]);
+        }
         for result in Lookup::LABELS {
             cache_lookups.with_label_values(&[result]);
         }
@@ -169,6 +197,30 @@ impl Metrics {
             cache_stored_bytes,
             cache_entries,
             cache_evictions,
+            not_modified,
+            partial_responses,
+            bytes_saved,
+        }
+    }
+
+    /// Records how a frame of `len` bytes was answered.
+    pub fn record_answer(&self, route: &str, answer: Answer, len: usize) {
+        if let Some(result) = answer.range_label() {
+            self.partial_responses.with_label_values(&[result]).inc();
+        }
+        match answer {
+            Answer::NotModified => {
+                self.not_modified.with_label_values(&[route]).inc();
+                self.bytes_saved
+                    .with_label_values(&["not_modified"])
+                    .inc_by(len as u64);
+            }
+            Answer::Partial { start, end } => {
+                self.bytes_saved
+                    .with_label_values(&["range"])
+                    .inc_by((len - (end - start + 1)) as u64);
+            }
+            _ => {}
         }
     }
 

@@ -19,6 +19,7 @@ use crate::auth::{AuthError, Grant, TokenVerifier};
 use crate::cache::key::Route;
 use crate::cache::{FrameCache, Lookup};
 use crate::config::Config;
+use crate::delivery::condition::Answer;
 use crate::delivery::{self, HubError};
 use crate::metrics::Metrics;
 use crate::route::{self, HubRequest, RouteLabel, Target};
@@ -30,6 +31,8 @@ pub struct RequestCtx {
     variant: &'static str,
     auth_failure: Option<AuthError>,
     lookup: Option<Lookup>,
+    /// How a frame was answered, and the frame's length.
+    answer: Option<(Answer, usize)>,
     body_bytes: usize,
 }
 
@@ -79,10 +82,16 @@ impl Edge {
         ctx.lookup = Some(Lookup::Miss { stored: false });
         let served = self.cache.get(grant.owner(), &req.camera, route).await?;
         ctx.lookup = Some(served.lookup);
-        let header = delivery::frame_header(&served, &req)
+        let len = served.frame.body.len();
+        let answer = Answer::decide(&session.req_header().headers, &delivery::etag(&served), len);
+        ctx.answer = Some((answer, len));
+        if answer == Answer::Unsatisfiable {
+            return Err(HubError::unsatisfiable(len));
+        }
+        let (header, body) = delivery::frame_response(&served, &req, answer)
             .map_err(|e| HubError::new(500, "internal", e.to_string()))?;
         // The hub going away mid-body is not an error to answer; its bytes are simply not sent.
-        ctx.body_bytes = delivery::write_frame(session, header, &served.frame.body, req.head)
+        ctx.body_bytes = delivery::write_frame(session, header, body, req.head)
             .await
             .unwrap_or(0);
         Ok(())
@@ -126,6 +135,7 @@ impl ProxyHttp for Edge {
             variant: "full",
             auth_failure: None,
             lookup: None,
+            answer: None,
             body_bytes: 0,
         }
     }
@@ -165,6 +175,9 @@ impl ProxyHttp for Edge {
         }
         if let Some(lookup) = ctx.lookup {
             m.cache_lookups.with_label_values(&[lookup.as_str()]).inc();
+        }
+        if let Some((answer, len)) = ctx.answer {
+            m.record_answer(route, answer, len);
         }
         if ctx.body_bytes > 0 {
             m.response_bytes

@@ -4,6 +4,7 @@ mod auth;
 mod cache;
 mod cli;
 mod common;
+mod delivery;
 mod frame;
 mod origin;
 mod path;

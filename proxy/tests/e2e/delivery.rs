@@ -1,0 +1,156 @@
+//! Low-bandwidth delivery: 304 on both frame routes, byte-exact ranges, resumption with
+//! If-Range, 416.
+
+use crate::common::Stack;
+
+fn stack() -> Stack {
+    Stack::with(
+        |c| c.cache.latest_fresh = std::time::Duration::from_secs(60),
+        |_| {},
+    )
+}
+
+/// GET `path` as owner-1 (cam-2) with extra headers.
+fn get(stack: &Stack, path: &str, extra: &[(&str, &str)]) -> crate::common::Reply {
+    let auth = format!("Bearer {}", stack.token("owner-1", &["cam-2"]));
+    let mut headers = vec![("Authorization", auth.as_str())];
+    headers.extend_from_slice(extra);
+    stack.get(path, &headers)
+}
+
+#[test]
+fn not_modified_on_both_routes() {
+    let stack = stack();
+    let full = get(&stack, "/v1/cameras/cam-2/frame", &[]);
+    assert_eq!(full.status, 200);
+    let etag = full.header("etag").unwrap().to_string();
+    let by_hash = full.header("content-location").unwrap().to_string();
+    for path in ["/v1/cameras/cam-2/frame", by_hash.as_str()] {
+        for inm in [
+            etag.clone(),
+            format!("W/{etag}"),
+            format!("\"nope\", {etag}"),
+            "*".into(),
+        ] {
+            let reply = get(&stack, path, &[("If-None-Match", &inm)]);
+            assert_eq!(reply.status, 304, "{path} {inm}");
+            assert!(reply.body.is_empty());
+            assert_eq!(reply.header("etag"), Some(etag.as_str()));
+            assert!(reply.header("cache-control").is_some());
+            assert!(reply.header("x-frame-seq").is_some());
+        }
+        let reply = get(&stack, path, &[("If-None-Match", "\"something-else\"")]);
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.body, full.body);
+    }
+    // The camera moved on: the old ETag no longer matches the latest frame.
+    stack.camsim.advance("cam-2").unwrap();
+    stack.cache().purge(
+        &framecache::identity::OwnerId::parse("owner-1").unwrap(),
+        None,
+    );
+    let reply = get(
+        &stack,
+        "/v1/cameras/cam-2/frame",
+        &[("If-None-Match", &etag)],
+    );
+    assert_eq!(reply.status, 200);
+    assert_ne!(reply.header("etag"), Some(etag.as_str()));
+
+    let scrape = stack.scrape();
+    let m = |s: &str| crate::common::metric_in(&scrape, s);
+    assert_eq!(m(r#"framecache_not_modified_total{route="frame"}"#), 4.0);
+    assert_eq!(
+        m(r#"framecache_not_modified_total{route="frame_by_hash"}"#),
+        4.0
+    );
+    assert_eq!(
+        m(r#"framecache_bytes_saved_total{reason="not_modified"}"#),
+        8.0 * full.body.len() as f64
+    );
+    assert_eq!(
+        m(r#"framecache_requests_total{route="frame",status="304"}"#),
+        4.0
+    );
+}
+
+#[test]
+fn ranges_are_byte_exact_and_resume() {
+    let stack = stack();
+    let full = get(&stack, "/v1/cameras/cam-2/frame", &[]);
+    let body = &full.body;
+    let len = body.len();
+    assert_eq!(full.header("accept-ranges"), Some("bytes"));
+    let etag = full.header("etag").unwrap().to_string();
+    for (range, start, end) in [
+        ("bytes=0-99".to_string(), 0, 99),
+        ("bytes=100-".to_string(), 100, len - 1),
+        ("bytes=-500".to_string(), len - 500, len - 1),
+        (format!("bytes=10-{}", len + 1000), 10, len - 1),
+    ] {
+        let reply = get(&stack, "/v1/cameras/cam-2/frame", &[("Range", &range)]);
+        assert_eq!(reply.status, 206, "{range}");
+        assert_eq!(&reply.body[..], &body[start..=end], "{range}");
+        assert_eq!(
+            reply.header("content-range"),
+            Some(format!("bytes {start}-{end}/{len}").as_str())
+        );
+        assert_eq!(reply.header("etag"), Some(etag.as_str()));
+    }
+    // A hub that lost the connection after 1000 bytes resumes with If-Range.
+    let rest = get(
+        &stack,
+        "/v1/cameras/cam-2/frame",
+        &[("Range", "bytes=1000-"), ("If-Range", &etag)],
+    );
+    assert_eq!(rest.status, 206);
+    let mut joined = body[..1000].to_vec();
+    joined.extend_from_slice(&rest.body);
+    assert_eq!(&joined, body, "resumed bytes complete the frame");
+    // If-Range naming other bytes: the whole (current) frame instead.
+    let other = get(
+        &stack,
+        "/v1/cameras/cam-2/frame",
+        &[("Range", "bytes=1000-"), ("If-Range", "\"old\"")],
+    );
+    assert_eq!(other.status, 200);
+    assert_eq!(&other.body, body);
+    // Several ranges are answered whole; nonsense ranges are ignored.
+    for range in ["bytes=0-1,5-6", "bytes=9-3", "pages=1-2"] {
+        let reply = get(&stack, "/v1/cameras/cam-2/frame", &[("Range", range)]);
+        assert_eq!(reply.status, 200, "{range}");
+        assert_eq!(&reply.body, body);
+    }
+    // Outside the frame: 416 with the frame's length.
+    let reply = get(
+        &stack,
+        "/v1/cameras/cam-2/frame",
+        &[("Range", &format!("bytes={len}-"))],
+    );
+    assert_eq!(reply.status, 416);
+    assert_eq!(
+        reply.header("content-range"),
+        Some(format!("bytes */{len}").as_str())
+    );
+    assert_eq!(reply.error_code(), "range_not_satisfiable");
+
+    let scrape = stack.scrape();
+    let m = |s: &str| crate::common::metric_in(&scrape, s);
+    assert_eq!(
+        m(r#"framecache_partial_responses_total{result="partial"}"#),
+        5.0
+    );
+    assert_eq!(
+        m(r#"framecache_partial_responses_total{result="ignored"}"#),
+        4.0
+    );
+    assert_eq!(
+        m(r#"framecache_partial_responses_total{result="unsatisfiable"}"#),
+        1.0
+    );
+    assert_eq!(
+        stack.origin_requests(),
+        1,
+        "every answer came from the cached frame"
+    );
+}
