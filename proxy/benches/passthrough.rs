@@ -27,7 +27,10 @@ fn main() {
         },
         // Every request revalidates: each one is an origin fetch. One (owner, camera) per
         // connection, so requests never coalesce.
-        |c| c.cache.latest_fresh = Duration::ZERO,
+        |c| {
+            c.cache.latest_fresh = Duration::ZERO;
+            c.cache.stale_while_revalidate = Duration::ZERO;
+        },
     );
     let (runtime, backend, proxy) = (&stack.runtime, &stack.backend, &stack.proxy);
     let pairs = stack.pairs();

@@ -36,6 +36,8 @@ pub enum Lookup {
     Hit,
     /// A stale latest frame, because the origin failed.
     Stale,
+    /// A latest frame just past fresh, served at once while one background fetch refreshes it.
+    Revalidating,
     /// This request fetched from the origin.
     Miss { stored: bool },
     /// Another request's fetch answered this one.
@@ -49,7 +51,7 @@ impl Lookup {
     pub fn as_str(&self) -> &'static str {
         match self {
             Lookup::Hit => "hit",
-            Lookup::Stale => "stale",
+            Lookup::Stale | Lookup::Revalidating => "stale",
             Lookup::Miss { .. } => "miss",
             Lookup::Coalesced { .. } => "coalesced",
         }
@@ -60,6 +62,7 @@ impl Lookup {
         match self {
             Lookup::Hit => "framecache; hit",
             Lookup::Stale => "framecache; hit; detail=stale",
+            Lookup::Revalidating => "framecache; hit; detail=revalidating",
             Lookup::Miss { stored: true } => "framecache; fwd=miss; stored",
             Lookup::Miss { stored: false } => "framecache; fwd=miss",
             Lookup::Coalesced { stored: true } => "framecache; fwd=miss; collapsed; stored",
@@ -136,8 +139,16 @@ impl FrameCache {
         let key = self.store.key(&identity);
         if let Some(entry) = self.lookup(&key, &identity) {
             let age = entry.age();
-            if route != Route::Latest || age < entry.fresh_for() {
+            let fresh_for = entry.fresh_for();
+            if route != Route::Latest || age < fresh_for {
                 return Ok(served(&entry, Lookup::Hit, age));
+            }
+            if age < fresh_for.saturating_add(self.config.stale_while_revalidate) {
+                // Just gone stale: answer now, refresh in the background (once per key).
+                if let Join::Leader(flight) = self.flights.join(key, &identity) {
+                    self.spawn_fill(key, identity, flight);
+                }
+                return Ok(served(&entry, Lookup::Revalidating, age));
             }
         }
         match self.fetch(key, &identity).await {
@@ -205,19 +216,7 @@ impl FrameCache {
         let (mut done, leader) = match self.flights.join(key, identity) {
             Join::Leader(flight) => {
                 let done = flight.subscribe();
-                let cache = Arc::clone(self);
-                let identity = identity.clone();
-                tokio::spawn(async move {
-                    let mut guard = FlightGuard {
-                        flights: &cache.flights,
-                        key,
-                        flight,
-                        finished: false,
-                    };
-                    let result = cache.fill(key, &identity).await;
-                    guard.flights.finish(&key, &guard.flight, result);
-                    guard.finished = true;
-                });
+                self.spawn_fill(key, identity.clone(), flight);
                 (done, true)
             }
             Join::Waiter(done) => (done, false),
@@ -272,6 +271,28 @@ impl FrameCache {
                 (result, Lookup::Miss { stored })
             }
         }
+    }
+
+    /// Runs a flight's fill in its own task, so that no hub's disconnect cancels it; its result
+    /// goes to every waiter.
+    fn spawn_fill(
+        self: &Arc<Self>,
+        key: KeyDigest,
+        identity: Identity,
+        flight: Arc<flight::Flight>,
+    ) {
+        let cache = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut guard = FlightGuard {
+                flights: &cache.flights,
+                key,
+                flight,
+                finished: false,
+            };
+            let result = cache.fill(key, &identity).await;
+            guard.flights.finish(&key, &guard.flight, result);
+            guard.finished = true;
+        });
     }
 
     /// One origin fetch, recorded in the origin metrics, and stored unless the origin said

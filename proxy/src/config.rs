@@ -81,6 +81,9 @@ pub struct CacheConfig {
     pub stale_if_error: Duration,
     /// Longest a request waits for another request's origin fetch. Default 3000 ms.
     pub coalesce_wait: Duration,
+    /// How long after a latest frame goes stale it is still served at once while one
+    /// background fetch refreshes it (`stale_while_revalidate_ms`, default 1000; 0: never).
+    pub stale_while_revalidate: Duration,
 }
 
 /// Secret bytes; never printed.
@@ -210,6 +213,7 @@ impl Config {
                 latest_fresh: Duration::from_millis(1000),
                 stale_if_error: Duration::from_secs(30),
                 coalesce_wait: Duration::from_millis(3000),
+                stale_while_revalidate: Duration::from_millis(1000),
             },
         }
     }

@@ -50,7 +50,9 @@ pub fn frame_response(
     let cache_control = match req.target {
         Target::ByHash(_) => IMMUTABLE.to_string(),
         _ if served.no_store => "private, no-store".to_string(),
-        _ if served.lookup == Lookup::Stale => "private, max-age=0".to_string(),
+        _ if matches!(served.lookup, Lookup::Stale | Lookup::Revalidating) => {
+            "private, max-age=0".to_string()
+        }
         _ => format!("private, max-age={}", served.fresh_for.as_secs()),
     };
     h.insert_header("cache-control", cache_control)?;

@@ -121,6 +121,8 @@ pub struct Cache {
     pub stale_if_error_secs: Leaf<i64>,
     #[serde(default)]
     pub coalesce_wait_ms: Leaf<i64>,
+    #[serde(default)]
+    pub stale_while_revalidate_ms: Leaf<i64>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

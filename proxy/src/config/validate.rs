@@ -323,6 +323,13 @@ pub(super) fn validate(file: &file::File, source: &Path) -> Result<Config, Vec<P
             0,
             60_000,
         ),
+        stale_while_revalidate: c.millis(
+            "cache.stale_while_revalidate_ms",
+            &k.stale_while_revalidate_ms,
+            1000,
+            0,
+            3_600_000,
+        ),
     };
 
     // A frame the origin may send must fit the cache, or every such frame is fetched, served and

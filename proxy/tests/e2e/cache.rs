@@ -181,6 +181,7 @@ fn stale_if_error_on_5xx_rejection_and_hang() {
         |c| {
             // Always revalidate, so every request asks the origin.
             c.cache.latest_fresh = Duration::ZERO;
+            c.cache.stale_while_revalidate = Duration::ZERO;
             c.origin.response_timeout = Duration::from_millis(300);
         },
         |_| {},
@@ -317,6 +318,7 @@ fn eviction_keeps_stored_bytes_within_budget() {
         |c| {
             c.cache.max_bytes = budget;
             c.cache.latest_fresh = Duration::ZERO;
+            c.cache.stale_while_revalidate = Duration::ZERO;
             c.origin.max_frame_bytes = 100_000;
         },
         |_| {},
@@ -504,5 +506,46 @@ fn cancellation_at_random_points_never_yields_a_wrong_or_partial_frame() {
     assert_eq!(
         metric_in(&scrape, "framecache_cache_cross_owner_hits_total"),
         0.0
+    );
+}
+
+#[test]
+fn a_just_stale_frame_is_served_at_once_while_one_fetch_refreshes_it() {
+    let stack = Arc::new(Stack::with(
+        |c| {
+            c.cache.latest_fresh = Duration::ZERO;
+            c.cache.stale_while_revalidate = Duration::from_secs(60);
+        },
+        |_| {},
+    ));
+    let first = stack.get_as("owner-1", &["cam-2"], "/v1/cameras/cam-2/frame");
+    assert_eq!(status(&first), "framecache; fwd=miss; stored");
+    stack.camsim.advance("cam-2").unwrap();
+    // A slow origin: the refresh takes a while, the hubs do not wait for it.
+    stack.set_faults(Faults {
+        latency_ms: Some((300, 300)),
+        ..Faults::default()
+    });
+    let replies = concurrent(&stack, vec![("owner-1", "cam-2"); 10]);
+    for (_, reply) in &replies {
+        assert_eq!(reply.status, 200);
+        assert_eq!(status(reply), "framecache; hit; detail=revalidating");
+        assert_eq!(reply.header("cache-control"), Some("private, max-age=0"));
+        assert_eq!(reply.body, first.body, "the cached frame, at once");
+    }
+    // One background fetch for all of them, then the new frame is what hubs get.
+    crate::common::wait_until("the refresh has landed", || {
+        stack.cache().flights() == 0 && stack.origin_requests_for("cam-2") == 2
+    });
+    let next = stack.get_as("owner-1", &["cam-2"], "/v1/cameras/cam-2/frame");
+    assert_ne!(next.body, first.body);
+    let (_, seq) = camsim::jpeg::read_watermark(&next.body).unwrap();
+    assert_eq!(
+        seq,
+        camsim::jpeg::read_watermark(&first.body).unwrap().1 + 1
+    );
+    assert_eq!(
+        stack.metric(r#"framecache_cache_lookups_total{result="stale"}"#),
+        11.0
     );
 }

@@ -561,6 +561,8 @@ fn cache_control_is_read_from_every_line() {
         |c| {
             c.origin.addresses = vec![addr];
             c.cache.latest_fresh = Duration::from_secs(60);
+            // Every stale request waits for the origin here.
+            c.cache.stale_while_revalidate = Duration::ZERO;
         },
         |_| {},
     );
