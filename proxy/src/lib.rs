@@ -16,7 +16,9 @@
 //! - [`cache`] — the owner-scoped frame cache: [`cache::key`] (identities and their digests),
 //!   [`cache::store`] (the byte-bounded index), [`cache::flight`] (one fetch per key).
 //! - [`origin`] — camera-backend requests through Pingora's connector, and attestation.
-//! - [`delivery`] — frame response headers, JSON errors, the one place errors become HTTP.
+//! - [`delivery`] — frame response headers, JSON errors, the one place errors become HTTP;
+//!   [`delivery::condition`] decides 200 / 304 / 206 / 416 from `If-None-Match`, `Range`,
+//!   `If-Range`.
 //! - [`proxy`] — the only `impl ProxyHttp`: glue between Pingora's phases and the above.
 //! - [`admin`] — `/metrics`, `/healthz`, `/readyz`.
 //! - [`metrics`] — every metric name, in one place.
@@ -35,7 +37,8 @@
 //!    grammar, giving the verified owner; [`auth::Grant::camera`] checks the camera is granted
 //!    (401 / 403).
 //! 4. [`cache::FrameCache::get`] looks up the key of (owner, camera, route, variant); a fresh
-//!    entry whose stored identity equals the request's is served. An entry of another identity
+//!    entry whose stored identity equals the request's is served (a just-stale latest frame
+//!    too, while one background fetch refreshes it). An entry of another identity
 //!    is counted (collision or cross-owner hit), evicted, and treated as a miss.
 //! 5. On a miss, the request leads or joins the key's flight ([`cache::flight`]); the leader's
 //!    task calls [`origin::Origin::fetch`], which asks a camera backend with
@@ -44,8 +47,9 @@
 //!    the body's hash) all check out. The verified frame is stored as a latest and a by-hash
 //!    entry sharing one body, and handed to every waiter. If the origin failed, the owner's own
 //!    latest frame may be served stale; else 502, 503, 504, or the origin's 403/404.
-//! 6. [`delivery`] writes the frame with its `ETag`, `Cache-Control`, `Cache-Status`, `Age`,
-//!    `Content-Location` and `X-Frame-*` headers, or the JSON error.
+//! 6. [`delivery::condition`] turns `If-None-Match` / `Range` into 304, 206 or 416, and
+//!    [`delivery`] writes the frame (or the part asked for) with its `ETag`, `Cache-Control`,
+//!    `Cache-Status`, `Age`, `Content-Location` and `X-Frame-*` headers, or the JSON error.
 //! 7. Pingora's `logging` phase records the request in [`metrics`]; origin requests are recorded
 //!    where they complete.
 
