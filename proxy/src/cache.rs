@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use self::flight::{FlightGuard, Flights, Join};
+use self::flight::{Flights, Join};
 use self::key::{Identity, KeyDigest, Route};
 use self::store::{Entry, Store, StoredFrame};
 use crate::config::CacheConfig;
@@ -143,7 +143,12 @@ impl FrameCache {
             if route != Route::Latest || age < fresh_for {
                 return Ok(served(&entry, Lookup::Hit, age));
             }
-            if age < fresh_for.saturating_add(self.config.stale_while_revalidate) {
+            // Never staler than stale-if-error allows, whatever the origin's state.
+            let window = self
+                .config
+                .stale_while_revalidate
+                .min(self.config.stale_if_error);
+            if age < fresh_for.saturating_add(window) {
                 // Just gone stale: answer now, refresh in the background (once per key).
                 if let Join::Leader(flight) = self.flights.join(key, &identity) {
                     self.spawn_fill(key, identity, flight);
@@ -225,7 +230,8 @@ impl FrameCache {
                 tracing::error!(
                     "a fetch under the same key digest is under way for another identity"
                 );
-                let result = self.fill(key, identity).await;
+                let purges = self.purges.load(Ordering::SeqCst);
+                let result = self.fill(key, identity, purges).await;
                 let stored = result.as_ref().is_ok_and(|f| f.stored);
                 return (result, Lookup::Miss { stored });
             }
@@ -266,7 +272,8 @@ impl FrameCache {
             }
             // The flight ended without a result or took too long: fetch alone.
             _ => {
-                let result = self.fill(key, identity).await;
+                let purges = self.purges.load(Ordering::SeqCst);
+                let result = self.fill(key, identity, purges).await;
                 let stored = result.as_ref().is_ok_and(|f| f.stored);
                 (result, Lookup::Miss { stored })
             }
@@ -281,24 +288,29 @@ impl FrameCache {
         identity: Identity,
         flight: Arc<flight::Flight>,
     ) {
-        let cache = Arc::clone(self);
+        // Read now, when the flight starts: a purge from here on keeps its result out.
+        let purges = self.purges.load(Ordering::SeqCst);
+        // Built before the task, so that a task dropped unpolled (at shutdown) still releases
+        // the flight's waiters.
+        let mut guard = FillGuard {
+            cache: Arc::clone(self),
+            key,
+            flight: Some(flight),
+        };
         tokio::spawn(async move {
-            let mut guard = FlightGuard {
-                flights: &cache.flights,
-                key,
-                flight,
-                finished: false,
-            };
-            let result = cache.fill(key, &identity).await;
-            guard.flights.finish(&key, &guard.flight, result);
-            guard.finished = true;
+            let result = guard.cache.fill(key, &identity, purges).await;
+            guard.finish(result);
         });
     }
 
     /// One origin fetch, recorded in the origin metrics, and stored unless the origin said
     /// `no-store` or a purge happened meanwhile.
-    async fn fill(&self, key: KeyDigest, identity: &Identity) -> Result<Fetched, OriginError> {
-        let purges_before = self.purges.load(Ordering::SeqCst);
+    async fn fill(
+        &self,
+        key: KeyDigest,
+        identity: &Identity,
+        purges_before: u64,
+    ) -> Result<Fetched, OriginError> {
         let want = match identity.route {
             Route::Latest => Want::Latest,
             Route::ByHash(hash) => Want::ByHash(hash),
@@ -349,6 +361,7 @@ impl FrameCache {
             stored.push((key, identity.clone()));
         }
         let mut entries = Vec::with_capacity(2);
+        let mut kept = true;
         for (key, identity) in stored {
             let fresh_for = if identity.route == Route::Latest {
                 fresh_for
@@ -356,7 +369,7 @@ impl FrameCache {
                 Duration::MAX
             };
             let entry = Entry::new(identity, Arc::clone(frame), now, fresh_for);
-            self.store.insert(key, entry);
+            kept &= self.store.insert(key, entry);
             entries.push(key);
         }
         // A purge that began while we stored: it may not have seen our entries; take them back.
@@ -370,16 +383,19 @@ impl FrameCache {
             }
             return false;
         }
-        true
+        kept
     }
 
     /// Removes every entry of `owner` (of one camera when given), stale copies included, and
     /// keeps fills already under way from storing. Returns the number of entries removed.
     pub fn purge(&self, owner: &OwnerId, camera: Option<&CameraId>) -> usize {
         self.purges.fetch_add(1, Ordering::SeqCst);
-        self.store.purge(|identity| {
+        let matches = |identity: &Identity| {
             identity.owner == *owner && camera.is_none_or(|c| identity.camera == *c)
-        })
+        };
+        // Requests from now on start their own fetch rather than join one begun before.
+        self.flights.retire(matches);
+        self.store.purge(matches)
     }
 
     /// Entries and weighted bytes (after pending maintenance).
@@ -390,6 +406,31 @@ impl FrameCache {
     /// Flights under way.
     pub fn flights(&self) -> usize {
         self.flights.len()
+    }
+}
+
+/// Retires a flight whose fill ended without a result (a panic, or a task dropped at
+/// shutdown), so that its waiters fetch for themselves instead of waiting on it.
+struct FillGuard {
+    cache: Arc<FrameCache>,
+    key: KeyDigest,
+    /// Taken when the flight is finished.
+    flight: Option<Arc<flight::Flight>>,
+}
+
+impl FillGuard {
+    fn finish(&mut self, result: flight::FlightResult) {
+        if let Some(flight) = self.flight.take() {
+            self.cache.flights.finish(&self.key, &flight, result);
+        }
+    }
+}
+
+impl Drop for FillGuard {
+    fn drop(&mut self) {
+        self.finish(Err(OriginError::Io(
+            "the fetch ended without an answer".into(),
+        )));
     }
 }
 

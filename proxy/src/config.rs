@@ -469,9 +469,9 @@ max_bytes = 0
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>(),
-            ["cache.max_bytes: must be at least origin.max_frame_bytes (4194304), got 1000"]
+            ["cache.max_bytes: must be at least twice origin.max_frame_bytes (4194304) plus entry overhead, 8389376, got 1000"]
         );
-        let text = text.replace("max_frame_bytes = 4194304", "max_frame_bytes = 1000");
+        let text = text.replace("max_frame_bytes = 4194304", "max_frame_bytes = 100");
         assert!(Config::parse(&text, &dir.config()).is_ok());
         // An out-of-range frame limit is its own problem, not also a budget one.
         let text = GOOD.replace("max_frame_bytes = 4194304", "max_frame_bytes = 1000000000");

@@ -65,4 +65,5 @@ pub mod identity;
 pub mod metrics;
 pub mod origin;
 pub mod proxy;
+pub mod render;
 pub mod route;

@@ -83,7 +83,12 @@ impl Edge {
         let served = self.cache.get(grant.owner(), &req.camera, route).await?;
         ctx.lookup = Some(served.lookup);
         let len = served.frame.body.len();
-        let answer = Answer::decide(&session.req_header().headers, &delivery::etag(&served), len);
+        let answer = Answer::decide(
+            &session.req_header().headers,
+            req.head,
+            &delivery::etag(&served),
+            len,
+        );
         ctx.answer = Some((answer, len));
         if answer == Answer::Unsatisfiable {
             return Err(HubError::unsatisfiable(len));

@@ -71,6 +71,12 @@ impl Flights {
         flight.done.send_replace(Some(result));
     }
 
+    /// Removes the flights whose identity matches from the map: later requests start their
+    /// own. Requests already waiting on them still get their result.
+    pub fn retire(&self, matches: impl Fn(&Identity) -> bool) {
+        self.map.retain(|_, flight| !matches(&flight.identity));
+    }
+
     /// Flights under way.
     pub fn len(&self) -> usize {
         self.map.len()
@@ -78,25 +84,5 @@ impl Flights {
 
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
-    }
-}
-
-/// Retires a flight whose task ended without a result (a panic), so nobody waits on it.
-pub struct FlightGuard<'a> {
-    pub flights: &'a Flights,
-    pub key: KeyDigest,
-    pub flight: Arc<Flight>,
-    pub finished: bool,
-}
-
-impl Drop for FlightGuard<'_> {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.flights.finish(
-                &self.key,
-                &self.flight,
-                Err(OriginError::Io("the fetch ended without an answer".into())),
-            );
-        }
     }
 }

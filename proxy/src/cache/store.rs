@@ -203,11 +203,29 @@ struct Queues {
     ghost_set: HashSet<KeyDigest>,
     small_bytes: u64,
     main_bytes: u64,
+    /// Slots whose entry left the index by replacement, purge or removal (eviction pops its
+    /// own slot). Compacted away once they outnumber the live entries.
+    dead: usize,
 }
 
 impl Queues {
     fn total(&self) -> u64 {
         self.small_bytes + self.main_bytes
+    }
+
+    /// Drops dead slots when there are more of them than live entries (plus some slack), so
+    /// that an index whose entries are replaced in place, and so never evicts, stays bounded.
+    fn compact(&mut self, live: usize) {
+        if self.dead <= live + 1024 {
+            return;
+        }
+        let alive = |w: &Weak<Entry>| {
+            w.upgrade()
+                .is_some_and(|e| e.queue.load(Ordering::Relaxed) != IN_NONE)
+        };
+        self.small.retain(alive);
+        self.main.retain(alive);
+        self.dead = 0;
     }
 
     fn remember(&mut self, key: KeyDigest, limit: usize) {
@@ -282,17 +300,19 @@ impl Store {
     }
 
     /// Stores `entry` under `key` (replacing what was there), then evicts until the index is
-    /// within budget again. An entry larger than the whole budget is not kept.
-    pub fn insert(&self, key: KeyDigest, mut entry: Entry) {
+    /// within budget again. Returns false, keeping nothing, for an entry larger than the whole
+    /// budget.
+    pub fn insert(&self, key: KeyDigest, mut entry: Entry) -> bool {
         entry.key = key;
         let entry = Arc::new(entry);
         let weight = entry.weight();
         let mut q = self.lock();
         if weight > self.max_bytes {
-            return;
+            return false;
         }
         if let Some(old) = self.map.insert(key, Arc::clone(&entry)) {
             self.forget(&mut q, &old);
+            q.dead += 1;
         }
         let frame = &entry.frame;
         if frame.holders.fetch_add(1, Ordering::AcqRel) == 0 {
@@ -313,6 +333,8 @@ impl Store {
                 break;
             }
         }
+        q.compact(self.map.len());
+        true
     }
 
     /// Accounts an entry that left the index (its queue slot is skipped later).
@@ -332,6 +354,9 @@ impl Store {
 
     /// Evicts one entry by S3-FIFO; false when nothing is left to evict.
     fn evict_one(&self, q: &mut Queues) -> bool {
+        // Hits raise frequencies without the lock; past this many second chances, the entry at
+        // the front goes whatever its frequency, so eviction always ends.
+        let mut chances = 2 * (q.small.len() + q.main.len()) + 16;
         loop {
             let from_small = q.small_bytes > self.max_bytes / 10 || q.main.is_empty();
             let slot = if from_small {
@@ -343,16 +368,23 @@ impl Store {
                 return false;
             };
             let Some(entry) = weak.upgrade() else {
+                q.dead = q.dead.saturating_sub(1);
                 continue;
             };
             let key = entry.key;
             let queue = entry.queue.load(Ordering::Relaxed);
             if queue == IN_NONE {
+                q.dead = q.dead.saturating_sub(1);
                 continue;
             }
             let weight = entry.weight();
-            let freq = entry.freq.load(Ordering::Relaxed);
-            if queue == IN_SMALL && freq > 1 {
+            chances = chances.saturating_sub(1);
+            let freq = if chances == 0 {
+                0
+            } else {
+                entry.freq.load(Ordering::Relaxed)
+            };
+            if queue == IN_SMALL && freq > 1 && chances > 0 {
                 // Asked for again while new: promote.
                 q.small_bytes -= weight;
                 q.main_bytes += weight;
@@ -383,6 +415,8 @@ impl Store {
         let mut q = self.lock();
         if let Some((_, removed)) = self.map.remove_if(key, |_, e| Arc::ptr_eq(e, entry)) {
             self.forget(&mut q, &removed);
+            q.dead += 1;
+            q.compact(self.map.len());
         }
     }
 
@@ -399,9 +433,11 @@ impl Store {
         for (key, entry) in doomed {
             if let Some((_, removed)) = self.map.remove_if(&key, |_, e| Arc::ptr_eq(e, &entry)) {
                 self.forget(&mut q, &removed);
+                q.dead += 1;
                 purged += 1;
             }
         }
+        q.compact(self.map.len());
         purged
     }
 
@@ -409,5 +445,124 @@ impl Store {
     pub fn usage(&self) -> (u64, u64) {
         let q = self.lock();
         (self.map.len() as u64, q.total())
+    }
+
+    /// Queue slots held, live and dead: bounded by about twice the entries.
+    pub fn slots(&self) -> usize {
+        let q = self.lock();
+        q.small.len() + q.main.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn store(max_bytes: u64) -> Store {
+        Store::new(
+            max_bytes,
+            IntGauge::new("entries", "test").unwrap(),
+            IntGauge::new("stored_bytes", "test").unwrap(),
+            IntCounter::new("evictions", "test").unwrap(),
+        )
+    }
+
+    fn identity(owner: u8, camera: u8, by_hash: Option<ContentHash>) -> Identity {
+        Identity {
+            owner: OwnerId::parse(&format!("owner-{owner}")).unwrap(),
+            camera: CameraId::parse(&format!("cam-{camera}")).unwrap(),
+            route: by_hash.map_or(Route::Latest, Route::ByHash),
+            variant: "full",
+        }
+    }
+
+    fn frame(n: u32, size: usize) -> Arc<StoredFrame> {
+        let body = Bytes::from(vec![n as u8; size]);
+        Arc::new(StoredFrame::new(
+            ContentHash::of(&n.to_le_bytes()),
+            n.into(),
+            0,
+            body,
+        ))
+    }
+
+    /// The gauges agree with what the index holds: entries, and each distinct body once.
+    fn check_gauges(store: &Store) {
+        let mut bodies = std::collections::HashMap::new();
+        for e in store.map.iter() {
+            bodies.insert(Arc::as_ptr(&e.value().frame), e.value().frame.body.len());
+        }
+        assert_eq!(store.entries.get(), store.map.len() as i64);
+        assert_eq!(
+            store.stored_bytes.get(),
+            bodies.values().sum::<usize>() as i64
+        );
+    }
+
+    #[test]
+    fn entries_replaced_in_place_leave_no_slots_behind() {
+        let store = store(1 << 30);
+        // A camera whose frame never changes: the same keys replaced over and over, so the
+        // budget is never reached and nothing is evicted.
+        for round in 0..20_000u32 {
+            let f = frame(round % 3, 10);
+            for id in [identity(1, 1, None), identity(1, 1, Some(f.hash))] {
+                let key = store.key(&id);
+                assert!(store.insert(
+                    key,
+                    Entry::new(id, Arc::clone(&f), Instant::now(), Duration::ZERO)
+                ));
+            }
+        }
+        assert!(
+            store.slots() <= 2 * store.map.len() + 2 * 1024 + 4,
+            "{} slots",
+            store.slots()
+        );
+        check_gauges(&store);
+    }
+
+    #[test]
+    fn an_entry_larger_than_the_budget_is_not_kept() {
+        let store = store(1000);
+        let id = identity(1, 1, None);
+        let key = store.key(&id);
+        assert!(!store.insert(
+            key,
+            Entry::new(id, frame(1, 2000), Instant::now(), Duration::ZERO)
+        ));
+        assert!(store.get(&key).is_none());
+        check_gauges(&store);
+    }
+
+    proptest! {
+        /// Inserts, replacements, removals and purges in any order keep the gauges exact and
+        /// the weighted bytes within the budget.
+        #[test]
+        fn gauges_stay_exact(ops in proptest::collection::vec((0u8..4, 0u8..3, 0u8..3, 0u32..6, 1usize..30_000), 1..120)) {
+            let budget = 60_000;
+            let store = store(budget);
+            for (op, owner, camera, n, size) in ops {
+                let f = frame(n, size);
+                let id = identity(owner, camera, (n % 2 == 0).then_some(f.hash));
+                let key = store.key(&id);
+                match op {
+                    0 | 1 => {
+                        store.insert(key, Entry::new(id, f, Instant::now(), Duration::from_secs(1)));
+                    }
+                    2 => {
+                        if let Some(e) = store.get(&key) {
+                            store.remove_if_same(&key, &e);
+                        }
+                    }
+                    _ => {
+                        store.purge(|i| i.owner == id.owner);
+                    }
+                }
+                check_gauges(&store);
+                prop_assert!(store.usage().1 <= budget);
+            }
+        }
     }
 }

@@ -332,17 +332,16 @@ pub(super) fn validate(file: &file::File, source: &Path) -> Result<Config, Vec<P
         ),
     };
 
-    // A frame the origin may send must fit the cache, or every such frame is fetched, served and
-    // dropped again. Only compared when both values were read without a problem of their own.
+    // The largest frame the origin may send must fit the cache twice over (its latest and its
+    // by-hash entry, each charged its body and overhead), or such frames are fetched, served
+    // and never kept. Only compared when both values were read without a problem of their own.
     let read_ok = |key: &str| !c.problems.iter().any(|p| p.key == key);
-    if read_ok("cache.max_bytes")
-        && read_ok("origin.max_frame_bytes")
-        && cache.max_bytes < origin.max_frame_bytes as u64
-    {
+    let needed = 2 * (origin.max_frame_bytes as u64 + crate::cache::store::ENTRY_OVERHEAD as u64);
+    if read_ok("cache.max_bytes") && read_ok("origin.max_frame_bytes") && cache.max_bytes < needed {
         c.problem(
             "cache.max_bytes",
             format!(
-                "must be at least origin.max_frame_bytes ({}), got {}",
+                "must be at least twice origin.max_frame_bytes ({}) plus entry overhead, {needed}, got {}",
                 origin.max_frame_bytes, cache.max_bytes
             ),
         );

@@ -23,8 +23,9 @@ pub enum Answer {
 }
 
 impl Answer {
-    /// Decides from the request headers, the frame's quoted ETag and its length.
-    pub fn decide(headers: &HeaderMap, etag: &str, len: usize) -> Answer {
+    /// Decides from the request headers, the frame's quoted ETag and its length. `Range` is
+    /// defined for GET only (RFC 9110 §14.2): a HEAD request gets the whole frame's headers.
+    pub fn decide(headers: &HeaderMap, head: bool, etag: &str, len: usize) -> Answer {
         if let Some(tags) = joined(headers, http::header::IF_NONE_MATCH) {
             // Weak comparison (RFC 9110 §13.1.2): `W/` is ignored.
             let matches = tags
@@ -35,7 +36,7 @@ impl Answer {
                 return Answer::NotModified;
             }
         }
-        let Some(range) = joined(headers, http::header::RANGE) else {
+        let Some(range) = joined(headers, http::header::RANGE).filter(|_| !head) else {
             return Answer::Full;
         };
         if let Some(if_range) = joined(headers, http::header::IF_RANGE) {
@@ -79,7 +80,13 @@ enum Range {
 
 /// `bytes=a-b`, `bytes=a-`, `bytes=-n` against a body of `len` bytes.
 fn parse_range(value: &str, len: usize) -> Range {
-    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+    // The unit is case-insensitive (RFC 9110 §14.1).
+    let value = value.trim();
+    let Some(spec) = value
+        .get(..6)
+        .filter(|unit| unit.eq_ignore_ascii_case("bytes="))
+        .map(|_| &value[6..])
+    else {
         return Range::Invalid;
     };
     if spec.contains(',') {
@@ -136,7 +143,7 @@ mod tests {
                 value.parse().unwrap(),
             );
         }
-        Answer::decide(&headers, ETAG, len)
+        Answer::decide(&headers, false, ETAG, len)
     }
 
     #[test]
@@ -193,6 +200,13 @@ mod tests {
             assert_eq!(r(invalid), Answer::FullIgnoringRange, "{invalid}");
         }
         assert_eq!(r("bytes=99999999999999999999999-"), Answer::Unsatisfiable);
+        assert_eq!(r("Bytes=0-1"), Answer::Partial { start: 0, end: 1 });
+        assert_eq!(r("bytes=0-0"), Answer::Partial { start: 0, end: 0 });
+        assert_eq!(decide(&[("range", "bytes=0-1")], 0), Answer::Unsatisfiable);
+        // HEAD ignores Range.
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::RANGE, "bytes=0-1".parse().unwrap());
+        assert_eq!(Answer::decide(&headers, true, ETAG, 10), Answer::Full);
     }
 
     #[test]

@@ -1,0 +1,200 @@
+//! Renditions: a smaller JPEG made at the edge from a verified full frame.
+//!
+//! Decoding uses the JPEG's own DCT scaling (jpeg-decoder decodes at 1/2, 1/4 or 1/8 size by
+//! running a smaller inverse DCT), so a 1080p frame meant for a 320-pixel thumbnail is never
+//! decoded at full size; fast_image_resize (SIMD) then takes it to the exact width, and
+//! jpeg-encoder writes a fresh baseline JPEG. Nothing of the original's metadata (EXIF,
+//! comments) is copied: the output holds only pixels. `cargo bench --bench render` measures
+//! milliseconds per frame on one core.
+//!
+//! This is CPU work: callers run it off the async workers (a blocking pool, bounded).
+
+use bytes::Bytes;
+use fast_image_resize::images::Image;
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use jpeg_decoder::{Decoder, PixelFormat};
+use jpeg_encoder::{ColorType, Encoder};
+use thiserror::Error;
+
+/// A named rendition: at most `max_width` pixels wide, encoded at `quality`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendition {
+    pub name: String,
+    /// 0: the original width.
+    pub max_width: u32,
+    pub quality: u8,
+}
+
+/// Why a rendition could not be made.
+#[derive(Debug, Error)]
+pub enum RenderError {
+    #[error("the frame is not a decodable JPEG: {0}")]
+    Decode(String),
+    #[error("the frame's pixel format is not supported")]
+    PixelFormat,
+    #[error("resizing failed: {0}")]
+    Resize(String),
+    #[error("encoding failed: {0}")]
+    Encode(String),
+}
+
+/// A decoded picture.
+struct Pixels {
+    width: u32,
+    height: u32,
+    /// RGB24 or L8, row by row.
+    data: Vec<u8>,
+    gray: bool,
+}
+
+/// Decodes `jpeg`, using DCT scaling to land at or above `width` pixels wide (when smaller
+/// than the original).
+fn decode(jpeg: &[u8], width: u32) -> Result<Pixels, RenderError> {
+    let mut decoder = Decoder::new(jpeg);
+    decoder
+        .read_info()
+        .map_err(|e| RenderError::Decode(e.to_string()))?;
+    let info = decoder
+        .info()
+        .ok_or_else(|| RenderError::Decode("no frame header".into()))?;
+    if width > 0 && width < u32::from(info.width) {
+        let height = (u64::from(info.height) * u64::from(width) / u64::from(info.width)).max(1);
+        decoder
+            .scale(width as u16, height.min(u64::from(u16::MAX)) as u16)
+            .map_err(|e| RenderError::Decode(e.to_string()))?;
+    }
+    let data = decoder
+        .decode()
+        .map_err(|e| RenderError::Decode(e.to_string()))?;
+    let info = decoder
+        .info()
+        .ok_or_else(|| RenderError::Decode("no frame header".into()))?;
+    let gray = match info.pixel_format {
+        PixelFormat::RGB24 => false,
+        PixelFormat::L8 => true,
+        _ => return Err(RenderError::PixelFormat),
+    };
+    Ok(Pixels {
+        width: info.width.into(),
+        height: info.height.into(),
+        data,
+        gray,
+    })
+}
+
+/// Resizes to exactly `width` wide (height by aspect ratio) when the picture is wider.
+fn fit(pixels: Pixels, width: u32) -> Result<Pixels, RenderError> {
+    if width == 0 || pixels.width <= width {
+        return Ok(pixels);
+    }
+    let height = ((u64::from(pixels.height) * u64::from(width)) / u64::from(pixels.width)).max(1);
+    let pixel_type = if pixels.gray {
+        PixelType::U8
+    } else {
+        PixelType::U8x3
+    };
+    let src = Image::from_vec_u8(pixels.width, pixels.height, pixels.data, pixel_type)
+        .map_err(|e| RenderError::Resize(e.to_string()))?;
+    let mut dst = Image::new(width, height as u32, pixel_type);
+    Resizer::new()
+        .resize(
+            &src,
+            &mut dst,
+            &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)),
+        )
+        .map_err(|e| RenderError::Resize(e.to_string()))?;
+    Ok(Pixels {
+        width,
+        height: height as u32,
+        data: dst.into_vec(),
+        gray: pixels.gray,
+    })
+}
+
+/// Makes `rendition` of the JPEG `full`.
+pub fn render(full: &[u8], rendition: &Rendition) -> Result<Bytes, RenderError> {
+    render_with(full, rendition, true)
+}
+
+/// [`render`], optionally without DCT scaling (decoding at full size), for comparison.
+pub fn render_with(
+    full: &[u8],
+    rendition: &Rendition,
+    dct_scaling: bool,
+) -> Result<Bytes, RenderError> {
+    let decode_width = if dct_scaling { rendition.max_width } else { 0 };
+    let pixels = fit(decode(full, decode_width)?, rendition.max_width)?;
+    let too_big = |_| RenderError::Encode("picture larger than 65535 pixels".into());
+    let (w, h) = (
+        u16::try_from(pixels.width).map_err(too_big)?,
+        u16::try_from(pixels.height).map_err(too_big)?,
+    );
+    let mut out = Vec::with_capacity(pixels.data.len() / 8);
+    let color = if pixels.gray {
+        ColorType::Luma
+    } else {
+        ColorType::Rgb
+    };
+    Encoder::new(&mut out, rendition.quality)
+        .encode(&pixels.data, w, h, color)
+        .map_err(|e| RenderError::Encode(e.to_string()))?;
+    Ok(Bytes::from(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A camsim frame of the given size (with its watermark comment).
+    fn frame(width: u32, height: u32) -> Vec<u8> {
+        camsim::frame::render("cam-1", 7, width, height, 80).unwrap()
+    }
+
+    fn dims(jpeg: &[u8]) -> (u32, u32) {
+        let mut d = Decoder::new(jpeg);
+        d.read_info().unwrap();
+        let info = d.info().unwrap();
+        (info.width.into(), info.height.into())
+    }
+
+    fn rendition(max_width: u32) -> Rendition {
+        Rendition {
+            name: "test".into(),
+            max_width,
+            quality: 75,
+        }
+    }
+
+    #[test]
+    fn thumbnails_fit_their_width_and_keep_the_aspect() {
+        let full = frame(1280, 720);
+        for width in [640, 320, 200] {
+            let out = render(&full, &rendition(width)).unwrap();
+            assert_eq!(dims(&out), (width, width * 720 / 1280));
+            assert!(out.len() < full.len());
+        }
+        // Never enlarged.
+        let small = frame(320, 240);
+        assert_eq!(dims(&render(&small, &rendition(640)).unwrap()), (320, 240));
+        assert_eq!(dims(&render(&full, &rendition(0)).unwrap()), (1280, 720));
+    }
+
+    #[test]
+    fn metadata_is_not_copied() {
+        let full = frame(640, 480);
+        assert!(camsim::jpeg::read_watermark(&full).is_some());
+        let out = render(&full, &rendition(320)).unwrap();
+        assert!(camsim::jpeg::read_watermark(&out).is_none());
+        assert!(!out.windows(14).any(|w| w == b"framecache-sim"));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for bad in [&b""[..], b"not a jpeg", &[0xFF, 0xD8, 0xFF][..]] {
+            assert!(render(bad, &rendition(320)).is_err());
+        }
+        let mut truncated = frame(320, 240);
+        truncated.truncate(truncated.len() / 3);
+        let _ = render(&truncated, &rendition(160));
+    }
+}
