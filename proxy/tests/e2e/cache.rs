@@ -171,7 +171,10 @@ fn a_token_naming_another_owners_camera_never_gets_the_cached_copy() {
         &["cam-2"],
         own.header("content-location").unwrap(),
     );
-    assert_eq!(by_hash.status, 403, "the backend refuses owner-3 this frame");
+    assert_eq!(
+        by_hash.status, 403,
+        "the backend refuses owner-3 this frame"
+    );
     assert_eq!(stack.metric("framecache_cache_cross_owner_hits_total"), 0.0);
 }
 
