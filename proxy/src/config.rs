@@ -22,6 +22,16 @@ pub struct Config {
     pub admin: AdminConfig,
     pub origin: OriginConfig,
     pub cache: CacheConfig,
+    pub delivery: DeliveryConfig,
+}
+
+/// `[delivery]`
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// How often an MJPEG stream looks for a newer frame. Default 1000 ms.
+    pub stream_interval: Duration,
+    /// A hub that accepts no bytes for this long is dropped. Default 10000 ms.
+    pub write_timeout: Duration,
 }
 
 /// `[server]`
@@ -214,6 +224,10 @@ impl Config {
                 stale_if_error: Duration::from_secs(30),
                 coalesce_wait: Duration::from_millis(3000),
                 stale_while_revalidate: Duration::from_millis(1000),
+            },
+            delivery: DeliveryConfig {
+                stream_interval: Duration::from_millis(1000),
+                write_timeout: Duration::from_millis(10_000),
             },
         }
     }

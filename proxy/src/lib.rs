@@ -19,6 +19,7 @@
 //! - [`delivery`] — frame response headers, JSON errors, the one place errors become HTTP;
 //!   [`delivery::condition`] decides 200 / 304 / 206 / 416 from `If-None-Match`, `Range`,
 //!   `If-Range`.
+//! - [`stream`] — the MJPEG stream: newest frame wins, one origin poll per fresh window.
 //! - [`render`] — renditions: smaller JPEGs made from a verified frame (not served yet).
 //! - [`proxy`] — the only `impl ProxyHttp`: glue between Pingora's phases and the above.
 //! - [`admin`] — `/metrics`, `/healthz`, `/readyz`.
@@ -68,3 +69,4 @@ pub mod origin;
 pub mod proxy;
 pub mod render;
 pub mod route;
+pub mod stream;

@@ -40,6 +40,9 @@ pub struct Metrics {
     pub not_modified: IntCounterVec,
     pub partial_responses: IntCounterVec,
     pub bytes_saved: IntCounterVec,
+    pub stream_subscribers: IntGauge,
+    pub stream_frames_sent: IntCounter,
+    pub stream_frames_skipped: IntCounter,
 }
 
 impl Metrics {
@@ -126,6 +129,18 @@ impl Metrics {
             "Frame body bytes held by the cache (each body once).",
         );
         let cache_entries = gauge("framecache_cache_entries", "Cache entries.");
+        let stream_subscribers = gauge(
+            "framecache_stream_subscribers",
+            "Hubs connected to an MJPEG stream.",
+        );
+        let stream_frames_sent = plain(
+            "framecache_stream_frames_sent_total",
+            "Frames written to MJPEG stream subscribers.",
+        );
+        let stream_frames_skipped = plain(
+            "framecache_stream_frames_skipped_total",
+            "Frames a stream subscriber did not get because a newer one was ready (slow hub or slower interval).",
+        );
         let cache_evictions = plain(
             "framecache_cache_evictions_total",
             "Entries evicted to stay within cache.max_bytes.",
@@ -200,6 +215,9 @@ impl Metrics {
             not_modified,
             partial_responses,
             bytes_saved,
+            stream_subscribers,
+            stream_frames_sent,
+            stream_frames_skipped,
         }
     }
 

@@ -18,11 +18,12 @@ use pingora::{Error, ErrorType};
 use crate::auth::{AuthError, Grant, TokenVerifier};
 use crate::cache::key::Route;
 use crate::cache::{FrameCache, Lookup};
-use crate::config::Config;
+use crate::config::{Config, DeliveryConfig};
 use crate::delivery::condition::Answer;
 use crate::delivery::{self, HubError};
 use crate::metrics::Metrics;
 use crate::route::{self, HubRequest, RouteLabel, Target};
+use crate::stream;
 
 /// Per-request state, filled as the request moves through the phases.
 pub struct RequestCtx {
@@ -40,6 +41,7 @@ pub struct RequestCtx {
 pub struct Edge {
     tokens: TokenVerifier,
     cache: Arc<FrameCache>,
+    delivery: DeliveryConfig,
     metrics: Arc<Metrics>,
 }
 
@@ -52,6 +54,7 @@ impl Edge {
                 config.auth.leeway,
             ),
             cache,
+            delivery: config.delivery.clone(),
             metrics,
         }
     }
@@ -71,11 +74,17 @@ impl Edge {
             Target::Latest => Route::Latest,
             Target::ByHash(hash) => Route::ByHash(hash),
             Target::Stream => {
-                return Err(HubError::new(
-                    501,
-                    "not_implemented",
-                    "the MJPEG stream is not available yet",
-                ))
+                let owner = grant.owner();
+                ctx.body_bytes = stream::serve(
+                    session,
+                    &self.cache,
+                    owner,
+                    &req.camera,
+                    &self.delivery,
+                    &self.metrics,
+                )
+                .await?;
+                return Ok(());
             }
         };
         // A lookup that ends in an error counts as a miss.

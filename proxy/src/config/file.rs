@@ -50,6 +50,8 @@ pub struct File {
     pub origin: Leaf<Origin>,
     #[serde(default)]
     pub cache: Leaf<Cache>,
+    #[serde(default)]
+    pub delivery: Leaf<Delivery>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -123,6 +125,17 @@ pub struct Cache {
     pub coalesce_wait_ms: Leaf<i64>,
     #[serde(default)]
     pub stale_while_revalidate_ms: Leaf<i64>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `[delivery]`
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct Delivery {
+    #[serde(default)]
+    pub stream_interval_ms: Leaf<i64>,
+    #[serde(default)]
+    pub write_timeout_ms: Leaf<i64>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::file::{self, Leaf, Unknown};
 use super::{
-    AdminConfig, AuthConfig, CacheConfig, Config, OriginConfig, Problem, Secret, ServerConfig,
+    AdminConfig, AuthConfig, CacheConfig, Config, DeliveryConfig, OriginConfig, Problem, Secret,
+    ServerConfig,
 };
 
 /// Largest secret or key file read. Real ones are tens of bytes; the cap keeps a wrong path
@@ -332,6 +333,25 @@ pub(super) fn validate(file: &file::File, source: &Path) -> Result<Config, Vec<P
         ),
     };
 
+    let d = c.table("delivery", &file.delivery);
+    c.unknown("delivery", &d.unknown);
+    let delivery = DeliveryConfig {
+        stream_interval: c.millis(
+            "delivery.stream_interval_ms",
+            &d.stream_interval_ms,
+            1000,
+            10,
+            60_000,
+        ),
+        write_timeout: c.millis(
+            "delivery.write_timeout_ms",
+            &d.write_timeout_ms,
+            10_000,
+            1,
+            600_000,
+        ),
+    };
+
     // The largest frame the origin may send must fit the cache twice over (its latest and its
     // by-hash entry, each charged its body and overhead), or such frames are fetched, served
     // and never kept. Only compared when both values were read without a problem of their own.
@@ -354,6 +374,7 @@ pub(super) fn validate(file: &file::File, source: &Path) -> Result<Config, Vec<P
             admin,
             origin,
             cache,
+            delivery,
         })
     } else {
         Err(c.problems)

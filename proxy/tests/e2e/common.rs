@@ -248,7 +248,13 @@ impl Stack {
 /// Polls `condition` (every millisecond, for at most 5 s) until it holds; panics naming `what`
 /// otherwise. For state the test cannot be told about, like a fetch being under way.
 pub fn wait_until(what: &str, condition: impl Fn() -> bool) {
-    for _ in 0..5_000 {
+    wait_within(Duration::from_secs(5), what, condition)
+}
+
+/// [`wait_until`] with another limit.
+pub fn wait_within(limit: Duration, what: &str, condition: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
         if condition() {
             return;
         }

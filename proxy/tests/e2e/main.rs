@@ -8,3 +8,4 @@ mod delivery;
 mod frame;
 mod origin;
 mod path;
+mod stream;

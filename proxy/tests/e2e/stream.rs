@@ -1,0 +1,244 @@
+//! The MJPEG stream: the camera's frames, newest-wins for a stalled reader, shared origin polls,
+//! and stalled readers dropped.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::common::{wait_until, Stack};
+
+/// A hub reading a stream: de-chunks the body and splits it into parts.
+struct Viewer {
+    reader: BufReader<TcpStream>,
+    /// De-chunked bytes not yet taken as parts.
+    pending: Vec<u8>,
+}
+
+/// One part: its seq and its JPEG bytes.
+struct Part {
+    seq: u64,
+    body: Vec<u8>,
+}
+
+impl Viewer {
+    fn open(stack: &Stack, owner: &str, camera: &str) -> Viewer {
+        let token = stack.token(owner, &[camera]);
+        let mut conn = TcpStream::connect(stack.proxy.hub_addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        write!(
+            conn,
+            "GET /v1/cameras/{camera}/stream HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {token}\r\n\r\n"
+        )
+        .unwrap();
+        let mut reader = BufReader::new(conn);
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: multipart/x-mixed-replace; boundary=framecache-frame"),
+            "{head}"
+        );
+        Viewer {
+            reader,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Reads one HTTP chunk into `pending`.
+    fn read_chunk(&mut self) {
+        let mut size = String::new();
+        self.reader.read_line(&mut size).unwrap();
+        let size = usize::from_str_radix(size.trim(), 16).unwrap();
+        let mut data = vec![0u8; size + 2];
+        self.reader.read_exact(&mut data).unwrap();
+        self.pending.extend_from_slice(&data[..size]);
+    }
+
+    fn next_part(&mut self) -> Part {
+        loop {
+            if let Some(end) = self.pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.pending[..end]).into_owned();
+                assert!(head.starts_with("--framecache-frame\r\n"), "{head}");
+                let field = |name: &str| {
+                    head.lines()
+                        .find_map(|l| l.strip_prefix(name))
+                        .unwrap()
+                        .trim()
+                        .to_string()
+                };
+                let len: usize = field("Content-Length:").parse().unwrap();
+                let seq: u64 = field("X-Frame-Seq:").parse().unwrap();
+                let start = end + 4;
+                while self.pending.len() < start + len + 2 {
+                    self.read_chunk();
+                }
+                let body = self.pending[start..start + len].to_vec();
+                assert_eq!(&self.pending[start + len..start + len + 2], b"\r\n");
+                self.pending.drain(..start + len + 2);
+                let etag = field("ETag:");
+                assert_eq!(etag, format!("\"{}\"", blake3::hash(&body).to_hex()));
+                return Part { seq, body };
+            }
+            self.read_chunk();
+        }
+    }
+}
+
+#[test]
+fn the_stream_delivers_the_cameras_frames_in_order() {
+    let stack = Stack::with(
+        |c| {
+            c.delivery.stream_interval = Duration::from_millis(20);
+            c.cache.latest_fresh = Duration::from_millis(20);
+        },
+        |o| o.fps = 50.0,
+    );
+    let mut viewer = Viewer::open(&stack, "owner-1", "cam-2");
+    let mut last = 0;
+    for _ in 0..5 {
+        let part = viewer.next_part();
+        let (camera, seq) = camsim::jpeg::read_watermark(&part.body).unwrap();
+        assert_eq!(camera, "cam-2");
+        assert_eq!(seq, part.seq);
+        assert!(
+            part.seq > last,
+            "newer frames only: {} after {last}",
+            part.seq
+        );
+        last = part.seq;
+    }
+    assert_eq!(stack.metric("framecache_stream_subscribers"), 1.0);
+    assert!(stack.metric("framecache_stream_frames_sent_total") >= 5.0);
+    drop(viewer);
+    wait_until("the subscriber is gone", || {
+        stack.metric("framecache_stream_subscribers") == 0.0
+    });
+}
+
+#[test]
+fn a_stream_is_refused_like_any_frame_request() {
+    let stack = Stack::start();
+    // Not granted: 403 before any stream starts.
+    let reply = stack.get_as("owner-1", &["cam-1"], "/v1/cameras/cam-2/stream");
+    assert_eq!(reply.status, 403);
+    // Not the owner's at the backend: the origin's 403.
+    let reply = stack.get_as("owner-1", &["cam-3"], "/v1/cameras/cam-3/stream");
+    assert_eq!(reply.status, 403);
+    assert_eq!(stack.metric("framecache_stream_subscribers"), 0.0);
+}
+
+#[test]
+fn a_stalled_reader_resumes_at_a_recent_frame() {
+    let stack = Stack::with(
+        |c| {
+            c.delivery.stream_interval = Duration::from_millis(10);
+            c.cache.latest_fresh = Duration::from_millis(10);
+        },
+        |o| o.fps = 100.0,
+    );
+    let mut viewer = Viewer::open(&stack, "owner-1", "cam-2");
+    let first = viewer.next_part();
+    // The hub stops reading for a while (a slow link); the camera moves on meanwhile.
+    thread::sleep(Duration::from_millis(600));
+    // What was already in flight arrives first; then the stream continues at a recent frame,
+    // not one frame after the other through the backlog.
+    let mut seqs = Vec::new();
+    for _ in 0..6 {
+        seqs.push(viewer.next_part().seq);
+    }
+    let jump = seqs.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    assert!(jump > 1, "frames {seqs:?} after {}: no skip", first.seq);
+    assert!(stack.metric("framecache_stream_frames_skipped_total") > 0.0);
+}
+
+#[test]
+fn twenty_subscribers_share_the_origin_polls() {
+    let interval = Duration::from_millis(100);
+    let stack = Arc::new(Stack::with(
+        |c| {
+            c.delivery.stream_interval = interval;
+            c.cache.latest_fresh = interval;
+            c.server.threads = 2;
+        },
+        |o| o.fps = 10.0,
+    ));
+    let started = Instant::now();
+    let before = stack.origin_requests_for("cam-2");
+    let viewers: Vec<_> = (0..20)
+        .map(|_| {
+            let stack = Arc::clone(&stack);
+            thread::spawn(move || {
+                let mut viewer = Viewer::open(&stack, "owner-1", "cam-2");
+                (0..5).map(|_| viewer.next_part().seq).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for viewer in viewers {
+        let seqs = viewer.join().unwrap();
+        assert!(seqs.windows(2).all(|w| w[1] > w[0]), "{seqs:?}");
+    }
+    let windows = started.elapsed().as_secs_f64() / interval.as_secs_f64();
+    let polls = (stack.origin_requests_for("cam-2") - before) as f64;
+    // About one poll per fresh window, however many watch (20 viewers would otherwise make 20).
+    assert!(
+        polls <= 2.0 * windows + 4.0,
+        "{polls} origin polls in {windows:.1} windows for 20 viewers"
+    );
+}
+
+#[test]
+fn a_reader_that_never_reads_is_dropped() {
+    let stack = Stack::with(
+        |c| {
+            c.delivery.stream_interval = Duration::from_millis(5);
+            c.delivery.write_timeout = Duration::from_millis(300);
+            c.cache.latest_fresh = Duration::from_millis(5);
+        },
+        |o| o.fps = 100.0,
+    );
+    let token = stack.token("owner-1", &["cam-2"]);
+    // A hub on a tiny receive window: the proxy's send buffer fills after a frame or two.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = stack.proxy.hub_addr;
+    let mut conn = runtime
+        .block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.set_recv_buffer_size(2048)?;
+            socket.connect(addr).await
+        })
+        .unwrap()
+        .into_std()
+        .unwrap();
+    conn.set_nonblocking(false).unwrap();
+    write!(
+        conn,
+        "GET /v1/cameras/cam-2/stream HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    wait_until("the subscriber is connected", || {
+        stack.metric("framecache_stream_subscribers") == 1.0
+    });
+    // Never read: the socket buffers fill (seconds, as the kernel grows them), then a write
+    // blocks past the write timeout and the subscriber is dropped.
+    crate::common::wait_within(
+        Duration::from_secs(60),
+        "the stalled subscriber is dropped",
+        || stack.metric("framecache_stream_subscribers") == 0.0,
+    );
+    assert!(stack.metric("framecache_stream_frames_sent_total") > 0.0);
+    drop(conn);
+}
