@@ -106,8 +106,7 @@ impl Drop for Nginx {
 }
 
 fn main() {
-    let args = load::args();
-    let arg = |i: usize, default: f64| args.get(i).copied().unwrap_or(default);
+    let arg = load::arg;
     let (seconds, connections, rounds) = (arg(0, 5.0), arg(1, 32.0) as usize, arg(2, 3.0) as usize);
 
     let stack = load::Stack::start(

@@ -12,8 +12,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 fn main() {
-    let args = load::args();
-    let arg = |i: usize, default: f64| args.get(i).copied().unwrap_or(default);
+    let arg = load::arg;
     let (seconds, hubs) = (arg(0, 20.0), arg(1, 1000.0) as usize);
 
     let stack = load::Stack::start(

@@ -15,8 +15,7 @@ use std::time::Duration;
 use load::round;
 
 fn main() {
-    let args = load::args();
-    let arg = |i: usize, default: f64| args.get(i).copied().unwrap_or(default);
+    let arg = load::arg;
     let (seconds, connections, rounds) = (arg(0, 5.0), arg(1, 16.0) as usize, arg(2, 3.0) as usize);
 
     let stack = load::Stack::start(

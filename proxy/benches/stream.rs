@@ -39,8 +39,7 @@ fn cpu_seconds(prefix: &str) -> f64 {
 }
 
 fn main() {
-    let args = load::args();
-    let arg = |i: usize, default: f64| args.get(i).copied().unwrap_or(default);
+    let arg = load::arg;
     let (seconds, subscribers) = (arg(0, 20.0), arg(1, 500.0) as usize);
 
     let stack = load::Stack::start(
@@ -71,14 +70,7 @@ fn main() {
         .map(|i| {
             let camera = i % 50 + 1;
             let owner = format!("owner-{}", (camera - 1) / 2 + 1);
-            let token = framecache::auth::mint(
-                load::HUB_SECRET,
-                "framecache",
-                &owner,
-                &[format!("cam-{camera}")],
-                Duration::from_secs(3600),
-            )
-            .expect("token");
+            let token = stack.token(&owner, &format!("cam-{camera}"));
             let slow = i % 2 == 1;
             runtime.spawn(async move {
                 // Hubs tune in at different moments over the first second.

@@ -183,13 +183,7 @@ impl FrameCache {
     /// The entry under `key`, if its stored identity is exactly `identity`.
     fn lookup(&self, key: &KeyDigest, identity: &Identity) -> Option<Arc<Entry>> {
         let entry = self.store.get(key)?;
-        let frame = &entry.frame;
-        let same = entry.is(identity)
-            && match identity.route {
-                Route::ByHash(hash) => frame.hash == hash,
-                Route::Latest => true,
-            };
-        if same {
+        if entry.is(identity) {
             return Some(entry);
         }
         let cross_owner = *entry.owner() != identity.owner;
@@ -230,10 +224,7 @@ impl FrameCache {
                 tracing::error!(
                     "a fetch under the same key digest is under way for another identity"
                 );
-                let purges = self.purges.load(Ordering::SeqCst);
-                let result = self.fill(key, identity, purges).await;
-                let stored = result.as_ref().is_ok_and(|f| f.stored);
-                return (result, Lookup::Miss { stored });
+                return self.fetch_alone(key, identity).await;
             }
         };
         // The leader waits as long as its fetch takes (the fetch has its own timeouts); a waiter
@@ -249,7 +240,7 @@ impl FrameCache {
         };
         match outcome {
             Ok(Ok(result)) => {
-                let result = result.clone().expect("invariant: waited for Some");
+                let result = result.expect("invariant: waited for Some");
                 let stored = result.as_ref().is_ok_and(|f| f.stored);
                 let lookup = if leader {
                     Lookup::Miss { stored }
@@ -271,13 +262,20 @@ impl FrameCache {
                 }
             }
             // The flight ended without a result or took too long: fetch alone.
-            _ => {
-                let purges = self.purges.load(Ordering::SeqCst);
-                let result = self.fill(key, identity, purges).await;
-                let stored = result.as_ref().is_ok_and(|f| f.stored);
-                (result, Lookup::Miss { stored })
-            }
+            _ => self.fetch_alone(key, identity).await,
         }
+    }
+
+    /// One origin fetch for this request only, outside any flight.
+    async fn fetch_alone(
+        &self,
+        key: KeyDigest,
+        identity: &Identity,
+    ) -> (Result<Fetched, OriginError>, Lookup) {
+        let purges = self.purges.load(Ordering::SeqCst);
+        let result = self.fill(key, identity, purges).await;
+        let stored = result.as_ref().is_ok_and(|f| f.stored);
+        (result, Lookup::Miss { stored })
     }
 
     /// Runs a flight's fill in its own task, so that no hub's disconnect cancels it; its result
@@ -323,12 +321,11 @@ impl FrameCache {
         if let Some(reason) = attempt.rejection {
             tracing::warn!(reason = reason.as_str(), camera = %identity.camera, "origin answer rejected");
         }
-        let verified = result?;
-        let fresh_for = verified.max_age.map_or(self.config.latest_fresh, |m| {
+        let v = result?;
+        let fresh_for = v.max_age.map_or(self.config.latest_fresh, |m| {
             m.min(self.config.latest_fresh)
         });
-        let no_store = verified.no_store;
-        let v = verified;
+        let no_store = v.no_store;
         let frame = Arc::new(StoredFrame::new(v.hash, v.seq, v.captured_at_ms, v.body));
         let stored = !no_store && self.store_fill(key, identity, &frame, fresh_for, purges_before);
         Ok(Fetched {
@@ -398,7 +395,7 @@ impl FrameCache {
         self.store.purge(matches)
     }
 
-    /// Entries and weighted bytes (after pending maintenance).
+    /// Entries and weighted bytes.
     pub fn usage(&self) -> (u64, u64) {
         self.store.usage()
     }

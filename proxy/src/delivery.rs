@@ -10,6 +10,7 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
 use crate::auth::AuthError;
+use crate::cache::store::StoredFrame;
 use crate::cache::{Lookup, Served};
 use crate::origin::OriginError;
 use crate::route::{HubRequest, RouteError, Target};
@@ -19,8 +20,8 @@ use condition::Answer;
 const IMMUTABLE: &str = "private, max-age=31536000, immutable";
 
 /// The quoted strong ETag of a frame: its blake3 address.
-pub fn etag(served: &Served) -> String {
-    format!("\"{}\"", served.frame.hash)
+pub fn etag(frame: &StoredFrame) -> String {
+    format!("\"{}\"", frame.hash)
 }
 
 /// The response header of a frame answered as `answer` (not `Unsatisfiable`, an error), and
@@ -46,7 +47,7 @@ pub fn frame_response(
         h.insert_header("content-range", format!("bytes {start}-{end}/{len}"))?;
     }
     h.insert_header("accept-ranges", "bytes")?;
-    h.insert_header("etag", etag(served))?;
+    h.insert_header("etag", etag(frame))?;
     let cache_control = match req.target {
         Target::ByHash(_) => IMMUTABLE.to_string(),
         _ if served.no_store => "private, no-store".to_string(),
@@ -70,8 +71,8 @@ pub fn frame_response(
     Ok((h, body))
 }
 
-/// Writes a frame response; returns the body bytes sent.
-pub async fn write_frame(
+/// Writes a response (headers only for HEAD); returns the body bytes sent.
+pub async fn write_response(
     session: &mut Session,
     header: ResponseHeader,
     body: Option<Bytes>,
@@ -186,12 +187,7 @@ pub async fn write_error(
     head: bool,
 ) -> pingora::Result<()> {
     let (header, body) = error.response()?;
-    session
-        .write_response_header(Box::new(header), head)
-        .await?;
-    if !head {
-        session.write_response_body(Some(body), true).await?;
-    }
+    write_response(session, header, Some(body), head).await?;
     Ok(())
 }
 

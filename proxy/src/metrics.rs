@@ -184,7 +184,7 @@ impl Metrics {
         for route in [RouteLabel::Frame, RouteLabel::FrameByHash] {
             not_modified.with_label_values(&[route.as_str()]);
         }
-        for result in ["partial", "unsatisfiable", "ignored"] {
+        for result in Answer::RANGE_LABELS {
             partial_responses.with_label_values(&[result]);
         }
         for reason in ["not_modified", "range"] {

@@ -1,9 +1,9 @@
 //! The only `impl ProxyHttp`: glue between Pingora's phases and the domain modules.
 //!
 //! Every hub request is answered in `request_filter`, which runs before anything else can touch
-//! the request: route → token → frame cache (origin fetch with attestation on a miss) → delivery. Pingora's own upstream
-//! phases are never reached, because a frame must be verified whole before its first byte goes
-//! to the hub, which a streaming upstream phase cannot promise. Metrics are recorded in
+//! the request: route → token → frame cache (origin fetch with attestation on a miss) →
+//! delivery. Pingora's own upstream phases are never reached, because a frame must be verified
+//! whole before its first byte goes to the hub, which a streaming upstream phase cannot promise. Metrics are recorded in
 //! `logging`, once per request, from what the context collected; origin requests, which a
 //! coalesced fetch makes on behalf of several hub requests, are recorded where they complete.
 
@@ -74,11 +74,10 @@ impl Edge {
             Target::Latest => Route::Latest,
             Target::ByHash(hash) => Route::ByHash(hash),
             Target::Stream => {
-                let owner = grant.owner();
                 ctx.body_bytes = stream::serve(
                     session,
                     &self.cache,
-                    owner,
+                    grant.owner(),
                     &req.camera,
                     &self.delivery,
                     &self.metrics,
@@ -95,7 +94,7 @@ impl Edge {
         let answer = Answer::decide(
             &session.req_header().headers,
             req.head,
-            &delivery::etag(&served),
+            &delivery::etag(&served.frame),
             len,
         );
         ctx.answer = Some((answer, len));
@@ -105,7 +104,7 @@ impl Edge {
         let (header, body) = delivery::frame_response(&served, &req, answer)
             .map_err(|e| HubError::new(500, "internal", e.to_string()))?;
         // The hub going away mid-body is not an error to answer; its bytes are simply not sent.
-        ctx.body_bytes = delivery::write_frame(session, header, body, req.head)
+        ctx.body_bytes = delivery::write_response(session, header, body, req.head)
             .await
             .unwrap_or(0);
         Ok(())

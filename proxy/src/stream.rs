@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use prometheus::IntGauge;
@@ -19,7 +19,7 @@ use crate::cache::key::Route;
 use crate::cache::store::StoredFrame;
 use crate::cache::FrameCache;
 use crate::config::DeliveryConfig;
-use crate::delivery::HubError;
+use crate::delivery::{etag, HubError};
 use crate::identity::{CameraId, OwnerId};
 use crate::metrics::Metrics;
 
@@ -50,19 +50,15 @@ fn header() -> pingora::Result<ResponseHeader> {
 
 /// One part: its headers, then the frame's bytes (shared, not copied), then CRLF.
 fn part(frame: &StoredFrame) -> [Bytes; 3] {
-    let mut head = BytesMut::with_capacity(256);
-    head.put_slice(
-        format!(
-            "--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\nETag: \"{}\"\r\nX-Frame-Seq: {}\r\nX-Frame-Captured-At: {}\r\n\r\n",
-            frame.body.len(),
-            frame.hash,
-            frame.seq,
-            frame.captured_at_ms
-        )
-        .as_bytes(),
+    let head = format!(
+        "--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\nETag: {}\r\nX-Frame-Seq: {}\r\nX-Frame-Captured-At: {}\r\n\r\n",
+        frame.body.len(),
+        etag(frame),
+        frame.seq,
+        frame.captured_at_ms
     );
     [
-        head.freeze(),
+        Bytes::from(head),
         frame.body.clone(),
         Bytes::from_static(b"\r\n"),
     ]

@@ -156,13 +156,14 @@ pub async fn round(addr: SocketAddr, requests: Vec<String>, seconds: f64) -> Rou
     r
 }
 
-/// Positional numeric arguments after `cargo bench ... --`, with defaults.
-pub fn args() -> Vec<f64> {
+/// The `i`th positional numeric argument after `cargo bench ... --`, or `default`.
+pub fn arg(i: usize, default: f64) -> f64 {
     std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .filter_map(|a| a.parse().ok())
-        .collect()
+        .nth(i)
+        .unwrap_or(default)
 }
 
 pub const HUB_SECRET: &[u8] = b"bench-hub-secret-bench-hub-secret-bench";
@@ -226,16 +227,21 @@ impl Stack {
             .collect()
     }
 
-    /// A keep-alive hub request for the latest frame of `camera`, as `owner`.
-    pub fn hub_request(&self, owner: &str, camera: &str) -> String {
-        let token = framecache::auth::mint(
+    /// A token for `owner` granting `camera`.
+    pub fn token(&self, owner: &str, camera: &str) -> String {
+        framecache::auth::mint(
             HUB_SECRET,
             "framecache",
             owner,
             &[camera.to_string()],
             Duration::from_secs(3600),
         )
-        .expect("token");
+        .expect("token")
+    }
+
+    /// A keep-alive hub request for the latest frame of `camera`, as `owner`.
+    pub fn hub_request(&self, owner: &str, camera: &str) -> String {
+        let token = self.token(owner, camera);
         format!(
             "GET /v1/cameras/{camera}/frame HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {token}\r\nX-Hub-Owner: {owner}\r\n\r\n"
         )

@@ -52,6 +52,9 @@ impl Answer {
         }
     }
 
+    /// Every value of [`Answer::range_label`].
+    pub const RANGE_LABELS: [&'static str; 3] = ["partial", "unsatisfiable", "ignored"];
+
     /// The label of `framecache_partial_responses_total`, for answers to a range request.
     pub fn range_label(&self) -> Option<&'static str> {
         match self {

@@ -16,6 +16,19 @@ fn status(reply: &Reply) -> &str {
     reply.header("cache-status").unwrap_or("")
 }
 
+/// The two privacy alarms in the scrape: key collisions and cross-owner hits.
+fn assert_alarms(stack: &Stack, collisions: f64, cross_owner: f64) {
+    let scrape = stack.scrape();
+    assert_eq!(
+        metric_in(&scrape, "framecache_cache_key_collisions_total"),
+        collisions
+    );
+    assert_eq!(
+        metric_in(&scrape, "framecache_cache_cross_owner_hits_total"),
+        cross_owner
+    );
+}
+
 /// A stack whose latest frames stay fresh for a minute.
 fn long_fresh() -> Stack {
     Stack::with(|c| c.cache.latest_fresh = Duration::from_secs(60), |_| {})
@@ -376,17 +389,9 @@ fn forced_key_collisions_are_detected_counted_and_never_served() {
             "{owner}/{camera}: a collision is never a hit"
         );
     }
-    let scrape = stack.scrape();
     // Each request after the first found the previous identity under the shared key: once the
     // same owner (a key collision), three times another owner (a cross-owner hit).
-    assert_eq!(
-        metric_in(&scrape, "framecache_cache_key_collisions_total"),
-        1.0
-    );
-    assert_eq!(
-        metric_in(&scrape, "framecache_cache_cross_owner_hits_total"),
-        3.0
-    );
+    assert_alarms(&stack, 1.0, 3.0);
 }
 
 #[test]
@@ -501,15 +506,7 @@ fn cancellation_at_random_points_never_yields_a_wrong_or_partial_frame() {
     // No fetch is left stranded once the origin has answered.
     stack.set_faults(Faults::default());
     crate::common::wait_until("no flight is left", || stack.cache().flights() == 0);
-    let scrape = stack.scrape();
-    assert_eq!(
-        metric_in(&scrape, "framecache_cache_key_collisions_total"),
-        0.0
-    );
-    assert_eq!(
-        metric_in(&scrape, "framecache_cache_cross_owner_hits_total"),
-        0.0
-    );
+    assert_alarms(&stack, 0.0, 0.0);
 }
 
 #[test]
