@@ -190,7 +190,7 @@ fn identity(owners: &[OwnerId], i: usize) -> Identity {
         } else {
             Route::ByHash(ContentHash::of(&(i as u64).to_le_bytes()))
         },
-        variant: "full",
+        variant: framecache::variant::Variant::FULL,
     }
 }
 

@@ -36,11 +36,11 @@ fn main() {
     );
     for (label, width, height) in [("720p", 1280, 720), ("1080p", 1920, 1080)] {
         let full = camsim::frame::render("cam-1", 1, width, height, 80).expect("a frame");
-        for (name, max_width) in [("medium", 640), ("thumb", 320)] {
+        for (name, max_width, quality) in framecache::variant::BUILT_IN {
             let rendition = Rendition {
-                name: name.to_string(),
                 max_width,
-                quality: 75,
+                quality,
+                ..Rendition::FULL
             };
             let out = render_with(&full, &rendition, true).expect("renders");
             let scaled = ms_per(|| {

@@ -105,12 +105,15 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(config: &Config) -> Shared {
-        let metrics = Arc::new(Metrics::new());
-        let cache = Arc::new(FrameCache::new(
-            config.cache.clone(),
-            Origin::new(&config.origin),
-            metrics.clone(),
-        ));
+        let metrics = Arc::new(Metrics::new().with_renditions(&config.delivery.renditions));
+        let cache = Arc::new(
+            FrameCache::new(
+                config.cache.clone(),
+                Origin::new(&config.origin),
+                metrics.clone(),
+            )
+            .with_render_threads(config.delivery.render_threads),
+        );
         Shared { metrics, cache }
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod flight;
 pub mod key;
+pub mod rendition;
 pub mod store;
 
 #[cfg(feature = "fault-injection")]
@@ -23,11 +24,13 @@ use std::time::Duration;
 
 use self::flight::{Flights, Join};
 use self::key::{Identity, KeyDigest, Route};
+use self::rendition::Renderer;
 use self::store::{Entry, Store, StoredFrame};
 use crate::config::CacheConfig;
 use crate::identity::{CameraId, OwnerId};
 use crate::metrics::Metrics;
 use crate::origin::{Origin, OriginError, Want};
+use crate::variant::Variant;
 
 /// How a request was answered, for `Cache-Status` and the lookup metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +106,9 @@ pub struct FrameCache {
     config: CacheConfig,
     /// Bumped by every purge; a fill that saw it change does not keep what it stored.
     purges: AtomicU64,
+    /// Renditions being made, by key: one rendering per rendition of a frame at a time.
+    renders: Flights<rendition::RenderResult>,
+    renderer: Renderer,
 }
 
 impl FrameCache {
@@ -119,7 +125,15 @@ impl FrameCache {
             metrics,
             config,
             purges: AtomicU64::new(0),
+            renders: Flights::default(),
+            renderer: Renderer::new(2),
         }
+    }
+
+    /// Renders at most `threads` renditions at once (default 2).
+    pub fn with_render_threads(mut self, threads: usize) -> FrameCache {
+        self.renderer = Renderer::new(threads);
+        self
     }
 
     /// A frame for `owner`: from the cache when a fresh entry of exactly this identity exists,
@@ -134,7 +148,7 @@ impl FrameCache {
             owner: owner.clone(),
             camera: camera.clone(),
             route,
-            variant: "full",
+            variant: Variant::FULL,
         };
         let key = self.store.key(&identity);
         if let Some(entry) = self.lookup(&key, &identity) {
@@ -197,8 +211,8 @@ impl FrameCache {
             cross_owner,
             stored_route = route_kind(stored.route),
             requested_route = route_kind(identity.route),
-            stored_variant = stored.variant,
-            requested_variant = identity.variant,
+            stored_variant = stored.variant.as_str(),
+            requested_variant = identity.variant.as_str(),
             "cache entry identity does not match the request: not served, evicted"
         );
         self.store.remove_if_same(key, &entry);
@@ -392,6 +406,7 @@ impl FrameCache {
         };
         // Requests from now on start their own fetch rather than join one begun before.
         self.flights.retire(matches);
+        self.renders.retire(matches);
         self.store.purge(matches)
     }
 
@@ -483,7 +498,7 @@ mod tests {
                 Route::ByHash(ContentHash::of(camera_id.as_str().as_bytes()))
             },
             camera: camera_id,
-            variant: "full",
+            variant: Variant::FULL,
         }
     }
 

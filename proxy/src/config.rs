@@ -12,6 +12,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::variant::Catalogue;
+
 pub use validate::parse_signing_key;
 
 /// A validated configuration.
@@ -32,6 +34,15 @@ pub struct DeliveryConfig {
     pub stream_interval: Duration,
     /// A hub that accepts no bytes for this long is dropped. Default 10000 ms.
     pub write_timeout: Duration,
+    /// A kept-alive hub connection idle this long between requests is closed. Default 60 s.
+    pub idle_timeout: Duration,
+    /// Automatic choice picks the largest rendition expected to arrive within this. Default
+    /// 1000 ms.
+    pub target_time: Duration,
+    /// Renditions rendered at once, off the async workers. Default: the cores, at most 4.
+    pub render_threads: usize,
+    /// `full`, the built-in `medium` and `thumb`, and `[[delivery.variants]]`.
+    pub renditions: Catalogue,
 }
 
 /// `[server]`
@@ -228,6 +239,10 @@ impl Config {
             delivery: DeliveryConfig {
                 stream_interval: Duration::from_millis(1000),
                 write_timeout: Duration::from_millis(10_000),
+                idle_timeout: Duration::from_secs(60),
+                target_time: Duration::from_millis(1000),
+                render_threads: 2,
+                renditions: Catalogue::built_in(),
             },
         }
     }
@@ -329,6 +344,72 @@ signing_key_file = "keys/signing.key"
         assert_eq!(config.auth.audience, "framecache");
         assert_eq!(config.origin.max_frame_bytes, 4 << 20);
         assert_eq!(config.cache.max_bytes, 256 << 20);
+    }
+
+    #[test]
+    fn renditions_are_built_in_redefinable_and_checked() {
+        let dir = Dir::new("variants");
+        let config = Config::parse(GOOD, &dir.config()).expect("valid");
+        let names = |c: &Config| -> Vec<(String, u32)> {
+            c.delivery
+                .renditions
+                .all()
+                .iter()
+                .map(|r| (r.variant.as_str().to_string(), r.max_width))
+                .collect()
+        };
+        assert_eq!(
+            names(&config),
+            [
+                ("thumb".into(), 320),
+                ("medium".into(), 640),
+                ("full".into(), 0)
+            ]
+        );
+        let text = format!(
+            "{GOOD}[delivery]\n[[delivery.variants]]\nname = \"thumb\"\nmax_width = 240\n\
+             [[delivery.variants]]\nname = \"hd\"\nmax_width = 1280\nquality = 90\n"
+        );
+        let config = Config::parse(&text, &dir.config()).expect("valid");
+        assert_eq!(
+            names(&config),
+            [
+                ("thumb".into(), 240),
+                ("medium".into(), 640),
+                ("hd".into(), 1280),
+                ("full".into(), 0)
+            ]
+        );
+        assert_eq!(config.delivery.renditions.find("hd").unwrap().quality, 90);
+
+        let bad = format!(
+            "{GOOD}[delivery]\n\
+             [[delivery.variants]]\nname = \"full\"\nmax_width = 100\n\
+             [[delivery.variants]]\nname = \"Big One\"\nmax_width = 100\n\
+             [[delivery.variants]]\nname = \"a\"\nmax_width = 8\n\
+             [[delivery.variants]]\nname = \"b\"\nmax_width = 100\nquality = 0\ncolour = 1\n\
+             [[delivery.variants]]\nmax_width = 100\n\
+             [[delivery.variants]]\nname = \"c\"\n\
+             [[delivery.variants]]\nname = \"d\"\nmax_width = 100\n\
+             [[delivery.variants]]\nname = \"d\"\nmax_width = 200\n"
+        );
+        let err = Config::parse(&bad, &dir.config()).expect_err("invalid");
+        assert_eq!(
+            keys(err),
+            [
+                "delivery.variants[0].name",
+                "delivery.variants[1].name",
+                "delivery.variants[2].max_width",
+                "delivery.variants[3].colour",
+                "delivery.variants[3].quality",
+                "delivery.variants[4].name",
+                "delivery.variants[5].max_width",
+                "delivery.variants[7].name",
+            ]
+        );
+        let not_tables = format!("{GOOD}[delivery]\nvariants = [1, \"x\"]\n");
+        let err = Config::parse(&not_tables, &dir.config()).expect_err("invalid");
+        assert_eq!(keys(err), ["delivery.variants[0]", "delivery.variants[1]"]);
     }
 
     #[test]

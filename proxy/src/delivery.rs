@@ -3,6 +3,7 @@
 //! Domain errors become an HTTP answer once, here, through [`HubError`]. [`condition`] decides
 //! between 200, 304, 206 and 416.
 
+pub mod choice;
 pub mod condition;
 
 use bytes::Bytes;
@@ -10,10 +11,13 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
 use crate::auth::AuthError;
+use crate::cache::rendition::RenditionError;
 use crate::cache::store::StoredFrame;
 use crate::cache::{Lookup, Served};
 use crate::origin::OriginError;
 use crate::route::{HubRequest, RouteError, Target};
+use crate::variant::Rendition;
+use choice::Reason;
 use condition::Answer;
 
 /// `Cache-Control` of a frame addressed by its hash: the bytes can never change.
@@ -24,12 +28,24 @@ pub fn etag(frame: &StoredFrame) -> String {
     format!("\"{}\"", frame.hash)
 }
 
+/// Body bytes handed to the connection per write: the write timeout applies to each, so a hub
+/// must take at least this many bytes per `delivery.write_timeout_ms` to stay connected.
+pub const WRITE_CHUNK: usize = 16 * 1024;
+
+/// Which rendition a response carries, and whether the proxy chose it.
+#[derive(Debug, Clone, Copy)]
+pub struct Chosen {
+    pub rendition: Rendition,
+    pub reason: Reason,
+}
+
 /// The response header of a frame answered as `answer` (not `Unsatisfiable`, an error), and
 /// the body to send with it.
 pub fn frame_response(
     served: &Served,
     req: &HubRequest,
     answer: Answer,
+    chosen: Chosen,
 ) -> pingora::Result<(ResponseHeader, Option<Bytes>)> {
     let frame = &served.frame;
     let len = frame.body.len();
@@ -38,7 +54,7 @@ pub fn frame_response(
         Answer::Partial { start, end } => (206, Some(frame.body.slice(start..=end))),
         _ => (200, Some(frame.body.clone())),
     };
-    let mut h = ResponseHeader::build(status, Some(12))?;
+    let mut h = ResponseHeader::build(status, Some(16))?;
     if let Some(body) = &body {
         h.insert_header("content-type", "image/jpeg")?;
         h.insert_header("content-length", body.len())?;
@@ -59,11 +75,27 @@ pub fn frame_response(
     h.insert_header("cache-control", cache_control)?;
     h.insert_header("cache-status", served.lookup.cache_status())?;
     h.insert_header("age", served.age.as_secs())?;
+    let variant = chosen.rendition.variant;
     if req.target == Target::Latest {
+        let query = if variant.is_full() {
+            String::new()
+        } else {
+            format!("?variant={variant}")
+        };
         h.insert_header(
             "content-location",
-            format!("/v1/cameras/{}/frames/{}", req.camera, frame.hash),
+            format!(
+                "/v1/cameras/{}/frames/{}{query}",
+                req.camera,
+                frame.address()
+            ),
         )?;
+    }
+    h.insert_header("x-frame-variant", variant.as_str())?;
+    h.insert_header("accept-ch", choice::ACCEPT_CH)?;
+    if chosen.reason != Reason::Requested {
+        // Another hint, or another link, may get another rendition at this URL.
+        h.insert_header("vary", choice::ACCEPT_CH)?;
     }
     h.insert_header("x-frame-seq", frame.seq)?;
     h.insert_header("x-frame-captured-at", frame.captured_at_ms)?;
@@ -71,7 +103,9 @@ pub fn frame_response(
     Ok((h, body))
 }
 
-/// Writes a response (headers only for HEAD); returns the body bytes sent.
+/// Writes a response (headers only for HEAD); returns the body bytes sent. The body goes out
+/// in [`WRITE_CHUNK`] slices of the shared bytes (no copy), each within the session's write
+/// timeout.
 pub async fn write_response(
     session: &mut Session,
     header: ResponseHeader,
@@ -85,8 +119,14 @@ pub async fn write_response(
     let Some(body) = body else {
         return Ok(0);
     };
-    let sent = body.len();
-    session.write_response_body(Some(body), true).await?;
+    let mut sent = 0;
+    while sent < body.len() {
+        let end = (sent + WRITE_CHUNK).min(body.len());
+        session
+            .write_response_body(Some(body.slice(sent..end)), end == body.len())
+            .await?;
+        sent = end;
+    }
     Ok(sent)
 }
 
@@ -176,6 +216,20 @@ impl From<OriginError> for HubError {
             }
             OriginError::Unreachable => HubError::new(503, "origin_unavailable", message),
             OriginError::Timeout => HubError::new(504, "origin_timeout", message),
+        }
+    }
+}
+
+impl From<RenditionError> for HubError {
+    fn from(e: RenditionError) -> Self {
+        let message = e.to_string();
+        match e {
+            RenditionError::Origin(e) => HubError::from(e),
+            RenditionError::Failed(_) => HubError::new(502, "rendition_failed", message),
+            RenditionError::Busy => HubError {
+                header: Some(("retry-after", "1".to_string())),
+                ..HubError::new(503, "rendition_busy", message)
+            },
         }
     }
 }

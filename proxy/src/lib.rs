@@ -49,10 +49,13 @@
 //!    the body's hash) all check out. The verified frame is stored as a latest and a by-hash
 //!    entry sharing one body, and handed to every waiter. If the origin failed, the owner's own
 //!    latest frame may be served stale; else 502, 503, 504, or the origin's 403/404.
-//! 6. [`delivery::condition`] turns `If-None-Match` / `Range` into 304, 206 or 416, and
+//! 6. Without `variant=`, [`delivery::choice`] picks a rendition from the hub's hints or its
+//!    connection's `TCP_INFO`; [`cache::rendition`] serves it from the owner's scope, or makes
+//!    it once (coalesced, on a bounded pool of blocking threads) from the verified frame.
+//! 7. [`delivery::condition`] turns `If-None-Match` / `Range` into 304, 206 or 416, and
 //!    [`delivery`] writes the frame (or the part asked for) with its `ETag`, `Cache-Control`,
 //!    `Cache-Status`, `Age`, `Content-Location` and `X-Frame-*` headers, or the JSON error.
-//! 7. Pingora's `logging` phase records the request in [`metrics`]; origin requests are recorded
+//! 8. Pingora's `logging` phase records the request in [`metrics`]; origin requests are recorded
 //!    where they complete.
 
 pub mod admin;
@@ -70,3 +73,4 @@ pub mod proxy;
 pub mod render;
 pub mod route;
 pub mod stream;
+pub mod variant;

@@ -14,7 +14,8 @@ use crate::auth::AuthError;
 use crate::cache::Lookup;
 use crate::delivery::condition::Answer;
 use crate::origin::{Attempt, Outcome, Rejection};
-use crate::route::{RouteLabel, VARIANTS};
+use crate::route::RouteLabel;
+use crate::variant::Catalogue;
 
 /// Request latency buckets, seconds: from a cache hit to a slow origin.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -43,7 +44,24 @@ pub struct Metrics {
     pub stream_subscribers: IntGauge,
     pub stream_frames_sent: IntCounter,
     pub stream_frames_skipped: IntCounter,
+    pub renditions: IntCounterVec,
+    pub render_duration: Histogram,
+    pub variant_choices: IntCounterVec,
+    pub hub_write_timeouts: IntCounterVec,
 }
+
+/// The `result` labels of `framecache_renditions_total`.
+pub const RENDITION_RESULTS: [&str; 5] = ["hit", "rendered", "coalesced", "failed", "busy"];
+
+/// The `reason` labels of `framecache_variant_choices_total`.
+pub const CHOICE_REASONS: [&str; 6] = [
+    "requested",
+    "save_data",
+    "ect",
+    "downlink",
+    "measured",
+    "unmeasured",
+];
 
 impl Metrics {
     pub fn new() -> Metrics {
@@ -95,6 +113,21 @@ impl Metrics {
             "framecache_bytes_saved_total",
             "Frame body bytes not sent because the hub had them, by reason (not_modified, range).",
             &["reason"],
+        );
+        let renditions = counter(
+            "framecache_renditions_total",
+            "Renditions asked of the cache, by result (hit, rendered, coalesced, failed, busy).",
+            &["result"],
+        );
+        let variant_choices = counter(
+            "framecache_variant_choices_total",
+            "Frame responses and stream frames by the rendition served and why it was chosen.",
+            &["variant", "reason"],
+        );
+        let hub_write_timeouts = counter(
+            "framecache_hub_write_timeouts_total",
+            "Hubs dropped because they accepted no bytes for delivery.write_timeout_ms, by route.",
+            &["route"],
         );
         let cache_lookups = counter(
             "framecache_cache_lookups_total",
@@ -168,6 +201,17 @@ impl Metrics {
         registry
             .register(Box::new(origin_duration.clone()))
             .expect("invariant: metric names are unique");
+        let render_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "framecache_render_duration_seconds",
+                "Time to make one rendition (decode, resize, encode), waiting for a slot excluded.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("invariant: metric definitions are valid");
+        registry
+            .register(Box::new(render_duration.clone()))
+            .expect("invariant: metric names are unique");
 
         for reason in AuthError::ALL {
             auth_failures.with_label_values(&[reason.as_str()]);
@@ -178,8 +222,15 @@ impl Metrics {
         for reason in Rejection::ALL {
             origin_rejections.with_label_values(&[reason.as_str()]);
         }
-        for variant in VARIANTS {
-            response_bytes.with_label_values(&[variant]);
+        for result in RENDITION_RESULTS {
+            renditions.with_label_values(&[result]);
+        }
+        for route in [
+            RouteLabel::Frame,
+            RouteLabel::FrameByHash,
+            RouteLabel::Stream,
+        ] {
+            hub_write_timeouts.with_label_values(&[route.as_str()]);
         }
         for route in [RouteLabel::Frame, RouteLabel::FrameByHash] {
             not_modified.with_label_values(&[route.as_str()]);
@@ -218,7 +269,24 @@ impl Metrics {
             stream_subscribers,
             stream_frames_sent,
             stream_frames_skipped,
+            renditions,
+            render_duration,
+            variant_choices,
+            hub_write_timeouts,
         }
+        .with_renditions(&Catalogue::built_in())
+    }
+
+    /// Creates the per-rendition series of `catalogue` at zero.
+    pub fn with_renditions(self, catalogue: &Catalogue) -> Metrics {
+        for r in catalogue.all() {
+            let name = r.variant.as_str();
+            self.response_bytes.with_label_values(&[name]);
+            for reason in CHOICE_REASONS {
+                self.variant_choices.with_label_values(&[name, reason]);
+            }
+        }
+        self
     }
 
     /// Records how a frame of `len` bytes was answered.

@@ -17,11 +17,15 @@ use pingora::{Error, ErrorType};
 
 use crate::auth::{AuthError, Grant, TokenVerifier};
 use crate::cache::key::Route;
+use crate::cache::store::StoredFrame;
 use crate::cache::{FrameCache, Lookup};
 use crate::config::{Config, DeliveryConfig};
+use crate::delivery::choice::{self, Link, Reason};
 use crate::delivery::condition::Answer;
-use crate::delivery::{self, HubError};
+use crate::delivery::{self, Chosen, HubError};
+use crate::identity::{CameraId, OwnerId};
 use crate::metrics::Metrics;
+use crate::render;
 use crate::route::{self, HubRequest, RouteLabel, Target};
 use crate::stream;
 
@@ -29,7 +33,10 @@ use crate::stream;
 pub struct RequestCtx {
     started: Instant,
     route: RouteLabel,
-    variant: &'static str,
+    /// The rendition answered with, and why.
+    chosen: Option<Chosen>,
+    /// The hub stopped taking bytes for longer than the write timeout.
+    write_timed_out: bool,
     auth_failure: Option<AuthError>,
     lookup: Option<Lookup>,
     /// How a frame was answered, and the frame's length.
@@ -62,10 +69,19 @@ impl Edge {
     /// Answers one hub request; an `Err` is a failure to write to the hub.
     async fn serve(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<()> {
         let head = session.req_header().method == http::Method::HEAD;
-        match self.frame(session, ctx).await {
+        // Per write of at most `delivery::WRITE_CHUNK` bytes: a hub that takes nothing for this
+        // long is dropped, one that is merely slow is served.
+        session.set_write_timeout(Some(self.delivery.write_timeout));
+        // Pingora keeps an HTTP/1.1 connection open forever between requests unless told.
+        session.set_keepalive(Some(self.delivery.idle_timeout.as_secs()));
+        let result = match self.frame(session, ctx).await {
             Ok(()) => Ok(()),
             Err(error) => delivery::write_error(session, &error, head).await,
+        };
+        if let Err(e) = &result {
+            ctx.write_timed_out |= *e.etype() == ErrorType::WriteTimedout;
         }
+        result
     }
 
     async fn frame(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), HubError> {
@@ -74,22 +90,43 @@ impl Edge {
             Target::Latest => Route::Latest,
             Target::ByHash(hash) => Route::ByHash(hash),
             Target::Stream => {
-                ctx.body_bytes = stream::serve(
-                    session,
-                    &self.cache,
-                    grant.owner(),
-                    &req.camera,
-                    &self.delivery,
-                    &self.metrics,
-                )
-                .await?;
+                // Chosen per frame: a subscriber whose link changes gets other renditions.
+                let choose = |session: &Session, frame: &StoredFrame| match req.variant {
+                    Some(rendition) => Chosen {
+                        rendition,
+                        reason: Reason::Requested,
+                    },
+                    None => self.choose(session, grant.owner(), &req.camera, frame),
+                };
+                let subscriber = stream::Subscriber {
+                    cache: &self.cache,
+                    owner: grant.owner(),
+                    camera: &req.camera,
+                    config: &self.delivery,
+                    metrics: &self.metrics,
+                    choose: &choose,
+                };
+                ctx.body_bytes = subscriber.serve(session).await?;
                 return Ok(());
             }
         };
         // A lookup that ends in an error counts as a miss.
         ctx.lookup = Some(Lookup::Miss { stored: false });
-        let served = self.cache.get(grant.owner(), &req.camera, route).await?;
-        ctx.lookup = Some(served.lookup);
+        let owner = grant.owner();
+        let source = self.cache.get(owner, &req.camera, route).await?;
+        ctx.lookup = Some(source.lookup);
+        let chosen = match req.variant {
+            Some(rendition) => Chosen {
+                rendition,
+                reason: Reason::Requested,
+            },
+            None => self.choose(session, owner, &req.camera, &source.frame),
+        };
+        let served = self
+            .cache
+            .rendition_of(owner, &req.camera, source, chosen.rendition)
+            .await?;
+        ctx.chosen = Some(chosen);
         let len = served.frame.body.len();
         let answer = Answer::decide(
             &session.req_header().headers,
@@ -101,13 +138,46 @@ impl Edge {
         if answer == Answer::Unsatisfiable {
             return Err(HubError::unsatisfiable(len));
         }
-        let (header, body) = delivery::frame_response(&served, &req, answer)
+        let (header, body) = delivery::frame_response(&served, &req, answer, chosen)
             .map_err(|e| HubError::new(500, "internal", e.to_string()))?;
         // The hub going away mid-body is not an error to answer; its bytes are simply not sent.
-        ctx.body_bytes = delivery::write_response(session, header, body, req.head)
-            .await
-            .unwrap_or(0);
+        match delivery::write_response(session, header, body, req.head).await {
+            Ok(sent) => ctx.body_bytes = sent,
+            Err(e) => ctx.write_timed_out = *e.etype() == ErrorType::WriteTimedout,
+        }
         Ok(())
+    }
+
+    /// The rendition for a hub that did not ask for one: from its hints, else from what its
+    /// connection's `TCP_INFO` says of the link, within `delivery.target_time_ms`.
+    fn choose(
+        &self,
+        session: &Session,
+        owner: &OwnerId,
+        camera: &CameraId,
+        frame: &StoredFrame,
+    ) -> Chosen {
+        let measured = session
+            .digest()
+            .and_then(|d| d.socket_digest.as_ref())
+            .and_then(|s| s.tcp_info())
+            .and_then(|i| Link::measured(i.tcpi_delivery_rate, i.tcpi_rtt));
+        let source = choice::Source {
+            len: frame.body.len(),
+            width: render::dimensions(&frame.body).map(|(w, _)| w),
+        };
+        let (rendition, reason) = choice::choose(
+            &self.delivery.renditions,
+            &session.req_header().headers,
+            measured,
+            self.delivery.target_time,
+            |r| {
+                self.cache
+                    .cached_rendition_len(owner, camera, frame.hash, *r)
+                    .unwrap_or_else(|| choice::estimate(r, &source))
+            },
+        );
+        Chosen { rendition, reason }
     }
 
     /// Parses the request line and verifies the token and the camera grant.
@@ -117,9 +187,13 @@ impl Edge {
         ctx: &mut RequestCtx,
     ) -> Result<(HubRequest, Arc<Grant>), HubError> {
         let header = session.req_header();
-        let req = route::parse(&header.method, header.uri.path(), header.uri.query())?;
+        let req = route::parse(
+            &header.method,
+            header.uri.path(),
+            header.uri.query(),
+            &self.delivery.renditions,
+        )?;
         ctx.route = req.label();
-        ctx.variant = req.variant.unwrap_or("full");
         let values = header
             .headers
             .get_all(http::header::AUTHORIZATION)
@@ -145,7 +219,8 @@ impl ProxyHttp for Edge {
         RequestCtx {
             started: Instant::now(),
             route: RouteLabel::Other,
-            variant: "full",
+            chosen: None,
+            write_timed_out: false,
             auth_failure: None,
             lookup: None,
             answer: None,
@@ -192,10 +267,19 @@ impl ProxyHttp for Edge {
         if let Some((answer, len)) = ctx.answer {
             m.record_answer(route, answer, len);
         }
-        if ctx.body_bytes > 0 {
-            m.response_bytes
-                .with_label_values(&[ctx.variant])
-                .inc_by(ctx.body_bytes as u64);
+        if let Some(chosen) = ctx.chosen {
+            let variant = chosen.rendition.variant.as_str();
+            m.variant_choices
+                .with_label_values(&[variant, chosen.reason.as_str()])
+                .inc();
+            if ctx.body_bytes > 0 {
+                m.response_bytes
+                    .with_label_values(&[variant])
+                    .inc_by(ctx.body_bytes as u64);
+            }
+        }
+        if ctx.write_timed_out {
+            m.hub_write_timeouts.with_label_values(&[route]).inc();
         }
     }
 }

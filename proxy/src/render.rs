@@ -16,14 +16,7 @@ use jpeg_decoder::{Decoder, PixelFormat};
 use jpeg_encoder::{ColorType, Encoder};
 use thiserror::Error;
 
-/// A named rendition: at most `max_width` pixels wide, encoded at `quality`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rendition {
-    pub name: String,
-    /// 0: the original width.
-    pub max_width: u32,
-    pub quality: u8,
-}
+pub use crate::variant::Rendition;
 
 /// Why a rendition could not be made.
 #[derive(Debug, Error)]
@@ -111,6 +104,37 @@ fn fit(pixels: Pixels, width: u32) -> Result<Pixels, RenderError> {
     })
 }
 
+/// The width and height a JPEG declares in its frame header, read without decoding anything:
+/// the marker segments are walked up to the first start-of-frame.
+pub fn dimensions(jpeg: &[u8]) -> Option<(u32, u32)> {
+    if jpeg.get(..2)? != [0xFF, 0xD8] {
+        return None;
+    }
+    let mut at = 2;
+    loop {
+        // Fill bytes (0xFF) may precede a marker.
+        while *jpeg.get(at)? == 0xFF && *jpeg.get(at + 1)? == 0xFF {
+            at += 1;
+        }
+        if *jpeg.get(at)? != 0xFF {
+            return None;
+        }
+        let marker = *jpeg.get(at + 1)?;
+        let len = usize::from(u16::from_be_bytes([*jpeg.get(at + 2)?, *jpeg.get(at + 3)?]));
+        let is_sof = matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC);
+        if is_sof {
+            let segment = jpeg.get(at + 4..at + 2 + len)?;
+            let height = u16::from_be_bytes([*segment.get(1)?, *segment.get(2)?]);
+            let width = u16::from_be_bytes([*segment.get(3)?, *segment.get(4)?]);
+            return (width > 0 && height > 0).then_some((width.into(), height.into()));
+        }
+        if marker == 0xDA || len < 2 {
+            return None;
+        }
+        at += 2 + len;
+    }
+}
+
 /// Makes `rendition` of the JPEG `full`.
 pub fn render(full: &[u8], rendition: &Rendition) -> Result<Bytes, RenderError> {
     render_with(full, rendition, true)
@@ -159,10 +183,28 @@ mod tests {
 
     fn rendition(max_width: u32) -> Rendition {
         Rendition {
-            name: "test".into(),
             max_width,
             quality: 75,
+            ..Rendition::FULL
         }
+    }
+
+    #[test]
+    fn dimensions_are_read_from_the_frame_header() {
+        assert_eq!(dimensions(&frame(1280, 720)), Some((1280, 720)));
+        let thumb = render(&frame(640, 480), &rendition(320)).unwrap();
+        assert_eq!(dimensions(&thumb), Some((320, 240)));
+        for bad in [
+            &b""[..],
+            b"\xFF\xD8",
+            b"not a jpeg",
+            &[0xFF, 0xD8, 0xFF, 0xC0, 0, 2][..],
+        ] {
+            assert_eq!(dimensions(bad), None);
+        }
+        let mut truncated = frame(320, 240);
+        truncated.truncate(40);
+        let _ = dimensions(&truncated);
     }
 
     #[test]

@@ -14,9 +14,7 @@ use http::Method;
 use thiserror::Error;
 
 use crate::identity::{CameraId, ContentHash};
-
-/// Renditions that can be asked for with `variant=`.
-pub const VARIANTS: [&str; 1] = ["full"];
+use crate::variant::{Catalogue, Rendition};
 
 /// What the hub asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,8 +32,8 @@ pub enum Target {
 pub struct HubRequest {
     pub camera: CameraId,
     pub target: Target,
-    /// The `variant` query value, if one was given.
-    pub variant: Option<&'static str>,
+    /// The rendition `variant=` asked for, if any.
+    pub variant: Option<Rendition>,
     /// `HEAD`: headers only.
     pub head: bool,
 }
@@ -91,7 +89,13 @@ pub enum RouteError {
 }
 
 /// Parses a request line's method, path and query.
-pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<HubRequest, RouteError> {
+/// `variant=` must name a rendition of `renditions`.
+pub fn parse(
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    renditions: &Catalogue,
+) -> Result<HubRequest, RouteError> {
     use RouteError::BadRequest;
 
     if path.bytes().any(|b| b == b'%') {
@@ -146,13 +150,16 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<HubRequ
     Ok(HubRequest {
         camera,
         target,
-        variant: parse_query(query)?,
+        variant: parse_query(query, renditions)?,
         head,
     })
 }
 
 /// The query: nothing, or `variant=NAME` once.
-fn parse_query(query: Option<&str>) -> Result<Option<&'static str>, RouteError> {
+fn parse_query(
+    query: Option<&str>,
+    renditions: &Catalogue,
+) -> Result<Option<Rendition>, RouteError> {
     use RouteError::BadRequest;
 
     let Some(query) = query.filter(|q| !q.is_empty()) else {
@@ -175,9 +182,8 @@ fn parse_query(query: Option<&str>) -> Result<Option<&'static str>, RouteError> 
             return Err(BadRequest("variant given more than once"));
         }
         variant = Some(
-            *VARIANTS
-                .iter()
-                .find(|v| **v == value)
+            renditions
+                .find(value)
                 .ok_or(BadRequest("unknown variant"))?,
         );
     }
@@ -193,7 +199,7 @@ mod tests {
             Some((p, q)) => (p, Some(q)),
             None => (path, None),
         };
-        parse(&Method::GET, path, query)
+        parse(&Method::GET, path, query, &Catalogue::built_in())
     }
 
     #[test]
@@ -207,8 +213,16 @@ mod tests {
         assert_eq!(r.target, Target::ByHash(hash));
         let r = get("/v1/cameras/cam-1/stream?variant=full").unwrap();
         assert_eq!(r.target, Target::Stream);
-        assert_eq!(r.variant, Some("full"));
-        let r = parse(&Method::HEAD, "/v1/cameras/cam-1/frame", None).unwrap();
+        assert_eq!(r.variant, Some(Rendition::FULL));
+        let r = get("/v1/cameras/cam-1/frame?variant=thumb").unwrap();
+        assert_eq!(r.variant.unwrap().variant.as_str(), "thumb");
+        let r = parse(
+            &Method::HEAD,
+            "/v1/cameras/cam-1/frame",
+            None,
+            &Catalogue::built_in(),
+        )
+        .unwrap();
         assert!(r.head);
     }
 
@@ -259,17 +273,22 @@ mod tests {
     fn methods() {
         for m in [Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS] {
             assert_eq!(
-                parse(&m, "/v1/cameras/cam-1/frame", None),
+                parse(&m, "/v1/cameras/cam-1/frame", None, &Catalogue::built_in()),
                 Err(RouteError::MethodNotAllowed("GET, HEAD"))
             );
         }
         assert_eq!(
-            parse(&Method::HEAD, "/v1/cameras/cam-1/stream", None),
+            parse(
+                &Method::HEAD,
+                "/v1/cameras/cam-1/stream",
+                None,
+                &Catalogue::built_in()
+            ),
             Err(RouteError::MethodNotAllowed("GET"))
         );
         // Unknown paths are 404 whatever the method.
         assert_eq!(
-            parse(&Method::POST, "/nope", None),
+            parse(&Method::POST, "/nope", None, &Catalogue::built_in()),
             Err(RouteError::NotFound)
         );
     }

@@ -13,13 +13,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
+use pingora::ErrorType;
 use prometheus::IntGauge;
 
 use crate::cache::key::Route;
 use crate::cache::store::StoredFrame;
 use crate::cache::FrameCache;
 use crate::config::DeliveryConfig;
-use crate::delivery::{etag, HubError};
+use crate::delivery::{etag, Chosen, HubError, WRITE_CHUNK};
 use crate::identity::{CameraId, OwnerId};
 use crate::metrics::Metrics;
 
@@ -64,64 +65,120 @@ fn part(frame: &StoredFrame) -> [Bytes; 3] {
     ]
 }
 
-/// Serves the stream of `camera` to `owner` until the hub goes away or stalls. Returns the
-/// body bytes sent; an `Err` (only before the first byte) is the answer to give instead.
-pub async fn serve(
-    session: &mut Session,
-    cache: &Arc<FrameCache>,
-    owner: &OwnerId,
-    camera: &CameraId,
-    config: &DeliveryConfig,
-    metrics: &Metrics,
-) -> Result<usize, HubError> {
-    // The first frame decides the answer: no frame, no stream.
-    let mut frame = cache.get(owner, camera, Route::Latest).await?.frame;
-    session.set_write_timeout(Some(config.write_timeout));
-    let Ok(header) = header() else {
-        return Err(HubError::new(
-            500,
-            "internal",
-            "cannot build the stream header",
-        ));
-    };
-    if session
-        .write_response_header(Box::new(header), false)
-        .await
-        .is_err()
-    {
-        return Ok(0);
+/// One hub watching one camera.
+pub struct Subscriber<'a> {
+    pub cache: &'a Arc<FrameCache>,
+    pub owner: &'a OwnerId,
+    pub camera: &'a CameraId,
+    pub config: &'a DeliveryConfig,
+    pub metrics: &'a Metrics,
+    /// The rendition for the next frame: the one asked for, or the proxy's choice for the
+    /// hub's link as it is now.
+    pub choose: &'a (dyn Fn(&Session, &StoredFrame) -> Chosen + Sync),
+}
+
+impl Subscriber<'_> {
+    /// The latest frame in the rendition chosen for it, and that choice.
+    async fn latest(&self, session: &Session) -> Result<(Arc<StoredFrame>, Chosen), HubError> {
+        let source = self
+            .cache
+            .get(self.owner, self.camera, Route::Latest)
+            .await?;
+        let chosen = (self.choose)(session, &source.frame);
+        let served = self
+            .cache
+            .rendition_of(self.owner, self.camera, source, chosen.rendition)
+            .await?;
+        Ok((served.frame, chosen))
     }
-    metrics.stream_subscribers.inc();
-    let _subscribed = Subscribed(metrics.stream_subscribers.clone());
-    let mut sent = 0;
-    let mut last_seq: Option<u64> = None;
-    let mut next = tokio::time::Instant::now();
-    loop {
-        if last_seq != Some(frame.seq) {
-            if let Some(previous) = last_seq {
-                let missed = frame.seq.saturating_sub(previous).saturating_sub(1);
-                metrics.stream_frames_skipped.inc_by(missed);
-            }
-            for bytes in part(&frame) {
-                sent += bytes.len();
-                // The hub went away or stalled past the write timeout: the stream ends.
-                if session
-                    .write_response_body(Some(bytes), false)
-                    .await
-                    .is_err()
-                {
-                    return Ok(sent);
-                }
-            }
-            metrics.stream_frames_sent.inc();
-            last_seq = Some(frame.seq);
+
+    /// The latest frame if it is newer than `seq`.
+    async fn newer(&self, session: &Session, seq: u64) -> Option<(Arc<StoredFrame>, Chosen)> {
+        let source = self
+            .cache
+            .get(self.owner, self.camera, Route::Latest)
+            .await
+            .ok()?;
+        if source.frame.seq == seq {
+            return None;
         }
-        // A hub slower than the interval does not build up a backlog of ticks.
-        next = (next + config.stream_interval).max(tokio::time::Instant::now());
-        tokio::time::sleep_until(next).await;
-        // An origin hiccup keeps the last frame on screen; the next tick tries again.
-        if let Ok(served) = cache.get(owner, camera, Route::Latest).await {
-            frame = served.frame;
+        let chosen = (self.choose)(session, &source.frame);
+        let served = self
+            .cache
+            .rendition_of(self.owner, self.camera, source, chosen.rendition)
+            .await
+            .ok()?;
+        Some((served.frame, chosen))
+    }
+
+    /// Serves the stream until the hub goes away or stalls. Returns the body bytes sent; an
+    /// `Err` (only before the first byte) is the answer to give instead.
+    pub async fn serve(&self, session: &mut Session) -> Result<usize, HubError> {
+        let (config, metrics) = (self.config, self.metrics);
+        // The first frame decides the answer: no frame, no stream.
+        let (mut frame, mut chosen) = self.latest(session).await?;
+        let Ok(header) = header() else {
+            return Err(HubError::new(
+                500,
+                "internal",
+                "cannot build the stream header",
+            ));
+        };
+        if session
+            .write_response_header(Box::new(header), false)
+            .await
+            .is_err()
+        {
+            return Ok(0);
+        }
+        metrics.stream_subscribers.inc();
+        let _subscribed = Subscribed(metrics.stream_subscribers.clone());
+        let mut sent = 0;
+        let mut last_seq: Option<u64> = None;
+        let mut next = tokio::time::Instant::now();
+        loop {
+            if last_seq != Some(frame.seq) {
+                if let Some(previous) = last_seq {
+                    let missed = frame.seq.saturating_sub(previous).saturating_sub(1);
+                    metrics.stream_frames_skipped.inc_by(missed);
+                }
+                for bytes in part(&frame) {
+                    // In slices, each within the write timeout, so that a slow hub is served
+                    // and only one that takes nothing is dropped.
+                    for at in (0..bytes.len()).step_by(WRITE_CHUNK) {
+                        let slice = bytes.slice(at..(at + WRITE_CHUNK).min(bytes.len()));
+                        sent += slice.len();
+                        // The hub went away or stalled past the write timeout: the stream ends.
+                        if let Err(e) = session.write_response_body(Some(slice), false).await {
+                            if *e.etype() == ErrorType::WriteTimedout {
+                                metrics
+                                    .hub_write_timeouts
+                                    .with_label_values(&["stream"])
+                                    .inc();
+                            }
+                            return Ok(sent);
+                        }
+                    }
+                }
+                let variant = chosen.rendition.variant.as_str();
+                metrics.stream_frames_sent.inc();
+                metrics
+                    .response_bytes
+                    .with_label_values(&[variant])
+                    .inc_by(frame.body.len() as u64);
+                metrics
+                    .variant_choices
+                    .with_label_values(&[variant, chosen.reason.as_str()])
+                    .inc();
+                last_seq = Some(frame.seq);
+            }
+            // A hub slower than the interval does not build up a backlog of ticks.
+            next = (next + config.stream_interval).max(tokio::time::Instant::now());
+            tokio::time::sleep_until(next).await;
+            // An origin hiccup keeps the last frame on screen; the next tick tries again.
+            if let Some(newer) = self.newer(session, frame.seq).await {
+                (frame, chosen) = newer;
+            }
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Coalescing: concurrent misses for one key make one origin request.
+//! Coalescing: concurrent misses for one key make one origin request (and concurrent requests
+//! for one rendition of one frame, one rendering).
 //!
 //! The first request for a key becomes the leader of a flight; the fetch itself runs in its own
 //! task, so a leader whose hub disconnects or times out strands nobody. Later requests for the
@@ -15,39 +16,46 @@ use super::key::{Identity, KeyDigest};
 use super::Fetched;
 use crate::origin::OriginError;
 
-/// What a flight ends with.
+/// What an origin fetch ends with.
 pub type FlightResult = Result<Fetched, OriginError>;
 
-/// One origin fetch in progress.
-pub struct Flight {
+/// One fetch (or rendering) in progress, ending with an `R`.
+pub struct Flight<R = FlightResult> {
     identity: Identity,
-    done: watch::Sender<Option<FlightResult>>,
+    done: watch::Sender<Option<R>>,
 }
 
-impl Flight {
-    pub fn subscribe(&self) -> watch::Receiver<Option<FlightResult>> {
+impl<R> Flight<R> {
+    pub fn subscribe(&self) -> watch::Receiver<Option<R>> {
         self.done.subscribe()
     }
 }
 
 /// How a request takes part in a fetch.
-pub enum Join {
+pub enum Join<R = FlightResult> {
     /// Start the fetch; others may wait on it.
-    Leader(Arc<Flight>),
+    Leader(Arc<Flight<R>>),
     /// Wait for the fetch already under way.
-    Waiter(watch::Receiver<Option<FlightResult>>),
+    Waiter(watch::Receiver<Option<R>>),
     /// A flight with this digest is under way for another identity: fetch alone.
     Collision,
 }
 
 /// The flights under way, by key.
-#[derive(Default)]
-pub struct Flights {
-    map: DashMap<KeyDigest, Arc<Flight>>,
+pub struct Flights<R = FlightResult> {
+    map: DashMap<KeyDigest, Arc<Flight<R>>>,
 }
 
-impl Flights {
-    pub fn join(&self, key: KeyDigest, identity: &Identity) -> Join {
+impl<R> Default for Flights<R> {
+    fn default() -> Self {
+        Flights {
+            map: DashMap::new(),
+        }
+    }
+}
+
+impl<R> Flights<R> {
+    pub fn join(&self, key: KeyDigest, identity: &Identity) -> Join<R> {
         match self.map.entry(key) {
             MapEntry::Occupied(flight) if flight.get().identity == *identity => {
                 Join::Waiter(flight.get().subscribe())
@@ -66,7 +74,7 @@ impl Flights {
     }
 
     /// Publishes the result to every waiter and retires the flight.
-    pub fn finish(&self, key: &KeyDigest, flight: &Arc<Flight>, result: FlightResult) {
+    pub fn finish(&self, key: &KeyDigest, flight: &Arc<Flight<R>>, result: R) {
         self.map.remove_if(key, |_, f| Arc::ptr_eq(f, flight));
         flight.done.send_replace(Some(result));
     }

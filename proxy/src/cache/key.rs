@@ -5,6 +5,7 @@
 //! digest only finds an entry; the identity stored beside it decides whether it may be served.
 
 use crate::identity::{CameraId, ContentHash, OwnerId};
+use crate::variant::Variant;
 
 /// Which route an entry answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -21,7 +22,7 @@ pub struct Identity {
     pub owner: OwnerId,
     pub camera: CameraId,
     pub route: Route,
-    pub variant: &'static str,
+    pub variant: Variant,
 }
 
 /// The lookup key: blake3 of the identity's encoding.
@@ -53,7 +54,7 @@ impl Identity {
                 field(&mut out, &route);
             }
         }
-        field(&mut out, self.variant.as_bytes());
+        field(&mut out, self.variant.as_str().as_bytes());
         out
     }
 
@@ -82,7 +83,8 @@ mod tests {
             id,
             id,
             proptest::option::of(any::<[u8; 32]>()),
-            prop::sample::select(vec!["full", "medium", "thumb", "a", "ab"]),
+            prop::sample::select(vec!["full", "medium", "thumb", "a", "ab"])
+                .prop_map(|v| Variant::intern(v).unwrap()),
         )
             .prop_map(|(owner, camera, hash, variant)| Identity {
                 owner: OwnerId::parse(&owner).unwrap(),
@@ -112,7 +114,7 @@ mod tests {
                 owner: OwnerId::parse(&owner).unwrap(),
                 camera: CameraId::parse(&camera).unwrap(),
                 route: Route::Latest,
-                variant: "full",
+                variant: Variant::FULL,
             };
             let b = Identity {
                 owner: OwnerId::parse(&joined[..split]).unwrap(),
@@ -129,7 +131,7 @@ mod tests {
             owner: OwnerId::parse("o").unwrap(),
             camera: CameraId::parse("c").unwrap(),
             route: Route::Latest,
-            variant: "full",
+            variant: Variant::FULL,
         };
         let b = a.with_route(Route::ByHash(ContentHash::of(b"")));
         assert_ne!(a.digest(), b.digest());

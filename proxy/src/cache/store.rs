@@ -21,7 +21,7 @@ use prometheus::{IntCounter, IntGauge};
 
 use super::key::{Identity, KeyDigest, Route};
 use crate::identity::{CameraId, ContentHash, OwnerId};
-use crate::route::VARIANTS;
+use crate::variant::Variant;
 
 /// Bytes charged per entry beyond its body: the entry, the map slot, the queue slot and the
 /// frame record, as `cargo bench --bench index` measures them (as malloc chunks), rounded up.
@@ -30,11 +30,15 @@ pub const ENTRY_OVERHEAD: usize = 384;
 /// A hit bumps an entry's frequency up to this.
 const MAX_FREQ: u8 = 3;
 
-/// A verified frame as the cache holds it: one allocation of the body, shared by every entry
-/// and response that uses it.
+/// A verified frame, or a rendition of one, as the cache holds it: one allocation of the body,
+/// shared by every entry and response that uses it.
 #[derive(Debug)]
 pub struct StoredFrame {
+    /// blake3 of `body`: the ETag.
     pub hash: ContentHash,
+    /// For a rendition, the hash of the verified frame it was made from (its address); `None`
+    /// for a frame as the origin sent it. Boxed: most frames are not renditions.
+    source: Option<Box<ContentHash>>,
     pub seq: u64,
     pub captured_at_ms: u64,
     pub body: Bytes,
@@ -48,11 +52,32 @@ impl StoredFrame {
     pub fn new(hash: ContentHash, seq: u64, captured_at_ms: u64, body: Bytes) -> StoredFrame {
         StoredFrame {
             hash,
+            source: None,
             seq,
             captured_at_ms,
             body,
             holders: AtomicU32::new(0),
         }
+    }
+}
+
+impl StoredFrame {
+    /// A rendition of `source`: its own bytes and hash, the source's seq and capture time.
+    pub fn rendition(source: &StoredFrame, hash: ContentHash, body: Bytes) -> StoredFrame {
+        StoredFrame {
+            source: Some(Box::new(source.hash)),
+            ..StoredFrame::new(hash, source.seq, source.captured_at_ms, body)
+        }
+    }
+
+    /// The content address the frame is found under: its own hash, or for a rendition the
+    /// hash of the frame it was made from.
+    pub fn address(&self) -> ContentHash {
+        self.source.as_deref().copied().unwrap_or(self.hash)
+    }
+
+    pub fn is_rendition(&self) -> bool {
+        self.source.is_some()
     }
 }
 
@@ -64,7 +89,8 @@ const IN_MAIN: u8 = 2;
 /// One cache entry, kept small: the index holds one per (identity, frame).
 ///
 /// Its identity is stored in parts: the owner and camera (shared allocations with the frame
-/// record), the route (latest, or by the address of its own frame, which is the frame's hash),
+/// record), the route (latest, or by the address of its frame: the frame's own hash, or for a
+/// rendition the hash of the frame it was made from),
 /// and the rendition. [`Entry::identity`] puts them back together; [`Entry::is`] compares them
 /// with a request's without building anything.
 #[derive(Debug)]
@@ -79,7 +105,7 @@ pub struct Entry {
     stored_ms: u64,
     /// How long the entry is fresh, in ms; [`IMMUTABLE`] for by-hash entries.
     fresh_ms: u32,
-    /// Index into [`crate::route::VARIANTS`].
+    /// [`Variant::index`].
     variant: u8,
     latest: bool,
     /// Hits since it entered its queue, capped at [`MAX_FREQ`].
@@ -97,15 +123,9 @@ fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
-fn variant_index(variant: &str) -> u8 {
-    VARIANTS
-        .iter()
-        .position(|v| *v == variant)
-        .map_or(u8::MAX, |i| i as u8)
-}
-
 impl Entry {
-    /// An entry for `identity`. A by-hash identity must name `frame`'s own hash.
+    /// An entry for `identity`. A by-hash identity must name `frame`'s address, and only a
+    /// rendition is stored under a variant other than `full`.
     pub fn new(
         identity: Identity,
         frame: Arc<StoredFrame>,
@@ -116,12 +136,18 @@ impl Entry {
             Route::Latest => true,
             Route::ByHash(hash) => {
                 assert_eq!(
-                    hash, frame.hash,
+                    hash,
+                    frame.address(),
                     "invariant: a by-hash entry holds its own frame"
                 );
                 false
             }
         };
+        assert_eq!(
+            identity.variant.is_full(),
+            !frame.is_rendition(),
+            "invariant: renditions are stored under their variant, frames under full"
+        );
         Entry {
             key: KeyDigest([0; 32]),
             owner: identity.owner,
@@ -133,7 +159,7 @@ impl Entry {
             } else {
                 IMMUTABLE
             },
-            variant: variant_index(identity.variant),
+            variant: identity.variant.index(),
             latest,
             freq: AtomicU8::new(0),
             queue: AtomicU8::new(IN_NONE),
@@ -148,9 +174,10 @@ impl Entry {
             route: if self.latest {
                 Route::Latest
             } else {
-                Route::ByHash(self.frame.hash)
+                Route::ByHash(self.frame.address())
             },
-            variant: VARIANTS.get(self.variant as usize).copied().unwrap_or("?"),
+            variant: Variant::from_index(self.variant)
+                .expect("invariant: entries store interned variants"),
         }
     }
 
@@ -158,11 +185,10 @@ impl Entry {
     pub fn is(&self, identity: &Identity) -> bool {
         self.owner == identity.owner
             && self.camera == identity.camera
-            && self.variant == variant_index(identity.variant)
-            && self.variant != u8::MAX
+            && self.variant == identity.variant.index()
             && match identity.route {
                 Route::Latest => self.latest,
-                Route::ByHash(hash) => !self.latest && self.frame.hash == hash,
+                Route::ByHash(hash) => !self.latest && self.frame.address() == hash,
             }
     }
 
@@ -473,7 +499,7 @@ mod tests {
             owner: OwnerId::parse(&format!("owner-{owner}")).unwrap(),
             camera: CameraId::parse(&format!("cam-{camera}")).unwrap(),
             route: by_hash.map_or(Route::Latest, Route::ByHash),
-            variant: "full",
+            variant: Variant::FULL,
         }
     }
 

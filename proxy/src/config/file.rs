@@ -136,6 +136,27 @@ pub struct Delivery {
     pub stream_interval_ms: Leaf<i64>,
     #[serde(default)]
     pub write_timeout_ms: Leaf<i64>,
+    #[serde(default)]
+    pub idle_timeout_secs: Leaf<i64>,
+    #[serde(default)]
+    pub target_time_ms: Leaf<i64>,
+    #[serde(default)]
+    pub render_threads: Leaf<i64>,
+    #[serde(default)]
+    pub variants: Leaf<Vec<Leaf<Variant>>>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// One `[[delivery.variants]]` table.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct Variant {
+    #[serde(default)]
+    pub name: Leaf<String>,
+    #[serde(default)]
+    pub max_width: Leaf<i64>,
+    #[serde(default)]
+    pub quality: Leaf<i64>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

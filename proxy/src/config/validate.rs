@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::file::{self, Leaf, Unknown};
+use crate::variant::{Catalogue, Rendition, Variant};
+
 use super::{
     AdminConfig, AuthConfig, CacheConfig, Config, DeliveryConfig, OriginConfig, Problem, Secret,
     ServerConfig,
@@ -350,6 +352,28 @@ pub(super) fn validate(file: &file::File, source: &Path) -> Result<Config, Vec<P
             1,
             600_000,
         ),
+        idle_timeout: c.secs(
+            "delivery.idle_timeout_secs",
+            &d.idle_timeout_secs,
+            60,
+            1,
+            3600,
+        ),
+        target_time: c.millis(
+            "delivery.target_time_ms",
+            &d.target_time_ms,
+            1000,
+            50,
+            60_000,
+        ),
+        render_threads: c.int(
+            "delivery.render_threads",
+            &d.render_threads,
+            std::thread::available_parallelism().map_or(2, |n| n.get().min(4)) as i64,
+            1,
+            64,
+        ) as usize,
+        renditions: renditions(&mut c, &d.variants),
     };
 
     // The largest frame the origin may send must fit the cache twice over (its latest and its
@@ -379,6 +403,89 @@ pub(super) fn validate(file: &file::File, source: &Path) -> Result<Config, Vec<P
     } else {
         Err(c.problems)
     }
+}
+
+/// Renditions one proxy may serve, `full` included.
+const MAX_RENDITIONS: usize = 16;
+
+/// The built-in renditions, redefined or joined by `[[delivery.variants]]`.
+fn renditions(c: &mut Checker, leaf: &Leaf<Vec<Leaf<file::Variant>>>) -> Catalogue {
+    let tables = c.leaf("delivery.variants", leaf).unwrap_or_default();
+    let mut configured: Vec<Rendition> = Vec::new();
+    for (i, table) in tables.iter().enumerate() {
+        let at = format!("delivery.variants[{i}]");
+        if matches!(table, Leaf::Bad { .. }) {
+            c.table(&at, table);
+            continue;
+        }
+        let t = c.table(&at, table);
+        c.unknown(&at, &t.unknown);
+        let key = format!("{at}.name");
+        let Some(name) = c.required(&key, &t.name) else {
+            continue;
+        };
+        let well_formed = (1..=32).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !well_formed {
+            c.problem(
+                &key,
+                format!("must be 1 to 32 of a-z, 0-9, - and _, got {name:?}"),
+            );
+            continue;
+        }
+        if name == "full" {
+            c.problem(
+                &key,
+                "\"full\" is the verified original and cannot be redefined",
+            );
+            continue;
+        }
+        let max_width_key = format!("{at}.max_width");
+        let Some(max_width) = c.required(&max_width_key, &t.max_width) else {
+            continue;
+        };
+        if !(16..=8192).contains(&max_width) {
+            c.problem(
+                &max_width_key,
+                format!("must be between 16 and 8192, got {max_width}"),
+            );
+            continue;
+        }
+        let quality = c.int(&format!("{at}.quality"), &t.quality, 80, 1, 100);
+        let Some(variant) = Variant::intern(&name) else {
+            c.problem(&key, "too many distinct rendition names in this process");
+            continue;
+        };
+        if configured.iter().any(|r| r.variant == variant) {
+            c.problem(&key, format!("{name:?} is defined twice"));
+            continue;
+        }
+        configured.push(Rendition {
+            variant,
+            max_width: max_width as u32,
+            quality: quality as u8,
+        });
+    }
+    let built_in = Catalogue::built_in();
+    let kept: Vec<Rendition> = built_in
+        .all()
+        .iter()
+        .filter(|r| !configured.iter().any(|c| c.variant == r.variant))
+        .copied()
+        .collect();
+    let catalogue = Catalogue::new(kept.into_iter().chain(configured));
+    if catalogue.all().len() > MAX_RENDITIONS {
+        c.problem(
+            "delivery.variants",
+            format!(
+                "at most {MAX_RENDITIONS} renditions in all (full and the built-ins count), got {}",
+                catalogue.all().len()
+            ),
+        );
+    }
+    catalogue
 }
 
 #[cfg(test)]

@@ -403,7 +403,7 @@ fn a_corrupted_index_entry_of_another_owner_is_detected_and_never_served() {
         owner: OwnerId::parse(owner).unwrap(),
         camera: CameraId::parse("cam-1").unwrap(),
         route: Route::Latest,
-        variant: "full",
+        variant: framecache::variant::Variant::FULL,
     };
     // owner-1's entry, filed under owner-2's key: the incident's shape.
     assert!(stack

@@ -8,4 +8,5 @@ mod delivery;
 mod frame;
 mod origin;
 mod path;
+mod rendition;
 mod stream;

@@ -24,13 +24,18 @@ struct Part {
 
 impl Viewer {
     fn open(stack: &Stack, owner: &str, camera: &str) -> Viewer {
+        Viewer::open_query(stack, owner, camera, "")
+    }
+
+    /// With a query such as `?variant=thumb`.
+    fn open_query(stack: &Stack, owner: &str, camera: &str, query: &str) -> Viewer {
         let token = stack.token(owner, &[camera]);
         let mut conn = TcpStream::connect(stack.proxy.hub_addr).unwrap();
         conn.set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
         write!(
             conn,
-            "GET /v1/cameras/{camera}/stream HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {token}\r\n\r\n"
+            "GET /v1/cameras/{camera}/stream{query} HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {token}\r\n\r\n"
         )
         .unwrap();
         let mut reader = BufReader::new(conn);
@@ -240,5 +245,50 @@ fn a_reader_that_never_reads_is_dropped() {
         || stack.metric("framecache_stream_subscribers") == 0.0,
     );
     assert!(stack.metric("framecache_stream_frames_sent_total") > 0.0);
+    assert_eq!(
+        stack.metric(r#"framecache_hub_write_timeouts_total{route="stream"}"#),
+        1.0
+    );
     drop(conn);
+}
+
+#[test]
+fn a_stream_of_a_rendition_carries_that_rendition_of_the_cameras_frames() {
+    let stack = Stack::with(
+        |c| {
+            c.delivery.stream_interval = Duration::from_millis(20);
+            c.cache.latest_fresh = Duration::from_millis(20);
+        },
+        |o| {
+            o.fps = 20.0;
+            o.width = 1280;
+            o.height = 720;
+        },
+    );
+    let mut viewer = Viewer::open_query(&stack, "owner-1", "cam-1", "?variant=thumb");
+    let mut last = 0;
+    for _ in 0..3 {
+        let part = viewer.next_part();
+        assert!(part.seq > last);
+        last = part.seq;
+        let mut d = jpeg_decoder::Decoder::new(&part.body[..]);
+        d.decode().unwrap();
+        assert_eq!(d.info().unwrap().width, 320);
+        // Exactly the thumb of this camera's frame of that seq (camsim's frames are
+        // deterministic), without the source's metadata.
+        let source = camsim::frame::render("cam-1", part.seq, 1280, 720, 80).unwrap();
+        let thumb = framecache::variant::Catalogue::built_in()
+            .find("thumb")
+            .unwrap();
+        assert_eq!(
+            part.body,
+            framecache::render::render(&source, &thumb).unwrap()
+        );
+        assert!(camsim::jpeg::read_watermark(&part.body).is_none());
+    }
+    assert!(stack.metric(r#"framecache_response_bytes_total{variant="thumb"}"#) > 0.0);
+    assert_eq!(
+        stack.metric(r#"framecache_response_bytes_total{variant="full"}"#),
+        0.0
+    );
 }

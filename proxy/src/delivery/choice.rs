@@ -1,0 +1,284 @@
+//! Choosing a rendition for a hub that did not ask for one.
+//!
+//! In order:
+//! 1. `Save-Data: on` → the smallest rendition.
+//! 2. Client hints: `Downlink` (Mbit/s, with `RTT` in ms when sent), else `ECT`, mapped to the
+//!    link of the Network Information API's table: `slow-2g` 50 kbit/s and 2000 ms, `2g`
+//!    70 kbit/s and 1400 ms, `3g` 700 kbit/s and 270 ms, `4g` unbounded.
+//! 3. The connection's own measurement: Linux `TCP_INFO` on the hub's socket, its delivery
+//!    rate and smoothed RTT. A connection that has delivered nothing yet has no rate: `full`.
+//!
+//! With a link known, the choice is the largest rendition expected to arrive within
+//! `delivery.target_time_ms`: one RTT plus its size over the rate, the size being the cached
+//! rendition's when there is one, else the full frame's scaled by the square of the width
+//! ratio. When none fits, the smallest.
+
+use std::time::Duration;
+
+use http::HeaderMap;
+
+use crate::variant::{Catalogue, Rendition};
+
+/// Why a rendition was chosen: the `reason` label of `framecache_variant_choices_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// `variant=` asked for it.
+    Requested,
+    SaveData,
+    Ect,
+    Downlink,
+    /// From the connection's `TCP_INFO`.
+    Measured,
+    /// Nothing known about the link: `full`.
+    Unmeasured,
+}
+
+impl Reason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Reason::Requested => "requested",
+            Reason::SaveData => "save_data",
+            Reason::Ect => "ect",
+            Reason::Downlink => "downlink",
+            Reason::Measured => "measured",
+            Reason::Unmeasured => "unmeasured",
+        }
+    }
+}
+
+/// What is known of a hub's link.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Link {
+    /// Bytes per second; infinite when unbounded.
+    pub rate: f64,
+    pub rtt: Duration,
+}
+
+impl Link {
+    /// The expected time to deliver `bytes`.
+    pub fn time_for(&self, bytes: usize) -> Duration {
+        let transfer = bytes as f64 / self.rate;
+        self.rtt + Duration::try_from_secs_f64(transfer).unwrap_or(Duration::MAX)
+    }
+
+    /// From `TCP_INFO`'s delivery rate (bytes/s) and RTT (µs); `None` before any delivery.
+    pub fn measured(delivery_rate: u64, rtt_us: u32) -> Option<Link> {
+        (delivery_rate > 0).then(|| Link {
+            rate: delivery_rate as f64,
+            rtt: Duration::from_micros(rtt_us.into()),
+        })
+    }
+}
+
+/// What the request's headers say about the link, if anything.
+pub enum Hint {
+    SaveData,
+    Link(Link, Reason),
+}
+
+/// `Accept-CH`: the hints the proxy reads.
+pub const ACCEPT_CH: &str = "Save-Data, ECT, Downlink, RTT";
+
+/// Reads `Save-Data`, `Downlink` (+ `RTT`) and `ECT`. Malformed values are ignored.
+pub fn hint(headers: &HeaderMap) -> Option<Hint> {
+    let value = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().trim_matches('"').to_ascii_lowercase())
+    };
+    if value("save-data").is_some_and(|v| v.split(';').next().map(str::trim) == Some("on")) {
+        return Some(Hint::SaveData);
+    }
+    let rtt = value("rtt")
+        .and_then(|v| v.parse::<u32>().ok())
+        .map_or(Duration::ZERO, |ms| {
+            Duration::from_millis(ms.min(60_000).into())
+        });
+    let downlink = value("downlink")
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|d| d.is_finite() && *d > 0.0);
+    if let Some(mbits) = downlink {
+        let link = Link {
+            rate: mbits * 125_000.0,
+            rtt,
+        };
+        return Some(Hint::Link(link, Reason::Downlink));
+    }
+    let (kbits, rtt_ms) = match value("ect")?.as_str() {
+        "slow-2g" => (50.0, 2000),
+        "2g" => (70.0, 1400),
+        "3g" => (700.0, 270),
+        "4g" => (f64::INFINITY, 0),
+        _ => return None,
+    };
+    let link = Link {
+        rate: kbits * 125.0,
+        rtt: Duration::from_millis(rtt_ms),
+    };
+    Some(Hint::Link(link, Reason::Ect))
+}
+
+/// The frame the choice is made for.
+pub struct Source {
+    pub len: usize,
+    /// Width in pixels, when the frame header could be read.
+    pub width: Option<u32>,
+}
+
+/// The expected size of `rendition` of `source`.
+pub fn estimate(rendition: &Rendition, source: &Source) -> usize {
+    match source.width {
+        Some(width) if rendition.max_width > 0 && rendition.max_width < width => {
+            let ratio = f64::from(rendition.max_width) / f64::from(width);
+            (source.len as f64 * ratio * ratio).ceil() as usize
+        }
+        _ => source.len,
+    }
+}
+
+/// The largest rendition of `catalogue` expected to reach the hub over `link` within `target`
+/// (`size` gives each one's size), else the smallest.
+pub fn largest_within(
+    catalogue: &Catalogue,
+    link: Link,
+    target: Duration,
+    size: impl Fn(&Rendition) -> usize,
+) -> Rendition {
+    catalogue
+        .all()
+        .iter()
+        .rev()
+        .find(|r| link.time_for(size(r)) <= target)
+        .copied()
+        .unwrap_or_else(|| catalogue.smallest())
+}
+
+/// Chooses for a hub: from its hints, else from `measured`, else `full`.
+pub fn choose(
+    catalogue: &Catalogue,
+    headers: &HeaderMap,
+    measured: Option<Link>,
+    target: Duration,
+    size: impl Fn(&Rendition) -> usize,
+) -> (Rendition, Reason) {
+    let (link, reason) = match hint(headers) {
+        Some(Hint::SaveData) => return (catalogue.smallest(), Reason::SaveData),
+        Some(Hint::Link(link, reason)) => (link, reason),
+        None => match measured {
+            Some(link) => (link, Reason::Measured),
+            None => return (Rendition::FULL, Reason::Unmeasured),
+        },
+    };
+    (largest_within(catalogue, link, target, size), reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    /// A 1280-px, 94 KB frame, as camsim makes at 720p.
+    fn pick(pairs: &[(&'static str, &'static str)], measured: Option<Link>) -> (String, Reason) {
+        let source = Source {
+            len: 94_000,
+            width: Some(1280),
+        };
+        let (r, reason) = choose(
+            &Catalogue::built_in(),
+            &headers(pairs),
+            measured,
+            Duration::from_secs(1),
+            |r| estimate(r, &source),
+        );
+        (r.variant.as_str().to_string(), reason)
+    }
+
+    #[test]
+    fn save_data_takes_the_smallest() {
+        assert_eq!(pick(&[("save-data", "on")], None).0, "thumb");
+        assert_eq!(pick(&[("save-data", "On")], None).0, "thumb");
+        // Save-Data wins over a fast link.
+        assert_eq!(pick(&[("save-data", "on"), ("ect", "4g")], None).0, "thumb");
+        // Anything but "on" is not a request to save.
+        assert_eq!(pick(&[("save-data", "off")], None).0, "full");
+    }
+
+    #[test]
+    fn ect_tiers() {
+        for (ect, expected) in [
+            ("slow-2g", "thumb"),
+            ("2g", "thumb"),
+            ("3g", "medium"),
+            ("4g", "full"),
+        ] {
+            let (variant, reason) = pick(&[("ect", ect)], None);
+            assert_eq!((variant.as_str(), reason), (expected, Reason::Ect), "{ect}");
+        }
+        // Unknown tiers are ignored.
+        assert_eq!(
+            pick(&[("ect", "5g")], None),
+            ("full".into(), Reason::Unmeasured)
+        );
+    }
+
+    #[test]
+    fn downlink_rates() {
+        // 94 KB in 1 s needs about 0.75 Mbit/s; the medium estimate (23.5 KB) 0.19 Mbit/s.
+        for (downlink, expected) in [
+            ("0.1", "thumb"),
+            ("0.25", "medium"),
+            ("0.7", "medium"),
+            ("1", "full"),
+            ("10", "full"),
+        ] {
+            let (variant, reason) = pick(&[("downlink", downlink)], None);
+            assert_eq!(
+                (variant.as_str(), reason),
+                (expected, Reason::Downlink),
+                "{downlink}"
+            );
+        }
+        // Downlink is more precise than ECT and wins over it; RTT counts against the target.
+        assert_eq!(pick(&[("downlink", "1"), ("ect", "2g")], None).0, "full");
+        assert_eq!(pick(&[("downlink", "1"), ("rtt", "500")], None).0, "medium");
+        for bad in ["", "fast", "-1", "0", "NaN", "inf"] {
+            let mut h = HeaderMap::new();
+            h.insert("downlink", bad.parse().unwrap());
+            assert!(hint(&h).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn measured_links() {
+        let slow = Link::measured(16_000, 20_000); // 128 kbit/s
+        let fast = Link::measured(2_500_000, 1_000); // 20 Mbit/s
+        assert_eq!(pick(&[], slow), ("thumb".into(), Reason::Measured));
+        assert_eq!(pick(&[], fast), ("full".into(), Reason::Measured));
+        assert_eq!(Link::measured(0, 100), None);
+        assert_eq!(pick(&[], None), ("full".into(), Reason::Unmeasured));
+    }
+
+    #[test]
+    fn estimates_scale_with_area_and_never_enlarge() {
+        let source = Source {
+            len: 100_000,
+            width: Some(1280),
+        };
+        let c = Catalogue::built_in();
+        assert_eq!(estimate(&c.find("medium").unwrap(), &source), 25_000);
+        assert_eq!(estimate(&c.find("full").unwrap(), &source), 100_000);
+        let small = Source {
+            len: 10_000,
+            width: Some(300),
+        };
+        assert_eq!(estimate(&c.find("thumb").unwrap(), &small), 10_000);
+    }
+}
