@@ -20,7 +20,7 @@ use crate::cache::key::Route;
 use crate::cache::store::StoredFrame;
 use crate::cache::{FrameCache, Lookup};
 use crate::config::{Config, DeliveryConfig};
-use crate::delivery::choice::{self, Link, Reason};
+use crate::delivery::choice::{self, Link, Reason, TcpInfo};
 use crate::delivery::condition::Answer;
 use crate::delivery::{self, Chosen, HubError};
 use crate::identity::{CameraId, OwnerId};
@@ -161,7 +161,14 @@ impl Edge {
             .digest()
             .and_then(|d| d.socket_digest.as_ref())
             .and_then(|s| s.tcp_info())
-            .and_then(|i| Link::measured(i.tcpi_delivery_rate, i.tcpi_rtt));
+            .and_then(|i| {
+                Link::measured(&TcpInfo {
+                    delivery_rate: i.tcpi_delivery_rate,
+                    rtt_us: i.tcpi_rtt,
+                    bytes_acked: i.tcpi_bytes_acked,
+                    busy_time_us: i.tcpi_busy_time,
+                })
+            });
         let source = choice::Source {
             len: frame.body.len(),
             width: render::dimensions(&frame.body).map(|(w, _)| w),

@@ -61,13 +61,40 @@ impl Link {
         self.rtt + Duration::try_from_secs_f64(transfer).unwrap_or(Duration::MAX)
     }
 
-    /// From `TCP_INFO`'s delivery rate (bytes/s) and RTT (µs); `None` before any delivery.
-    pub fn measured(delivery_rate: u64, rtt_us: u32) -> Option<Link> {
-        (delivery_rate > 0).then(|| Link {
-            rate: delivery_rate as f64,
-            rtt: Duration::from_micros(rtt_us.into()),
+    /// From the connection's `TCP_INFO`; `None` before it has delivered anything.
+    ///
+    /// The rate is the lower of the kernel's latest delivery-rate sample and the average over
+    /// the connection's busy time (bytes acknowledged over the time it had data in flight, idle
+    /// time excluded). The sample alone reacts fast but, behind a receive window that opens in
+    /// bursts, reads high; the average needs a few frames' worth of bytes to mean anything and
+    /// is used once 16 KiB have been acknowledged.
+    pub fn measured(info: &TcpInfo) -> Option<Link> {
+        if info.delivery_rate == 0 {
+            return None;
+        }
+        let average = if info.bytes_acked >= 16 * 1024 && info.busy_time_us > 0 {
+            info.bytes_acked as f64 * 1e6 / info.busy_time_us as f64
+        } else {
+            f64::INFINITY
+        };
+        Some(Link {
+            rate: (info.delivery_rate as f64).min(average),
+            rtt: Duration::from_micros(info.rtt_us.into()),
         })
     }
+}
+
+/// The fields of Linux's `TCP_INFO` the measurement uses.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TcpInfo {
+    /// `tcpi_delivery_rate`, bytes per second.
+    pub delivery_rate: u64,
+    /// `tcpi_rtt`, µs.
+    pub rtt_us: u32,
+    /// `tcpi_bytes_acked`.
+    pub bytes_acked: u64,
+    /// `tcpi_busy_time`, µs.
+    pub busy_time_us: u64,
 }
 
 /// What the request's headers say about the link, if anything.
@@ -258,11 +285,23 @@ mod tests {
 
     #[test]
     fn measured_links() {
-        let slow = Link::measured(16_000, 20_000); // 128 kbit/s
-        let fast = Link::measured(2_500_000, 1_000); // 20 Mbit/s
+        let info = |delivery_rate, rtt_us, bytes_acked, busy_time_us| TcpInfo {
+            delivery_rate,
+            rtt_us,
+            bytes_acked,
+            busy_time_us,
+        };
+        let slow = Link::measured(&info(16_000, 20_000, 0, 0)); // 128 kbit/s
+        let fast = Link::measured(&info(2_500_000, 1_000, 0, 0)); // 20 Mbit/s
         assert_eq!(pick(&[], slow), ("thumb".into(), Reason::Measured));
         assert_eq!(pick(&[], fast), ("full".into(), Reason::Measured));
-        assert_eq!(Link::measured(0, 100), None);
+        assert_eq!(Link::measured(&info(0, 100, 1 << 20, 1000)), None);
+        // A bursty sample says fast, the busy-time average (94 KB in 3 s) says otherwise.
+        let bursty = Link::measured(&info(2_500_000, 1_000, 94_000, 3_000_000)).unwrap();
+        assert_eq!(bursty.rate, 94_000.0 / 3.0);
+        // Too few bytes for the average to mean anything: the sample stands.
+        let young = Link::measured(&info(2_500_000, 1_000, 4_000, 3_000_000)).unwrap();
+        assert_eq!(young.rate, 2_500_000.0);
         assert_eq!(pick(&[], None), ("full".into(), Reason::Unmeasured));
     }
 
