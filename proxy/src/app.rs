@@ -44,8 +44,15 @@ impl Listeners {
             listener.set_nonblocking(true)?;
             anyhow::Ok(listener)
         };
+        let hub = bind(config.server.listen, "server.listen")?;
+        if let Some(bytes) = config.server.send_buffer {
+            // Inherited by every accepted connection (and it turns the kernel's autotuning off).
+            socket2::SockRef::from(&hub)
+                .set_send_buffer_size(bytes)
+                .context("cannot set server.send_buffer_bytes")?;
+        }
         Ok(Listeners {
-            hub: bind(config.server.listen, "server.listen")?,
+            hub,
             admin: bind(config.server.admin_listen, "server.admin_listen")?,
         })
     }

@@ -95,6 +95,9 @@ pub struct Served {
     /// Remaining freshness, for the hub's `max-age`.
     pub fresh_for: Duration,
     pub no_store: bool,
+    /// The purge generation when the request began: what is made from this frame (a
+    /// rendition) is not kept if a purge has happened since.
+    pub purges: u64,
 }
 
 /// The frame cache, in front of the origin.
@@ -144,6 +147,7 @@ impl FrameCache {
         camera: &CameraId,
         route: Route,
     ) -> Result<Served, OriginError> {
+        let purges = self.purges.load(Ordering::SeqCst);
         let identity = Identity {
             owner: owner.clone(),
             camera: camera.clone(),
@@ -155,7 +159,7 @@ impl FrameCache {
             let age = entry.age();
             let fresh_for = entry.fresh_for();
             if route != Route::Latest || age < fresh_for {
-                return Ok(served(&entry, Lookup::Hit, age));
+                return Ok(served(&entry, Lookup::Hit, age, purges));
             }
             // Never staler than stale-if-error allows, whatever the origin's state.
             let window = self
@@ -167,7 +171,7 @@ impl FrameCache {
                 if let Join::Leader(flight) = self.flights.join(key, &identity) {
                     self.spawn_fill(key, identity, flight);
                 }
-                return Ok(served(&entry, Lookup::Revalidating, age));
+                return Ok(served(&entry, Lookup::Revalidating, age, purges));
             }
         }
         match self.fetch(key, &identity).await {
@@ -177,6 +181,7 @@ impl FrameCache {
                 age: Duration::ZERO,
                 fresh_for: fetched.fresh_for,
                 no_store: fetched.no_store,
+                purges,
             }),
             // The origin's own "no such frame" or "not yours" is final: never answered with stale.
             (Err(error @ (OriginError::NotFound | OriginError::Forbidden)), _) => Err(error),
@@ -187,7 +192,7 @@ impl FrameCache {
                     .lookup(&key, &identity)
                     .filter(|e| route == Route::Latest && e.age() <= self.config.stale_if_error);
                 match stale {
-                    Some(entry) => Ok(served(&entry, Lookup::Stale, entry.age())),
+                    Some(entry) => Ok(served(&entry, Lookup::Stale, entry.age(), purges)),
                     None => Err(error),
                 }
             }
@@ -446,13 +451,14 @@ impl Drop for FillGuard {
     }
 }
 
-fn served(entry: &Entry, lookup: Lookup, age: Duration) -> Served {
+fn served(entry: &Entry, lookup: Lookup, age: Duration, purges: u64) -> Served {
     Served {
         frame: Arc::clone(&entry.frame),
         lookup,
         age,
         fresh_for: entry.fresh_for().saturating_sub(age),
         no_store: false,
+        purges,
     }
 }
 

@@ -56,6 +56,9 @@ pub struct ServerConfig {
     pub threads: usize,
     /// After SIGTERM, how long in-flight requests may finish (`grace_period_secs`, default 5).
     pub grace_period: Duration,
+    /// `SO_SNDBUF` of hub connections (`send_buffer_bytes`); `None`, the default, leaves the
+    /// kernel's autotuning on. Set, it bounds the kernel memory a hub that stops reading holds.
+    pub send_buffer: Option<usize>,
 }
 
 /// `[auth]`
@@ -213,6 +216,7 @@ impl Config {
                 admin_listen: loopback,
                 threads: 2,
                 grace_period: Duration::from_secs(0),
+                send_buffer: None,
             },
             auth: AuthConfig {
                 secret: Secret(hub_secret.to_vec()),
@@ -344,6 +348,14 @@ signing_key_file = "keys/signing.key"
         assert_eq!(config.auth.audience, "framecache");
         assert_eq!(config.origin.max_frame_bytes, 4 << 20);
         assert_eq!(config.cache.max_bytes, 256 << 20);
+        assert_eq!(config.server.send_buffer, None);
+        assert_eq!(config.delivery.target_time, Duration::from_secs(1));
+        let text = format!("{text}[server]\nsend_buffer_bytes = 65536\n");
+        let config = Config::parse(&text, &dir.config()).expect("valid");
+        assert_eq!(config.server.send_buffer, Some(65536));
+        let text = text.replace("65536", "12");
+        let err = Config::parse(&text, &dir.config()).expect_err("too small");
+        assert_eq!(keys(err), ["server.send_buffer_bytes"]);
     }
 
     #[test]

@@ -11,9 +11,14 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
 use crate::auth::AuthError;
+use std::sync::Arc;
+use std::time::Duration;
+
 use crate::cache::rendition::RenditionError;
 use crate::cache::store::StoredFrame;
+use crate::cache::FrameCache;
 use crate::cache::{Lookup, Served};
+use crate::identity::{CameraId, OwnerId};
 use crate::origin::OriginError;
 use crate::route::{HubRequest, RouteError, Target};
 use crate::variant::Rendition;
@@ -32,11 +37,48 @@ pub fn etag(frame: &StoredFrame) -> String {
 /// must take at least this many bytes per `delivery.write_timeout_ms` to stay connected.
 pub const WRITE_CHUNK: usize = 16 * 1024;
 
+/// The longest a whole body of `len` bytes may take: one write timeout per [`WRITE_CHUNK`],
+/// and one more for the headers and the final flush.
+pub fn write_deadline(write_timeout: Duration, len: usize) -> Duration {
+    let writes = len.div_ceil(WRITE_CHUNK) as u32 + 2;
+    write_timeout.saturating_mul(writes)
+}
+
 /// Which rendition a response carries, and whether the proxy chose it.
 #[derive(Debug, Clone, Copy)]
 pub struct Chosen {
     pub rendition: Rendition,
     pub reason: Reason,
+}
+
+/// `chosen` of `source`; when the proxy chose it itself and it cannot be made (the pool is
+/// busy, the frame does not decode), the source frame instead: a hub that asked for nothing in
+/// particular gets a frame rather than an error.
+pub async fn rendition(
+    cache: &Arc<FrameCache>,
+    owner: &OwnerId,
+    camera: &CameraId,
+    source: Served,
+    chosen: Chosen,
+) -> Result<(Served, Chosen), RenditionError> {
+    let fallback = (chosen.reason != Reason::Requested).then(|| source.clone());
+    match cache
+        .rendition_of(owner, camera, source, chosen.rendition)
+        .await
+    {
+        Ok(served) => Ok((served, chosen)),
+        Err(error) => match fallback {
+            Some(source) => {
+                tracing::debug!(%error, "chosen rendition not available: full frame instead");
+                let full = Chosen {
+                    rendition: Rendition::FULL,
+                    ..chosen
+                };
+                Ok((source, full))
+            }
+            None => Err(error),
+        },
+    }
 }
 
 /// The response header of a frame answered as `answer` (not `Unsatisfiable`, an error), and
@@ -76,7 +118,7 @@ pub fn frame_response(
     h.insert_header("cache-status", served.lookup.cache_status())?;
     h.insert_header("age", served.age.as_secs())?;
     let variant = chosen.rendition.variant;
-    if req.target == Target::Latest {
+    if req.target == Target::Latest || !variant.is_full() {
         let query = if variant.is_full() {
             String::new()
         } else {

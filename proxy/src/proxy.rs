@@ -28,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::render;
 use crate::route::{self, HubRequest, RouteLabel, Target};
 use crate::stream;
+use crate::variant::Rendition;
 
 /// Per-request state, filled as the request moves through the phases.
 pub struct RequestCtx {
@@ -37,6 +38,9 @@ pub struct RequestCtx {
     chosen: Option<Chosen>,
     /// The hub stopped taking bytes for longer than the write timeout.
     write_timed_out: bool,
+    /// Writing to the hub failed: the connection is dropped, never finished or reused (finishing
+    /// would flush, with no timeout, to a hub that may never read again).
+    write_error: Option<Box<Error>>,
     auth_failure: Option<AuthError>,
     lookup: Option<Lookup>,
     /// How a frame was answered, and the frame's length.
@@ -75,7 +79,7 @@ impl Edge {
         // Pingora keeps an HTTP/1.1 connection open forever between requests unless told.
         session.set_keepalive(Some(self.delivery.idle_timeout.as_secs()));
         let result = match self.frame(session, ctx).await {
-            Ok(()) => Ok(()),
+            Ok(()) => ctx.write_error.take().map_or(Ok(()), Err),
             Err(error) => delivery::write_error(session, &error, head).await,
         };
         if let Err(e) = &result {
@@ -106,7 +110,9 @@ impl Edge {
                     metrics: &self.metrics,
                     choose: &choose,
                 };
-                ctx.body_bytes = subscriber.serve(session).await?;
+                let (sent, ended_by) = subscriber.serve(session).await?;
+                ctx.body_bytes = sent;
+                ctx.write_error = Some(ended_by);
                 return Ok(());
             }
         };
@@ -115,17 +121,21 @@ impl Edge {
         let owner = grant.owner();
         let source = self.cache.get(owner, &req.camera, route).await?;
         ctx.lookup = Some(source.lookup);
-        let chosen = match req.variant {
-            Some(rendition) => Chosen {
+        let chosen = match (req.variant, &req.target) {
+            (Some(rendition), _) => Chosen {
                 rendition,
                 reason: Reason::Requested,
             },
-            None => self.choose(session, owner, &req.camera, &source.frame),
+            // A content address names the frame with those bytes: never another rendition
+            // unless one is asked for.
+            (None, Target::ByHash(_)) => Chosen {
+                rendition: Rendition::FULL,
+                reason: Reason::Requested,
+            },
+            (None, _) => self.choose(session, owner, &req.camera, &source.frame),
         };
-        let served = self
-            .cache
-            .rendition_of(owner, &req.camera, source, chosen.rendition)
-            .await?;
+        let (served, chosen) =
+            delivery::rendition(&self.cache, owner, &req.camera, source, chosen).await?;
         ctx.chosen = Some(chosen);
         let len = served.frame.body.len();
         let answer = Answer::decide(
@@ -140,10 +150,24 @@ impl Edge {
         }
         let (header, body) = delivery::frame_response(&served, &req, answer, chosen)
             .map_err(|e| HubError::new(500, "internal", e.to_string()))?;
-        // The hub going away mid-body is not an error to answer; its bytes are simply not sent.
-        match delivery::write_response(session, header, body, req.head).await {
-            Ok(sent) => ctx.body_bytes = sent,
-            Err(e) => ctx.write_timed_out = *e.etype() == ErrorType::WriteTimedout,
+        // The hub going away mid-body is not an error to answer: the connection is dropped.
+        // Each write has the write timeout; the whole body a deadline, so that a hub taking a
+        // trickle cannot hold the frame for ever.
+        let deadline = delivery::write_deadline(self.delivery.write_timeout, len);
+        match tokio::time::timeout(
+            deadline,
+            delivery::write_response(session, header, body, req.head),
+        )
+        .await
+        {
+            Ok(Ok(sent)) => ctx.body_bytes = sent,
+            Ok(Err(e)) => ctx.write_error = Some(e),
+            Err(_) => {
+                ctx.write_error = Some(Error::explain(
+                    ErrorType::WriteTimedout,
+                    format!("the hub took longer than {deadline:?} for a frame of {len} bytes"),
+                ))
+            }
         }
         Ok(())
     }
@@ -228,6 +252,7 @@ impl ProxyHttp for Edge {
             route: RouteLabel::Other,
             chosen: None,
             write_timed_out: false,
+            write_error: None,
             auth_failure: None,
             lookup: None,
             answer: None,
@@ -253,6 +278,14 @@ impl ProxyHttp for Edge {
             ErrorType::InternalError,
             "every hub request is answered in request_filter",
         ))
+    }
+
+    /// A hub that goes away or stops reading is counted, not logged as a proxy error.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+        matches!(
+            error.etype(),
+            ErrorType::WriteTimedout | ErrorType::WriteError | ErrorType::ConnectionClosed
+        )
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {

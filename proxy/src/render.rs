@@ -40,16 +40,29 @@ struct Pixels {
     gray: bool,
 }
 
+/// Largest source picture rendered, in pixels (6000×4000): decoding holds coefficients for the
+/// whole picture, whatever the output size, so a signed but absurd frame header must not
+/// decide how much memory a rendering takes.
+pub const MAX_SOURCE_PIXELS: u64 = 24_000_000;
+
 /// Decodes `jpeg`, using DCT scaling to land at or above `width` pixels wide (when smaller
 /// than the original).
 fn decode(jpeg: &[u8], width: u32) -> Result<Pixels, RenderError> {
     let mut decoder = Decoder::new(jpeg);
+    decoder.set_max_decoding_buffer_size(MAX_SOURCE_PIXELS as usize * 3);
     decoder
         .read_info()
         .map_err(|e| RenderError::Decode(e.to_string()))?;
     let info = decoder
         .info()
         .ok_or_else(|| RenderError::Decode("no frame header".into()))?;
+    let pixels = u64::from(info.width) * u64::from(info.height);
+    if pixels > MAX_SOURCE_PIXELS {
+        return Err(RenderError::Decode(format!(
+            "{}×{} is larger than {MAX_SOURCE_PIXELS} pixels",
+            info.width, info.height
+        )));
+    }
     if width > 0 && width < u32::from(info.width) {
         let height = (u64::from(info.height) * u64::from(width) / u64::from(info.width)).max(1);
         decoder
@@ -228,6 +241,17 @@ mod tests {
         let out = render(&full, &rendition(320)).unwrap();
         assert!(camsim::jpeg::read_watermark(&out).is_none());
         assert!(!out.windows(14).any(|w| w == b"framecache-sim"));
+    }
+
+    #[test]
+    fn absurd_frame_headers_are_refused_before_decoding() {
+        let mut jpeg = frame(320, 240);
+        // Patch the start-of-frame header to declare 30000 × 30000 pixels.
+        let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        jpeg[sof + 5..sof + 9].copy_from_slice(&[0x75, 0x30, 0x75, 0x30]);
+        assert_eq!(dimensions(&jpeg), Some((30_000, 30_000)));
+        let error = render(&jpeg, &rendition(320)).unwrap_err().to_string();
+        assert!(error.contains("larger than"), "{error}");
     }
 
     #[test]

@@ -13,14 +13,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
-use pingora::ErrorType;
 use prometheus::IntGauge;
 
 use crate::cache::key::Route;
 use crate::cache::store::StoredFrame;
 use crate::cache::FrameCache;
 use crate::config::DeliveryConfig;
-use crate::delivery::{etag, Chosen, HubError, WRITE_CHUNK};
+use crate::delivery::choice::ACCEPT_CH;
+use crate::delivery::{self, etag, Chosen, HubError, WRITE_CHUNK};
 use crate::identity::{CameraId, OwnerId};
 use crate::metrics::Metrics;
 
@@ -37,26 +37,28 @@ impl Drop for Subscribed {
 }
 
 fn header() -> pingora::Result<ResponseHeader> {
-    let mut h = ResponseHeader::build(200, Some(4))?;
+    let mut h = ResponseHeader::build(200, Some(5))?;
     h.insert_header(
         "content-type",
         format!("multipart/x-mixed-replace; boundary={BOUNDARY}"),
     )?;
     h.insert_header("cache-control", "private, no-store")?;
     h.insert_header("x-content-type-options", "nosniff")?;
+    h.insert_header("accept-ch", ACCEPT_CH)?;
     // Chunked, so the connection stays reusable should the hub end the stream cleanly.
     h.insert_header("transfer-encoding", "chunked")?;
     Ok(h)
 }
 
 /// One part: its headers, then the frame's bytes (shared, not copied), then CRLF.
-fn part(frame: &StoredFrame) -> [Bytes; 3] {
+fn part(frame: &StoredFrame, chosen: Chosen) -> [Bytes; 3] {
     let head = format!(
-        "--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\nETag: {}\r\nX-Frame-Seq: {}\r\nX-Frame-Captured-At: {}\r\n\r\n",
+        "--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\nETag: {}\r\nX-Frame-Seq: {}\r\nX-Frame-Captured-At: {}\r\nX-Frame-Variant: {}\r\n\r\n",
         frame.body.len(),
         etag(frame),
         frame.seq,
-        frame.captured_at_ms
+        frame.captured_at_ms,
+        chosen.rendition.variant
     );
     [
         Bytes::from(head),
@@ -85,10 +87,8 @@ impl Subscriber<'_> {
             .get(self.owner, self.camera, Route::Latest)
             .await?;
         let chosen = (self.choose)(session, &source.frame);
-        let served = self
-            .cache
-            .rendition_of(self.owner, self.camera, source, chosen.rendition)
-            .await?;
+        let (served, chosen) =
+            delivery::rendition(self.cache, self.owner, self.camera, source, chosen).await?;
         Ok((served.frame, chosen))
     }
 
@@ -103,17 +103,20 @@ impl Subscriber<'_> {
             return None;
         }
         let chosen = (self.choose)(session, &source.frame);
-        let served = self
-            .cache
-            .rendition_of(self.owner, self.camera, source, chosen.rendition)
-            .await
-            .ok()?;
+        let (served, chosen) =
+            delivery::rendition(self.cache, self.owner, self.camera, source, chosen)
+                .await
+                .ok()?;
         Some((served.frame, chosen))
     }
 
-    /// Serves the stream until the hub goes away or stalls. Returns the body bytes sent; an
-    /// `Err` (only before the first byte) is the answer to give instead.
-    pub async fn serve(&self, session: &mut Session) -> Result<usize, HubError> {
+    /// Serves the stream until the hub goes away or stalls. Returns the body bytes sent and the
+    /// write error that ended the stream; an `Err` (only before the first byte) is the answer
+    /// to give instead.
+    pub async fn serve(
+        &self,
+        session: &mut Session,
+    ) -> Result<(usize, Box<pingora::Error>), HubError> {
         let (config, metrics) = (self.config, self.metrics);
         // The first frame decides the answer: no frame, no stream.
         let (mut frame, mut chosen) = self.latest(session).await?;
@@ -124,12 +127,8 @@ impl Subscriber<'_> {
                 "cannot build the stream header",
             ));
         };
-        if session
-            .write_response_header(Box::new(header), false)
-            .await
-            .is_err()
-        {
-            return Ok(0);
+        if let Err(e) = session.write_response_header(Box::new(header), false).await {
+            return Ok((0, e));
         }
         metrics.stream_subscribers.inc();
         let _subscribed = Subscribed(metrics.stream_subscribers.clone());
@@ -142,22 +141,17 @@ impl Subscriber<'_> {
                     let missed = frame.seq.saturating_sub(previous).saturating_sub(1);
                     metrics.stream_frames_skipped.inc_by(missed);
                 }
-                for bytes in part(&frame) {
+                for bytes in part(&frame, chosen) {
                     // In slices, each within the write timeout, so that a slow hub is served
                     // and only one that takes nothing is dropped.
                     for at in (0..bytes.len()).step_by(WRITE_CHUNK) {
                         let slice = bytes.slice(at..(at + WRITE_CHUNK).min(bytes.len()));
-                        sent += slice.len();
+                        let len = slice.len();
                         // The hub went away or stalled past the write timeout: the stream ends.
                         if let Err(e) = session.write_response_body(Some(slice), false).await {
-                            if *e.etype() == ErrorType::WriteTimedout {
-                                metrics
-                                    .hub_write_timeouts
-                                    .with_label_values(&["stream"])
-                                    .inc();
-                            }
-                            return Ok(sent);
+                            return Ok((sent, e));
                         }
+                        sent += len;
                     }
                 }
                 let variant = chosen.rendition.variant.as_str();

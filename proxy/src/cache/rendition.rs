@@ -140,6 +140,19 @@ impl FrameCache {
             }
             None => self.render(key, identity, &source, rendition).await?,
         };
+        // A camera that sends the same bytes again under a new seq: the rendition made for the
+        // earlier seq carries this one's seq and capture time (the body is shared).
+        let frame = if frame.seq == source.frame.seq
+            && frame.captured_at_ms == source.frame.captured_at_ms
+        {
+            frame
+        } else {
+            Arc::new(StoredFrame::rendition(
+                &source.frame,
+                frame.hash,
+                frame.body.clone(),
+            ))
+        };
         Ok(Served { frame, ..source })
     }
 
@@ -157,7 +170,8 @@ impl FrameCache {
             route: Route::ByHash(address),
             variant: rendition.variant,
         };
-        let entry = self.store.get(&self.store.key(&identity))?;
+        // A peek: choosing is not a use, and must not keep candidates from eviction.
+        let entry = self.store.peek(&self.store.key(&identity))?;
         entry.is(&identity).then(|| entry.frame.body.len())
     }
 
@@ -171,6 +185,13 @@ impl FrameCache {
     ) -> RenderResult {
         let mut done = match self.renders.join(key, &identity) {
             Join::Leader(flight) => {
+                // Another rendering may have stored it between our lookup and the join.
+                if let Some(entry) = self.lookup(&key, &identity) {
+                    let frame = Arc::clone(&entry.frame);
+                    self.renders.finish(&key, &flight, Ok(Arc::clone(&frame)));
+                    self.count_rendition("hit");
+                    return Ok(frame);
+                }
                 let done = flight.subscribe();
                 self.spawn_render(key, identity, source, rendition, flight);
                 done
@@ -191,10 +212,16 @@ impl FrameCache {
                     .map(|(frame, _)| frame);
             }
         };
-        let result = done.wait_for(|r| r.is_some()).await.map(|r| r.clone());
-        match result {
-            Ok(result) => result.expect("invariant: waited for Some"),
-            Err(_) => Err(RenditionError::Failed("the rendering ended".into())),
+        // Renderings take milliseconds; one that takes longer than a request may wait for an
+        // origin fetch is not waited for.
+        let waited = tokio::time::timeout(self.config.coalesce_wait, async {
+            done.wait_for(|r| r.is_some()).await.map(|r| r.clone())
+        })
+        .await;
+        match waited {
+            Ok(Ok(result)) => result.expect("invariant: waited for Some"),
+            Ok(Err(_)) => Err(RenditionError::Failed("the rendering ended".into())),
+            Err(_) => Err(RenditionError::Busy),
         }
     }
 
@@ -206,7 +233,9 @@ impl FrameCache {
         rendition: Rendition,
         flight: Arc<Flight<RenderResult>>,
     ) {
-        let purges = self.purges.load(Ordering::SeqCst);
+        // The generation the source frame was served under: a purge since then keeps the
+        // rendition out of the cache.
+        let purges = source.purges;
         let mut guard = RenderGuard {
             cache: Arc::clone(self),
             key,

@@ -67,6 +67,8 @@ pub struct Server {
     pub threads: Leaf<i64>,
     #[serde(default)]
     pub grace_period_secs: Leaf<i64>,
+    #[serde(default)]
+    pub send_buffer_bytes: Leaf<i64>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -203,6 +203,15 @@ pub(super) fn validate(file: &file::File, source: &Path) -> Result<Config, Vec<P
         admin_listen: c.addr("server.admin_listen", &s.admin_listen, "127.0.0.1:9100"),
         threads: c.int("server.threads", &s.threads, 2, 1, 1024) as usize,
         grace_period: c.secs("server.grace_period_secs", &s.grace_period_secs, 5, 0, 3600),
+        send_buffer: matches!(s.send_buffer_bytes, Leaf::Value(_) | Leaf::Bad { .. }).then(|| {
+            c.int(
+                "server.send_buffer_bytes",
+                &s.send_buffer_bytes,
+                0,
+                4096,
+                64 << 20,
+            ) as usize
+        }),
     };
     if listeners_conflict(server.listen, server.admin_listen) {
         c.problem(

@@ -58,7 +58,8 @@ impl Link {
     /// The expected time to deliver `bytes`.
     pub fn time_for(&self, bytes: usize) -> Duration {
         let transfer = bytes as f64 / self.rate;
-        self.rtt + Duration::try_from_secs_f64(transfer).unwrap_or(Duration::MAX)
+        self.rtt
+            .saturating_add(Duration::try_from_secs_f64(transfer).unwrap_or(Duration::MAX))
     }
 
     /// From the connection's `TCP_INFO`; `None` before it has delivered anything.
@@ -276,6 +277,15 @@ mod tests {
         // Downlink is more precise than ECT and wins over it; RTT counts against the target.
         assert_eq!(pick(&[("downlink", "1"), ("ect", "2g")], None).0, "full");
         assert_eq!(pick(&[("downlink", "1"), ("rtt", "500")], None).0, "medium");
+        // Absurd values choose, they never overflow.
+        assert_eq!(
+            pick(&[("downlink", "1e-21"), ("rtt", "1")], None).0,
+            "thumb"
+        );
+        assert_eq!(
+            pick(&[("downlink", "1e300"), ("rtt", "99999999")], None).0,
+            "thumb"
+        );
         for bad in ["", "fast", "-1", "0", "NaN", "inf"] {
             let mut h = HeaderMap::new();
             h.insert("downlink", bad.parse().unwrap());

@@ -251,6 +251,62 @@ fn configured_renditions_and_conditional_requests() {
 }
 
 #[test]
+fn a_content_address_without_variant_is_always_the_full_frame() {
+    let stack = hd_stack(|_| {});
+    let token = stack.token("owner-1", &["cam-1"]);
+    let auth = format!("Bearer {token}");
+    let full = stack.get(
+        "/v1/cameras/cam-1/frame?variant=full",
+        &[("Authorization", &auth)],
+    );
+    let hash = ContentHash::of(&full.body);
+    let by_hash = stack.get(
+        &format!("/v1/cameras/cam-1/frames/{hash}"),
+        &[("Authorization", &auth), ("Save-Data", "on")],
+    );
+    assert_eq!(by_hash.header("x-frame-variant"), Some("full"));
+    assert_eq!(ContentHash::of(&by_hash.body), hash);
+    assert_eq!(by_hash.header("content-location"), None);
+    let thumb = stack.get(
+        &format!("/v1/cameras/cam-1/frames/{hash}?variant=thumb"),
+        &[("Authorization", &auth)],
+    );
+    assert_eq!(
+        thumb.header("content-location").unwrap(),
+        format!("/v1/cameras/cam-1/frames/{hash}?variant=thumb")
+    );
+}
+
+#[test]
+fn a_purge_between_frame_and_rendition_keeps_the_rendition_out() {
+    let stack = hd_stack(|c| c.cache.latest_fresh = Duration::from_secs(60));
+    let owner = framecache::identity::OwnerId::parse("owner-1").unwrap();
+    let camera = framecache::identity::CameraId::parse("cam-1").unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // The cache is shared through an Arc in the running proxy; borrow it the same way.
+    let cache = stack.proxy.shared.cache.clone();
+    let thumb = built_in("thumb");
+    let source = runtime
+        .block_on(cache.get(&owner, &camera, framecache::cache::key::Route::Latest))
+        .unwrap();
+    let address = source.frame.hash;
+    assert!(cache.purge(&owner, None) > 0);
+    let served = runtime
+        .block_on(cache.rendition_of(&owner, &camera, source, thumb))
+        .unwrap();
+    assert!(served.frame.is_rendition());
+    // Served to the request that had the frame, but not kept past the purge.
+    assert_eq!(
+        cache.cached_rendition_len(&owner, &camera, address, thumb),
+        None
+    );
+    assert_eq!(cache.usage().0, 0);
+}
+
+#[test]
 fn hints_choose_as_documented() {
     let stack = hd_stack(|_| {});
     let token = stack.token("owner-1", &["cam-1"]);
@@ -391,42 +447,67 @@ fn a_throttled_hub_gets_a_smaller_rendition_than_an_unthrottled_one() {
     );
 }
 
+/// A stack whose hub connections have a small kernel send buffer (`server.send_buffer_bytes`),
+/// so that a hub that stops reading really stalls the proxy's writes of a ~90 KB frame.
+fn small_buffer_stack(write_timeout: Duration) -> Stack {
+    hd_stack(|c| {
+        c.server.send_buffer = Some(16 * 1024);
+        c.delivery.write_timeout = write_timeout;
+        c.cache.latest_fresh = Duration::from_secs(60);
+    })
+}
+
 #[test]
-fn a_hub_that_stops_reading_holds_nothing_up() {
-    let stack = hd_stack(|c| c.delivery.write_timeout = Duration::from_millis(300));
+fn a_hub_that_stops_reading_is_dropped_and_holds_nothing_up() {
+    let stack = small_buffer_stack(Duration::from_millis(300));
     // Sends its request, then never reads.
     let mut stalled = Hub::connect(&stack, Some(1.0));
     write!(
         stalled.conn,
-        "GET /v1/cameras/cam-1/frame?variant=medium HTTP/1.1\r\nHost: hub\r\nAuthorization: {}\r\n\r\n",
+        "GET /v1/cameras/cam-1/frame?variant=full HTTP/1.1\r\nHost: hub\r\nAuthorization: {}\r\n\r\n",
         stalled.auth
     )
     .unwrap();
-    // Meanwhile hubs of the same owner and camera are served at once: the stalled one holds
-    // no origin fetch, no flight and no rendering.
+    // Meanwhile hubs of the same owner and camera are served: the stalled one holds no origin
+    // fetch, no flight and no rendering.
     for _ in 0..3 {
         let r = stack.get_as(
             "owner-1",
             &["cam-1"],
-            "/v1/cameras/cam-1/frame?variant=medium",
+            "/v1/cameras/cam-1/frame?variant=full",
         );
-        assert_eq!(r.status, 200);
+        assert_eq!(r.status, 200, "{}", r.text());
     }
-    wait_until("no flight is held", || stack.cache().flights() == 0);
     assert_eq!(stack.origin_requests_for("cam-1"), 1);
-    drop(stalled);
+    assert_eq!(stack.cache().flights(), 0);
+    wait_until("the stalled hub is dropped", || {
+        stack.metric(r#"framecache_hub_write_timeouts_total{route="frame"}"#) == 1.0
+    });
+    // The proxy closed the connection: what was buffered can be read, then the end.
+    stalled
+        .conn
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = stalled.conn.read_to_end(&mut rest);
+    assert!(
+        rest.len() < 90_000,
+        "{} bytes reached the stalled hub",
+        rest.len()
+    );
 }
 
 #[test]
 fn a_slow_hub_that_keeps_reading_gets_the_whole_frame() {
-    // Each write may stall at most 1 s; the whole frame takes several seconds at this pace.
-    let stack = hd_stack(|c| c.delivery.write_timeout = Duration::from_secs(1));
-    let mut slow = Hub::connect(&stack, Some(30_000.0));
+    // Each 16 KiB write may stall at most 2 s; the whole frame, more than the socket buffers
+    // hold, takes longer than that at this pace.
+    let stack = small_buffer_stack(Duration::from_secs(2));
+    let mut slow = Hub::connect(&stack, Some(20_000.0));
     let started = Instant::now();
     let r = slow.get("/v1/cameras/cam-1/frame?variant=full");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("etag"), Some(etag_of(&r.body).as_str()));
-    assert!(started.elapsed() > Duration::from_secs(2));
+    assert!(started.elapsed() > Duration::from_secs(3));
     assert_eq!(
         stack.metric(r#"framecache_hub_write_timeouts_total{route="frame"}"#),
         0.0
