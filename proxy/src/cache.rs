@@ -107,6 +107,9 @@ pub struct FrameCache {
 
 impl FrameCache {
     pub fn new(config: CacheConfig, origin: Origin, metrics: Arc<Metrics>) -> FrameCache {
+        metrics
+            .cache_max_bytes
+            .set(i64::try_from(config.max_bytes).unwrap_or(i64::MAX));
         FrameCache {
             store: Store::new(
                 config.max_bytes,
