@@ -16,7 +16,8 @@ Run by grafana/test after the promtool checks. It
 5. evaluates every dashboard expression (template variables substituted) and every rule
    expression through /api/v1/query: each must parse, every dashboard target must return series,
    and the panels the traffic exercises must show a value above zero; every metric name used
-   must be in the live scrape; every rule must evaluate without error.
+   must be in the live scrape; every rule must evaluate without error; every label_values()
+   variable must find the proxy's instance.
 
 Everything it starts is stopped at the end, whatever happens. Python 3 standard library only.
 """
@@ -139,6 +140,9 @@ def check_dashboard(path):
         uid = ds.get("uid") if isinstance(ds, dict) else ds
         if uid not in ("${datasource}", "$datasource"):
             problems.append(f"{where}: hard-coded datasource {ds!r}")
+    for v in variables:
+        if v.get("type") == "query" and not re.fullmatch(r"label_values\(\w+, *\w+\)", query_text(v)):
+            problems.append(f"{path.name}: variable {v.get('name')}: expected label_values(metric, label)")
     for p in panels:
         if p.get("type") == "row":
             continue
@@ -151,6 +155,12 @@ def check_dashboard(path):
         if not p.get("targets") or not all(t.get("expr") for t in p["targets"]):
             problems.append(f"{name}: no PromQL targets")
     return problems, dash
+
+
+def query_text(variable):
+    """A query variable's query: a string, or {"query": string} in newer Grafana versions."""
+    query = variable.get("query", "")
+    return query.get("query", "") if isinstance(query, dict) else query
 
 
 def substitute(expr, instance_regex):
@@ -387,12 +397,17 @@ def main():
     if not DASHBOARDS:
         raise Failed("no dashboards in grafana/dashboards/")
     targets = []  # (dashboard, panel title, expr)
+    variables = []  # (dashboard, name, metric, label) of label_values(metric, label) variables
     panel_count = 0
     for path in DASHBOARDS:
         found, dash = check_dashboard(path)
         problems += found
         if dash is None:
             continue
+        for v in dash.get("templating", {}).get("list", []):
+            m = re.fullmatch(r"label_values\((\w+), *(\w+)\)", query_text(v))
+            if v.get("type") == "query" and m:
+                variables.append((path.name, v["name"], m.group(1), m.group(2)))
         for panel in walk_panels(dash.get("panels", [])):
             if panel.get("type") == "row":
                 continue
@@ -508,6 +523,12 @@ scrape_configs:
         scrape = request(admin, "GET", "/metrics")[2].decode()
         scraped = set(re.findall(r"^# TYPE (\S+) ", scrape, re.M))
         instance_regex = re.escape(instance).replace("\\", "\\\\")
+        for dashboard, name, metric, label in variables:
+            values = {r["metric"].get(label) for r in prom.query(metric)} - {None}
+            if label == "instance" and instance not in values:
+                problems.append(f"{dashboard} variable {name}: {instance} not among {values}")
+            elif not values:
+                problems.append(f"{dashboard} variable {name}: no {label} values of {metric}")
         exercised_seen = set()
         for dashboard, title, expr in targets:
             try:
