@@ -10,7 +10,7 @@ Run by grafana/test after the promtool checks. It
    listener every second and evaluating grafana/alerts/*.rules.yml every second;
 3. sends hub traffic: several owners, hits and misses, 304s, ranges, by-hash frames, an MJPEG
    subscriber, auth failures, unknown paths; then switches camsim's faults on (frames of another
-   camera under the requested camera's headers, wrong cameras, errors);
+   camera under the requested camera's headers, wrong cameras, errors) and purges an owner;
 4. waits until the alert FramecacheOriginIdentityRejected fires, and checks the cross-owner and
    collision alerts stay silent;
 5. evaluates every dashboard expression (template variables substituted) and every rule
@@ -69,7 +69,7 @@ EXERCISED = {
     "Cache memory": "frames are stored",
     "Budget used": "frames are stored",
     "Cache entries": "frames are stored",
-    "Evictions": "the budget holds only a few frames",
+    "Evictions and purges": "the budget holds only a few frames",
     "Hub frame latency": "hub traffic",
     "Hub p99 by route": "hub traffic",
     "Origin latency": "origin fetches",
@@ -506,6 +506,13 @@ scrape_configs:
         if status != 200:
             raise Failed(f"camsim refused the faults: {status} {body!r}")
         log(f"camsim faults on: {faults}")
+        status, _, body = request(
+            admin, "POST", "/admin/purge",
+            {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
+            json.dumps({"owner": list(topology)[-1]}),
+        )
+        if status != 200:
+            raise Failed(f"purge refused: {status} {body!r}")
 
         # 4. The rejection alert fires while camsim leaks; the privacy alerts stay silent.
         def identity_alert():

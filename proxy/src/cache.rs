@@ -395,7 +395,10 @@ impl FrameCache {
         };
         // Requests from now on start their own fetch rather than join one begun before.
         self.flights.retire(matches);
-        self.store.purge(matches)
+        let purged = self.store.purge(matches);
+        self.metrics.cache_purges.inc();
+        self.metrics.cache_purged_entries.inc_by(purged as u64);
+        purged
     }
 
     /// Entries and weighted bytes.

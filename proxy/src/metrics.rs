@@ -52,6 +52,8 @@ pub struct Metrics {
     /// `cache.max_bytes`, set once by the cache, so that alerts can compare the stored bytes
     /// with the budget.
     pub cache_max_bytes: IntGauge,
+    pub cache_purges: IntCounter,
+    pub cache_purged_entries: IntCounter,
     pub not_modified: IntCounterVec,
     pub partial_responses: IntCounterVec,
     pub bytes_saved: IntCounterVec,
@@ -178,6 +180,14 @@ impl Metrics {
             "framecache_stream_frames_skipped_total",
             "Frames a stream subscriber did not get because a newer one was ready (slow hub or slower interval).",
         );
+        let cache_purges = plain(
+            "framecache_cache_purges_total",
+            "Purge requests carried out (POST /admin/purge).",
+        );
+        let cache_purged_entries = plain(
+            "framecache_cache_purged_entries_total",
+            "Entries removed by purges.",
+        );
         let cache_evictions = plain(
             "framecache_cache_evictions_total",
             "Entries evicted to stay within cache.max_bytes.",
@@ -250,6 +260,8 @@ impl Metrics {
             cache_entries,
             cache_evictions,
             cache_max_bytes,
+            cache_purges,
+            cache_purged_entries,
             not_modified,
             partial_responses,
             bytes_saved,
@@ -330,6 +342,8 @@ mod tests {
             "framecache_cache_entries 0",
             "framecache_cache_evictions_total 0",
             "framecache_cache_max_bytes 0",
+            "framecache_cache_purges_total 0",
+            "framecache_cache_purged_entries_total 0",
         ] {
             assert!(text.contains(line), "missing {line}");
         }

@@ -135,6 +135,22 @@ fn names_follow_the_conventions() {
     }
 }
 
+#[test]
+fn purges_are_counted() {
+    let stack = Stack::start();
+    let reply = stack.get_as("owner-1", &["cam-1"], "/v1/cameras/cam-1/frame");
+    assert_eq!(reply.status, 200);
+    let reply = stack.admin("POST", "/admin/purge", r#"{"owner": "owner-1"}"#, None);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    // The latest and the by-hash entry of the frame.
+    assert_eq!(reply.json()["purged"], 2);
+    let scrape = stack.scrape();
+    let metric = |series| crate::common::metric_in(&scrape, series);
+    assert_eq!(metric("framecache_cache_purges_total"), 1.0);
+    assert_eq!(metric("framecache_cache_purged_entries_total"), 2.0);
+    assert_eq!(metric("framecache_cache_entries"), 0.0);
+}
+
 /// The series of a scrape (sample names with their labels), without values.
 fn series(scrape: &str) -> BTreeSet<String> {
     scrape
