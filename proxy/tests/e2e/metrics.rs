@@ -160,10 +160,52 @@ fn series(scrape: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Scrapes 21 times: the last scrape and the median time.
+fn scrape_timed(stack: &Stack) -> (String, Duration) {
+    let mut times = Vec::new();
+    let mut scrape = String::new();
+    for _ in 0..21 {
+        let started = Instant::now();
+        scrape = stack.scrape();
+        times.push(started.elapsed());
+    }
+    times.sort();
+    (scrape, times[times.len() / 2])
+}
+
+/// What the figures compare: a scrape's bytes, series and median time.
+struct Figures {
+    bytes: usize,
+    series: usize,
+    median: Duration,
+}
+
+impl Figures {
+    fn of((scrape, median): (String, Duration)) -> Figures {
+        Figures {
+            bytes: scrape.len(),
+            series: series(&scrape).len(),
+            median,
+        }
+    }
+}
+
+impl std::fmt::Display for Figures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} bytes, {} series, median {:.2} ms over 21 scrapes",
+            self.bytes,
+            self.series,
+            self.median.as_secs_f64() * 1e3
+        )
+    }
+}
+
 /// Fills the cache with the latest frames of `owners` owners' own cameras (a latest and a
-/// by-hash entry each), scraping before and after: the set of series must stay the same.
-/// Returns the last scrape and the median time of a scrape.
-fn fill_and_scrape(owners: usize) -> (String, Duration) {
+/// by-hash entry each), scraping before (2 owners) and after: the set of series must stay the
+/// same. Returns the figures before and after.
+fn fill_and_scrape(owners: usize) -> (Figures, Figures) {
     let stack = Stack::with(
         |_| {},
         |c| {
@@ -181,18 +223,12 @@ fn fill_and_scrape(owners: usize) -> (String, Duration) {
     // Every series a frame request can add is there after the first two requests.
     get(1);
     get(2);
-    let before = series(&stack.scrape());
+    let (first, first_time) = scrape_timed(&stack);
+    let before = series(&first);
     for i in 3..=owners {
         get(i);
     }
-    let mut times = Vec::new();
-    let mut scrape = String::new();
-    for _ in 0..21 {
-        let started = Instant::now();
-        scrape = stack.scrape();
-        times.push(started.elapsed());
-    }
-    times.sort();
+    let (scrape, median) = scrape_timed(&stack);
     assert_eq!(
         series(&scrape),
         before,
@@ -202,7 +238,10 @@ fn fill_and_scrape(owners: usize) -> (String, Duration) {
         crate::common::metric_in(&scrape, "framecache_cache_entries"),
         (2 * owners) as f64
     );
-    (scrape, times[times.len() / 2])
+    (
+        Figures::of((first, first_time)),
+        Figures::of((scrape, median)),
+    )
 }
 
 #[test]
@@ -215,11 +254,7 @@ fn series_do_not_grow_with_owners_or_cameras() {
 #[test]
 #[ignore = "a figure, not a check: fills 10,000 entries"]
 fn scrape_figures_at_10000_entries() {
-    let (scrape, median) = fill_and_scrape(5000);
-    println!(
-        "scrape at 10,000 entries: {} bytes, {} series, median {:.2} ms over 21 scrapes",
-        scrape.len(),
-        series(&scrape).len(),
-        median.as_secs_f64() * 1e3
-    );
+    let (before, after) = fill_and_scrape(5000);
+    println!("scrape at 4 entries (2 owners): {before}");
+    println!("scrape at 10,000 entries (5,000 owners): {after}");
 }
