@@ -597,6 +597,8 @@ scrape_configs:
 
 
 if __name__ == "__main__":
+    # A SIGTERM (a CI timeout) unwinds through main's cleanup like Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         main()
     except Failed as e:
