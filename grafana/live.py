@@ -88,6 +88,9 @@ EXERCISED = {
     "Build": "framecache_build_info is 1",
 }
 
+# Every reason of framecache_auth_failures_total; the traffic provokes each.
+AUTH_REASONS = ("missing", "malformed", "expired", "bad_signature", "wrong_audience", "camera_not_granted")
+
 HUB_SECRET = secrets.token_hex(24).encode()
 ADMIN_TOKEN = secrets.token_hex(16)
 SIGNING_KEY = secrets.token_hex(32)
@@ -552,6 +555,20 @@ scrape_configs:
                 problems.append(f"{dashboard} {title!r}: {name} is not in the scrape")
         for title in sorted(set(EXERCISED) - exercised_seen):
             problems.append(f"panel {title!r} shows nothing above zero although {EXERCISED[title]}")
+
+        # The traffic's own events, one by one, as Prometheus stored them.
+        for series in [
+            *(f'framecache_auth_failures_total{{reason="{r}"}}' for r in AUTH_REASONS),
+            'framecache_origin_rejections_total{reason="camera_mismatch"}',
+            'framecache_origin_rejections_total{reason="bad_signature"}',
+            'framecache_cache_lookups_total{result="hit"}',
+            'framecache_not_modified_total{route="frame_by_hash"}',
+            'framecache_partial_responses_total{result="unsatisfiable"}',
+            'framecache_requests_total{route="other",status="400"}',
+            'framecache_cache_purged_entries_total',
+        ]:
+            if not any(float(r["value"][1]) > 0 for r in prom.query(series)):
+                problems.append(f"{series} is not above zero in Prometheus")
 
         groups = prom.api("rules")["groups"]
         rules = [r for g in groups for r in g["rules"]]
