@@ -116,6 +116,9 @@ pub struct FrameCache {
 
 impl FrameCache {
     pub fn new(config: CacheConfig, origin: Origin, metrics: Arc<Metrics>) -> FrameCache {
+        metrics
+            .cache_max_bytes
+            .set(i64::try_from(config.max_bytes).unwrap_or(i64::MAX));
         FrameCache {
             store: Store::new(
                 config.max_bytes,
@@ -412,7 +415,10 @@ impl FrameCache {
         // Requests from now on start their own fetch rather than join one begun before.
         self.flights.retire(matches);
         self.renders.retire(matches);
-        self.store.purge(matches)
+        let purged = self.store.purge(matches);
+        self.metrics.cache_purges.inc();
+        self.metrics.cache_purged_entries.inc_by(purged as u64);
+        purged
     }
 
     /// Entries and weighted bytes.

@@ -4,10 +4,15 @@
 //! carries an owner, camera, hash, path or error text: label values come from the `as_str` of
 //! small enums, and every known value is created at zero so that dashboards and alert rules see
 //! a series before the first event.
+//!
+//! Besides the `framecache_*` families the scrape carries the process's own (`process_*`: CPU,
+//! resident memory, open file descriptors, threads, start time; Linux only) and
+//! `framecache_build_info`. `docs/metrics.md` lists every family with its type and labels; a
+//! test compares that table with a live scrape, both ways.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::auth::AuthError;
@@ -21,6 +26,13 @@ use crate::variant::Catalogue;
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+/// The build profile, for `framecache_build_info{profile}`.
+const PROFILE: &str = if cfg!(debug_assertions) {
+    "debug"
+} else {
+    "release"
+};
 
 /// The proxy's metrics.
 pub struct Metrics {
@@ -38,6 +50,11 @@ pub struct Metrics {
     pub cache_stored_bytes: IntGauge,
     pub cache_entries: IntGauge,
     pub cache_evictions: IntCounter,
+    /// `cache.max_bytes`, set once by the cache, so that alerts can compare the stored bytes
+    /// with the budget.
+    pub cache_max_bytes: IntGauge,
+    pub cache_purges: IntCounter,
+    pub cache_purged_entries: IntCounter,
     pub not_modified: IntCounterVec,
     pub partial_responses: IntCounterVec,
     pub bytes_saved: IntCounterVec,
@@ -162,6 +179,28 @@ impl Metrics {
             "Frame body bytes held by the cache (each body once).",
         );
         let cache_entries = gauge("framecache_cache_entries", "Cache entries.");
+        let cache_max_bytes = gauge(
+            "framecache_cache_max_bytes",
+            "The cache's memory budget for frame bodies (cache.max_bytes).",
+        );
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "framecache_build_info",
+                "Always 1; the labels name the running build.",
+            ),
+            &["version", "profile"],
+        )
+        .expect("invariant: metric definitions are valid");
+        register(Box::new(build_info.clone()));
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), PROFILE])
+            .set(1);
+        // CPU seconds, resident and virtual memory, open and maximum file descriptors, threads,
+        // start time: read from /proc at each scrape.
+        #[cfg(target_os = "linux")]
+        register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
         let stream_subscribers = gauge(
             "framecache_stream_subscribers",
             "Hubs connected to an MJPEG stream.",
@@ -173,6 +212,14 @@ impl Metrics {
         let stream_frames_skipped = plain(
             "framecache_stream_frames_skipped_total",
             "Frames a stream subscriber did not get because a newer one was ready (slow hub or slower interval).",
+        );
+        let cache_purges = plain(
+            "framecache_cache_purges_total",
+            "Purge requests carried out (POST /admin/purge).",
+        );
+        let cache_purged_entries = plain(
+            "framecache_cache_purged_entries_total",
+            "Entries removed by purges.",
         );
         let cache_evictions = plain(
             "framecache_cache_evictions_total",
@@ -263,6 +310,9 @@ impl Metrics {
             cache_stored_bytes,
             cache_entries,
             cache_evictions,
+            cache_max_bytes,
+            cache_purges,
+            cache_purged_entries,
             not_modified,
             partial_responses,
             bytes_saved,
@@ -359,8 +409,29 @@ mod tests {
             "framecache_cache_stored_bytes 0",
             "framecache_cache_entries 0",
             "framecache_cache_evictions_total 0",
+            "framecache_cache_max_bytes 0",
+            "framecache_cache_purges_total 0",
+            "framecache_cache_purged_entries_total 0",
         ] {
             assert!(text.contains(line), "missing {line}");
+        }
+    }
+
+    #[test]
+    fn scrape_names_the_build_and_the_process() {
+        let text = String::from_utf8(Metrics::new().render()).unwrap();
+        let build = format!(
+            "framecache_build_info{{profile=\"{PROFILE}\",version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.contains(&build), "missing {build}");
+        if cfg!(target_os = "linux") {
+            let rss = text
+                .lines()
+                .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+                .expect("process_resident_memory_bytes in the scrape");
+            assert!(rss.parse::<f64>().unwrap() > 0.0, "rss {rss}");
+            assert!(text.contains("# TYPE process_open_fds gauge"));
         }
     }
 }

@@ -32,3 +32,22 @@ ensure_cargo() {
 ensure_nginx() {
   [[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null || apt_install nginx-light
 }
+
+ensure_python3() {
+  command -v python3 >/dev/null || apt_install python3
+}
+
+# Debian's Prometheus (and promtool), for the observability test in grafana/test. That test runs
+# its own instance on a free loopback port with its own configuration and data folder, so a
+# system service does not matter to it; but on a machine where we install the package and
+# systemd starts its service, the service would hold port 9090 (camsim's default), so it is
+# stopped and disabled right away. An installation that was already there is left alone.
+ensure_prometheus() {
+  if command -v prometheus >/dev/null && command -v promtool >/dev/null; then
+    return
+  fi
+  apt_install prometheus
+  if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
+    as_root systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  fi
+}

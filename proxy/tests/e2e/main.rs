@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod delivery;
 mod frame;
+mod metrics;
 mod origin;
 mod path;
 mod rendition;
