@@ -221,6 +221,8 @@ def cmd_scenario(args) -> int:
         camsim_before.get("frame_requests", {}).values()
     )
 
+    slow = json.loads((d / "slow.json").read_text()) if (d / "slow.json").exists() else None
+
     checks = k6_checks(summary)
     privacy = {n: c for n, c in checks.items() if n.startswith("privacy:")}
     privacy_passes = sum(c["passes"] for c in privacy.values())
@@ -238,12 +240,20 @@ def cmd_scenario(args) -> int:
         problems.append(f"cross-owner hits counted: {int(cross_owner)}")
     if collisions:
         problems.append(f"cache key collisions counted: {int(collisions)}")
+    if args.scenario == "chaos" and not sum(rejections.values()):
+        problems.append("chaos: the proxy rejected no origin answer (the faults did not reach it)")
+    if slow is not None:
+        privacy_passes += slow["privacy_passes"]
+        privacy_fails += slow["privacy_fails"]
+        checked_frames += slow["parts"]
+        if slow["privacy_fails"]:
+            problems.append(f"slow subscribers: privacy violations {slow['violations'][:5]}")
+        if not slow["parts"]:
+            problems.append("slow subscribers received no frame")
     if privacy_fails:
         problems.append(f"privacy checks failed: {privacy_fails}")
     if not privacy_passes:
         problems.append("no privacy check ran")
-    if args.scenario == "chaos" and not sum(rejections.values()):
-        problems.append("chaos: the proxy rejected no origin answer (the faults did not reach it)")
     thresholds = failed_thresholds(summary)
     problems.extend(f"k6 threshold failed: {t}" for t in thresholds)
 
@@ -277,6 +287,7 @@ def cmd_scenario(args) -> int:
         "key_collisions": int(collisions),
         "privacy_checks": {"passes": privacy_passes, "fails": privacy_fails, "frames": int(checked_frames)},
         "checks": checks,
+        "slow_subscribers": slow,
         "failed_thresholds": thresholds,
         "problems": problems,
     }
@@ -314,6 +325,9 @@ def render_scenario(r: dict) -> str:
         row("range requests", ", ".join(f"{k} {fmt(v)}" for k, v in sorted(r["partial_responses"].items())))
     if r["stream_frames_sent"] or r["stream_frames_skipped"]:
         row("stream frames sent / skipped", f"{fmt(r['stream_frames_sent'])} / {fmt(r['stream_frames_skipped'])}")
+    if r.get("slow_subscribers"):
+        s = r["slow_subscribers"]
+        row("slow subscribers (python, beside k6)", f"{s['subscribers']} at {fmt(s['rate_bytes_per_sec'])} B/s (1 in 5 stalls 8 s): {fmt(s['parts'])} frames, {s['dropped_by_proxy']} dropped by the proxy")
     row("origin rejections by reason", ", ".join(f"{k} {fmt(v)}" for k, v in sorted(r["origin_rejections"].items())) or "0")
     row("auth failures by reason", ", ".join(f"{k} {fmt(v)}" for k, v in sorted(r["auth_failures"].items())) or "0")
     if r["camsim_faults_injected"]:

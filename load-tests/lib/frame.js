@@ -76,3 +76,42 @@ export function locationHash(location, camera) {
   const hash = location.slice(prefix.length).split('?')[0];
   return /^[0-9a-f]{64}$/.test(hash) ? hash : null;
 }
+
+/**
+ * The complete parts of an MJPEG body (`multipart/x-mixed-replace`, possibly cut off where the
+ * hub stopped reading): `[{seq, body}]`, `body` an ArrayBuffer. A part cut short is left out.
+ */
+export function mjpegParts(body) {
+  if (!body || typeof body === 'string') return [];
+  const bytes = new Uint8Array(body);
+  const parts = [];
+  let i = 0;
+  for (;;) {
+    const start = find(bytes, DASHES, i);
+    if (start < 0) break;
+    const headEnd = find(bytes, CRLFCRLF, start);
+    if (headEnd < 0) break;
+    let head = '';
+    for (let k = start; k < headEnd; k++) head += String.fromCharCode(bytes[k]);
+    const length = Number((/content-length:\s*(\d+)/i.exec(head) || [])[1]);
+    const seq = (/x-frame-seq:\s*(\d+)/i.exec(head) || [])[1];
+    const from = headEnd + 4;
+    if (!Number.isFinite(length) || from + length > bytes.length) break;
+    parts.push({ seq, body: body.slice(from, from + length) });
+    i = from + length;
+  }
+  return parts;
+}
+
+const DASHES = Array.from('--framecache-frame\r\n', (c) => c.charCodeAt(0));
+const CRLFCRLF = [13, 10, 13, 10];
+
+function find(bytes, needle, from) {
+  const last = bytes.length - needle.length;
+  for (let i = from; i <= last; i++) {
+    let j = 0;
+    while (j < needle.length && bytes[i + j] === needle[j]) j++;
+    if (j === needle.length) return i;
+  }
+  return -1;
+}
