@@ -347,6 +347,125 @@ def render_scenario(r: dict) -> str:
 # --- compare ------------------------------------------------------------------------------------
 
 
+def cmd_cpu(args) -> int:
+    """CPU seconds (utime + stime) of PID and every descendant, from /proc."""
+    import os
+
+    ticks = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses: fields follow the last ")".
+        fields = text[text.rindex(")") + 2:].split()
+        ppid, utime, stime = int(fields[1]), int(fields[11]), int(fields[12])
+        stats[int(entry.name)] = (ppid, utime + stime)
+    tree, frontier = set(), {args.pid}
+    while frontier:
+        tree |= frontier
+        frontier = {pid for pid, (ppid, _) in stats.items() if ppid in frontier and pid not in tree}
+    print(f"{sum(stats[pid][1] for pid in tree if pid in stats) / ticks:.2f}")
+    return 0
+
+
+TARGETS = ["framecache", "nginx", "varnish"]
+NAMES = {"framecache": "framecache", "nginx": "nginx proxy_cache", "varnish": "Varnish"}
+
+
+def cmd_compare(args) -> int:
+    d = Path(args.dir)
+    rows = []
+    for workload in ("hit", "miss"):
+        for rnd in range(1, args.rounds + 1):
+            for target in TARGETS:
+                name = f"{workload}-{rnd}-{target}"
+                if not (d / f"{name}.summary.json").exists():
+                    continue
+                summary = json.loads((d / f"{name}.summary.json").read_text())
+                m = summary["metrics"]
+                before, after = (float(x) for x in (d / f"{name}.cpu").read_text().split())
+                sb = json.loads((d / f"{name}.camsim.before.json").read_text())
+                sa = json.loads((d / f"{name}.camsim.after.json").read_text())
+                checks = k6_checks(summary)
+                privacy = [c for n, c in checks.items() if n.startswith("privacy:")]
+                requests = m["http_reqs{route:frame}"]["count"]
+                rows.append({
+                    "workload": workload,
+                    "round": rnd,
+                    "target": target,
+                    "requests": requests,
+                    "rps": m["http_reqs{route:frame}"]["rate"],
+                    "p50_ms": m["http_req_duration{route:frame}"]["med"],
+                    "p99_ms": m["http_req_duration{route:frame}"]["p(99)"],
+                    "cpu_secs": after - before,
+                    "cpu_secs_per_1000": 1000 * (after - before) / requests if requests else None,
+                    "origin_requests": sum(sa["frame_requests"].values()) - sum(sb["frame_requests"].values()),
+                    "privacy_passes": sum(c["passes"] for c in privacy),
+                    "privacy_fails": sum(c["fails"] for c in privacy),
+                })
+    means = {}
+    for workload in ("hit", "miss"):
+        for target in TARGETS:
+            rs = [r for r in rows if r["workload"] == workload and r["target"] == target]
+            if not rs:
+                continue
+            avg = lambda k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
+            means[(workload, target)] = {k: avg(k) for k in ("rps", "p50_ms", "p99_ms", "cpu_secs_per_1000", "origin_requests", "requests")}
+    report = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "machine": "2-core development machine",
+        "command": args.run_command,
+        "profile": args.profile,
+        "rounds": rows,
+        "means": [{"workload": w, "target": t, **v} for (w, t), v in means.items()],
+    }
+    (d / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    text = render_compare(report, means)
+    (d / "report.md").write_text(text)
+    print()
+    print(text, end="")
+    print(f"\nreports: {d / 'report.md'}, {d / 'report.json'}")
+    fails = sum(r["privacy_fails"] for r in rows)
+    if fails:
+        print(f"FAILED: {fails} privacy checks failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def render_compare(report: dict, means: dict) -> str:
+    lines = [
+        f"Compare — {report['date']}, {report['machine']}, `{report['command']}` ({report['profile']} build).",
+        "",
+        "| workload | target | req/s | p99 ms | CPU s / 1,000 req | origin requests | req/s vs framecache | p99 vs framecache |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for workload, label in (("hit", "hit-heavy"), ("miss", "miss-heavy")):
+        base = means.get((workload, "framecache"))
+        for target in TARGETS:
+            m = means.get((workload, target))
+            if not m:
+                continue
+            rps_ratio = f"{m['rps'] / base['rps']:.2f}×" if base and base["rps"] else "–"
+            p99_ratio = f"{m['p99_ms'] / base['p99_ms']:.2f}×" if base and base["p99_ms"] else "–"
+            lines.append(
+                f"| {label} | {NAMES[target]} | {m['rps']:,.0f} | {m['p99_ms']:.2f} | "
+                f"{fmt(m['cpu_secs_per_1000'], 3)} | {m['origin_requests']:,.0f} | {rps_ratio} | {p99_ratio} |"
+            )
+    lines += ["", "Rounds (alternating, rotating order):", "",
+              "| workload | round | target | requests | req/s | p50 ms | p99 ms | CPU s | origin requests | privacy checks failed |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in report["rounds"]:
+        lines.append(
+            f"| {r['workload']} | {r['round']} | {NAMES[r['target']]} | {r['requests']:,} | {r['rps']:,.0f} | "
+            f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['cpu_secs']:.2f} | {r['origin_requests']:,} | {r['privacy_fails']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -359,8 +478,15 @@ def main() -> int:
     s.add_argument("--dir", required=True)
     s.add_argument("--k6-exit", type=int, default=0)
     s.add_argument("--elapsed", type=int, default=0)
+    cpu = sub.add_parser("cpu")
+    cpu.add_argument("pid", type=int)
+    cmp = sub.add_parser("compare")
+    cmp.add_argument("--dir", required=True)
+    cmp.add_argument("--rounds", type=int, default=3)
+    cmp.add_argument("--profile", default="release")
+    cmp.add_argument("--command", dest="run_command", default="load-tests/run compare")
     args = parser.parse_args()
-    return {"config": cmd_config, "scenario": cmd_scenario}[args.command](args)
+    return {"config": cmd_config, "scenario": cmd_scenario, "cpu": cmd_cpu, "compare": cmd_compare}[args.command](args)
 
 
 if __name__ == "__main__":
