@@ -135,8 +135,8 @@ def k6_checks(summary: dict) -> dict[str, dict[str, int]]:
 
 def trend(summary: dict, metric: str) -> dict | None:
     m = summary.get("metrics", {}).get(metric)
-    if not m or "med" not in m:
-        return None
+    if not m or "med" not in m or m.get("max", 0) == 0:
+        return None  # no samples
     return {"p50": m["med"], "p95": m["p(95)"], "p99": m["p(99)"], "max": m["max"]}
 
 
@@ -185,6 +185,23 @@ def fmt(value, digits=2, suffix="") -> str:
 
 def pct(value) -> str:
     return "–" if value is None else f"{100 * value:.1f} %"
+
+
+# Every framecache metric this report reads (SPEC's names plus the delivery ones).
+USED_METRICS = [
+    "framecache_requests_total",
+    "framecache_cache_lookups_total",
+    "framecache_origin_requests_total",
+    "framecache_origin_rejections_total",
+    "framecache_auth_failures_total",
+    "framecache_response_bytes_total",
+    "framecache_cache_cross_owner_hits_total",
+    "framecache_cache_key_collisions_total",
+    "framecache_not_modified_total",
+    "framecache_partial_responses_total",
+    "framecache_stream_frames_sent_total",
+    "framecache_stream_frames_skipped_total",
+]
 
 
 def cmd_scenario(args) -> int:
@@ -236,6 +253,9 @@ def cmd_scenario(args) -> int:
             latency[m.group(1)] = trend(summary, metric)
 
     problems = []
+    # A metric missing from the scrape would read as 0 above: every one used must exist.
+    scraped = {metric for metric, _ in diff.after}
+    problems.extend(f"metric missing from /metrics: {name}" for name in USED_METRICS if name not in scraped)
     if cross_owner:
         problems.append(f"cross-owner hits counted: {int(cross_owner)}")
     if collisions:
