@@ -6,7 +6,7 @@ import { check } from 'k6';
 import { Counter } from 'k6/metrics';
 
 import { num } from './env.js';
-import { PRIVACY, checkFrame, locationHash } from './frame.js';
+import { checkFrame, locationHash } from './frame.js';
 import { byHashUrl, isFrame, latestUrl, params } from './hubs.js';
 
 /** `--duration` of `load-tests/run`, or `fallback`. */
@@ -125,5 +125,3 @@ export function fetchResumed(hub, state, extra = {}) {
   checkedFrames.add(1);
   return true;
 }
-
-export { PRIVACY };

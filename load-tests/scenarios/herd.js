@@ -9,9 +9,15 @@ import { sleep } from 'k6';
 
 import { num } from '../lib/env.js';
 import { byHashUrl, hub, latestUrl, owners, pairs, params } from '../lib/hubs.js';
-import { PRIVACY_THRESHOLDS, afterLatest, duration, newHubState, vus } from '../lib/scenario.js';
 import { checkFrame } from '../lib/frame.js';
-import { checkedFrames } from '../lib/scenario.js';
+import {
+  PRIVACY_THRESHOLDS,
+  afterLatest,
+  checkedFrames,
+  duration,
+  newHubState,
+  vus,
+} from '../lib/scenario.js';
 
 const HUBS_PER_VU = num('HUBS_PER_VU', 24);
 const OK = http.expectedStatuses(200, 304);
