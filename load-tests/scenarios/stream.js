@@ -21,6 +21,8 @@ export const options = {
   },
   thresholds: Object.assign({}, PRIVACY_THRESHOLDS, {
     stream_parts_received: ['count>0'],
+    // Time to the response head (every stream ends in a deliberate hang-up, so no error rate).
+    'http_req_waiting{route:stream}': ['p(95)<500', 'p(99)<1500'],
     'checks{kind:stream}': ['rate==1'],
   }),
 };
