@@ -7,13 +7,12 @@
 import http from 'k6/http';
 import { sleep } from 'k6';
 
-import { num } from '../lib/env.js';
-import { byHashUrl, hub, latestUrl, owners, pairs, params } from '../lib/hubs.js';
-import { checkFrame } from '../lib/frame.js';
+import { BASE_URL, num } from '../lib/env.js';
+import { hub, isFrame, latestUrl, owners, pairs, params } from '../lib/hubs.js';
 import {
   PRIVACY_THRESHOLDS,
   afterLatest,
-  checkedFrames,
+  checkAnswer,
   duration,
   newHubState,
   vus,
@@ -62,21 +61,18 @@ export default function (data) {
   );
   answers.forEach((res, i) => afterLatest(res, hubs[i].hub, hubs[i].state));
   // One hub in ten follows Content-Location to the frame by hash (a cache hit).
-  const follow = hubs.filter(({ state }) => state.hash && Math.random() < 0.1);
+  const follow = hubs.filter(({ state }) => state.location && Math.random() < 0.1);
   if (follow.length) {
     const byHash = http.batch(
       follow.map(({ hub: h, state }) => [
         'GET',
-        byHashUrl(h.camera, state.hash),
+        `${BASE_URL}${state.location}`,
         null,
         params(h, 'frame_by_hash', { responseCallback: OK }),
       ]),
     );
     byHash.forEach((res, i) => {
-      if (res.status === 200) {
-        checkFrame(res.body, res.headers['X-Frame-Seq'], follow[i].hub, follow[i].hub.camera, 'frame_by_hash');
-        checkedFrames.add(1);
-      }
+      if (isFrame(res)) checkAnswer(res, follow[i].hub, 'frame_by_hash');
     });
   }
   sleep(0.9 + Math.random() * 0.2);
