@@ -48,7 +48,9 @@ export const options = {
   thresholds: Object.assign({}, PRIVACY_THRESHOLDS, {
     http_req_failed: ['rate<0.001'],
     'checks{kind:rendition}': ['rate==1'],
-    'http_req_duration{route:frame}': ['p(95)<250', 'p(99)<1000'],
+    // A latest frame that misses waits for the origin's fresh 720p frame and then for its
+    // rendering, on the same two cores as camsim and k6: looser than fleet's all-full hits.
+    'http_req_duration{route:frame}': ['p(95)<750', 'p(99)<1500'],
     'http_req_duration{route:frame_by_hash}': ['p(95)<250', 'p(99)<1000'],
   }),
 };
