@@ -82,6 +82,9 @@ EXERCISED = {
     "Stream subscribers": "an MJPEG subscriber",
     "Stream frames": "an MJPEG subscriber",
     "Skipped share": "cameras faster than the stream interval",
+    "Renditions by result": "thumbnails are asked for",
+    "Rendering time": "thumbnails are rendered",
+    "Renditions served, by reason": "variant= and Save-Data requests",
     "Resident memory": "the process runs",
     "File descriptors used": "the process runs",
     "Uptime": "the process runs",
@@ -308,6 +311,8 @@ class Traffic:
                     self.get(by_hash, {**auth, "Range": "bytes=0-99"})
                     self.get(by_hash, {**auth, "If-None-Match": h["etag"]})
                     self.get(by_hash, {**auth, "Range": "bytes=99999999-"})
+                    self.get(f"{latest}?variant=thumb", auth)
+                    self.get(latest, {**auth, "Save-Data": "on"})
                 if self.stop.wait(0.05):
                     return
 
