@@ -33,14 +33,22 @@ pub fn etag(frame: &StoredFrame) -> String {
     format!("\"{}\"", frame.hash)
 }
 
-/// Body bytes handed to the connection per write: the write timeout applies to each, so a hub
-/// must take at least this many bytes per `delivery.write_timeout_ms` to stay connected.
-pub const WRITE_CHUNK: usize = 16 * 1024;
+/// A hub must take at least this many bytes per `delivery.write_timeout_ms` to stay connected
+/// (1.6 KB/s with the default 10 s).
+pub const MIN_BYTES_PER_WRITE_TIMEOUT: usize = 16 * 1024;
 
-/// The longest a whole body of `len` bytes may take: one write timeout per [`WRITE_CHUNK`],
-/// and one more for the headers and the final flush.
+/// The send rate, bytes per second, below which a write to a hub times out: Pingora gives each
+/// write of `n` bytes `n / rate` seconds (at least one), so a body goes out in one write, not in
+/// slices, and a slow hub is still served.
+pub fn min_send_rate(write_timeout: Duration) -> usize {
+    let millis = write_timeout.as_millis().max(1);
+    ((MIN_BYTES_PER_WRITE_TIMEOUT as u128 * 1000) / millis).max(1) as usize
+}
+
+/// The longest a whole body of `len` bytes may take, headers and the final flush included (the
+/// flush has no timeout of its own): one write timeout per 16 KiB, and two more.
 pub fn write_deadline(write_timeout: Duration, len: usize) -> Duration {
-    let writes = len.div_ceil(WRITE_CHUNK) as u32 + 2;
+    let writes = len.div_ceil(MIN_BYTES_PER_WRITE_TIMEOUT) as u32 + 2;
     write_timeout.saturating_mul(writes)
 }
 
@@ -145,9 +153,8 @@ pub fn frame_response(
     Ok((h, body))
 }
 
-/// Writes a response (headers only for HEAD); returns the body bytes sent. The body goes out
-/// in [`WRITE_CHUNK`] slices of the shared bytes (no copy), each within the session's write
-/// timeout.
+/// Writes a response (headers only for HEAD); returns the body bytes sent. The body is the
+/// shared bytes, not a copy.
 pub async fn write_response(
     session: &mut Session,
     header: ResponseHeader,
@@ -161,14 +168,8 @@ pub async fn write_response(
     let Some(body) = body else {
         return Ok(0);
     };
-    let mut sent = 0;
-    while sent < body.len() {
-        let end = (sent + WRITE_CHUNK).min(body.len());
-        session
-            .write_response_body(Some(body.slice(sent..end)), end == body.len())
-            .await?;
-        sent = end;
-    }
+    let sent = body.len();
+    session.write_response_body(Some(body), true).await?;
     Ok(sent)
 }
 
@@ -290,6 +291,22 @@ pub async fn write_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slow_hubs_get_time_in_proportion_to_the_body() {
+        // 16 KiB per write timeout: 1.6 KB/s at the default 10 s.
+        assert_eq!(min_send_rate(Duration::from_secs(10)), 1638);
+        assert_eq!(min_send_rate(Duration::from_millis(300)), 54_613);
+        assert_eq!(min_send_rate(Duration::from_secs(600)), 27);
+        assert_eq!(
+            write_deadline(Duration::from_secs(10), 94_000),
+            Duration::from_secs(80)
+        );
+        assert_eq!(
+            write_deadline(Duration::from_secs(1), 0),
+            Duration::from_secs(2)
+        );
+    }
     use crate::origin::Rejection;
 
     #[test]

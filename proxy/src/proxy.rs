@@ -73,9 +73,10 @@ impl Edge {
     /// Answers one hub request; an `Err` is a failure to write to the hub.
     async fn serve(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<()> {
         let head = session.req_header().method == http::Method::HEAD;
-        // Per write of at most `delivery::WRITE_CHUNK` bytes: a hub that takes nothing for this
-        // long is dropped, one that is merely slow is served.
+        // A hub that takes less than 16 KiB per write timeout is dropped; one that is merely
+        // slow is served.
         session.set_write_timeout(Some(self.delivery.write_timeout));
+        session.set_min_send_rate(Some(delivery::min_send_rate(self.delivery.write_timeout)));
         // Pingora keeps an HTTP/1.1 connection open forever between requests unless told.
         session.set_keepalive(Some(self.delivery.idle_timeout.as_secs()));
         let result = match self.frame(session, ctx).await {
@@ -193,19 +194,26 @@ impl Edge {
                     busy_time_us: i.tcpi_busy_time,
                 })
             });
-        let source = choice::Source {
-            len: frame.body.len(),
-            width: render::dimensions(&frame.body).map(|(w, _)| w),
-        };
+        // Read only when a smaller rendition is weighed (a fast link settles on `full` first).
+        let source = std::cell::OnceCell::new();
         let (rendition, reason) = choice::choose(
             &self.delivery.renditions,
             &session.req_header().headers,
             measured,
             self.delivery.target_time,
             |r| {
+                if r.variant.is_full() {
+                    return frame.body.len();
+                }
                 self.cache
                     .cached_rendition_len(owner, camera, frame.hash, *r)
-                    .unwrap_or_else(|| choice::estimate(r, &source))
+                    .unwrap_or_else(|| {
+                        let source = source.get_or_init(|| choice::Source {
+                            len: frame.body.len(),
+                            width: render::dimensions(&frame.body).map(|(w, _)| w),
+                        });
+                        choice::estimate(r, source)
+                    })
             },
         );
         Chosen { rendition, reason }

@@ -20,7 +20,7 @@ use crate::cache::store::StoredFrame;
 use crate::cache::FrameCache;
 use crate::config::DeliveryConfig;
 use crate::delivery::choice::ACCEPT_CH;
-use crate::delivery::{self, etag, Chosen, HubError, WRITE_CHUNK};
+use crate::delivery::{self, etag, Chosen, HubError};
 use crate::identity::{CameraId, OwnerId};
 use crate::metrics::Metrics;
 
@@ -142,17 +142,13 @@ impl Subscriber<'_> {
                     metrics.stream_frames_skipped.inc_by(missed);
                 }
                 for bytes in part(&frame, chosen) {
-                    // In slices, each within the write timeout, so that a slow hub is served
-                    // and only one that takes nothing is dropped.
-                    for at in (0..bytes.len()).step_by(WRITE_CHUNK) {
-                        let slice = bytes.slice(at..(at + WRITE_CHUNK).min(bytes.len()));
-                        let len = slice.len();
-                        // The hub went away or stalled past the write timeout: the stream ends.
-                        if let Err(e) = session.write_response_body(Some(slice), false).await {
-                            return Ok((sent, e));
-                        }
-                        sent += len;
+                    let len = bytes.len();
+                    // The hub went away or took too little for too long (the session's minimum
+                    // send rate): the stream ends.
+                    if let Err(e) = session.write_response_body(Some(bytes), false).await {
+                        return Ok((sent, e));
                     }
+                    sent += len;
                 }
                 let variant = chosen.rendition.variant.as_str();
                 metrics.stream_frames_sent.inc();
