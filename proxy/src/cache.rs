@@ -312,10 +312,12 @@ impl FrameCache {
         let purges = self.purges.load(Ordering::SeqCst);
         // Built before the task, so that a task dropped unpolled (at shutdown) still releases
         // the flight's waiters.
-        let mut guard = FillGuard {
+        let mut guard = FlightGuard {
             cache: Arc::clone(self),
+            flights: |cache| &cache.flights,
             key,
             flight: Some(flight),
+            abandoned: || Err(OriginError::Io("the fetch ended without an answer".into())),
         };
         tokio::spawn(async move {
             let result = guard.cache.fill(key, &identity, purges).await;
@@ -432,28 +434,32 @@ impl FrameCache {
     }
 }
 
-/// Retires a flight whose fill ended without a result (a panic, or a task dropped at
-/// shutdown), so that its waiters fetch for themselves instead of waiting on it.
-struct FillGuard {
+/// Finishes a flight of the cache (an origin fetch or a rendering) with its result, or, if the
+/// task running it ends without one (a panic, or a task dropped at shutdown), with the
+/// `abandoned` error, so that its waiters never wait on it for ever. Built before the task is
+/// spawned.
+struct FlightGuard<R: Clone> {
     cache: Arc<FrameCache>,
+    /// Which of the cache's flight maps the flight is in.
+    flights: fn(&FrameCache) -> &Flights<R>,
     key: KeyDigest,
     /// Taken when the flight is finished.
-    flight: Option<Arc<flight::Flight>>,
+    flight: Option<Arc<flight::Flight<R>>>,
+    abandoned: fn() -> R,
 }
 
-impl FillGuard {
-    fn finish(&mut self, result: flight::FlightResult) {
+impl<R: Clone> FlightGuard<R> {
+    fn finish(&mut self, result: R) {
         if let Some(flight) = self.flight.take() {
-            self.cache.flights.finish(&self.key, &flight, result);
+            (self.flights)(&self.cache).finish(&self.key, &flight, result);
         }
     }
 }
 
-impl Drop for FillGuard {
+impl<R: Clone> Drop for FlightGuard<R> {
     fn drop(&mut self) {
-        self.finish(Err(OriginError::Io(
-            "the fetch ended without an answer".into(),
-        )));
+        let abandoned = (self.abandoned)();
+        self.finish(abandoned);
     }
 }
 

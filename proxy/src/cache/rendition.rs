@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 use super::flight::{Flight, Join};
 use super::key::{Identity, KeyDigest, Route};
 use super::store::{Entry, StoredFrame};
-use super::{FrameCache, Served};
+use super::{FlightGuard, FrameCache, Served};
 use crate::identity::{CameraId, ContentHash, OwnerId};
 use crate::origin::OriginError;
 use crate::render;
@@ -102,19 +102,6 @@ impl Drop for Admitted {
 }
 
 impl FrameCache {
-    /// `rendition` of the frame of `route` for `owner`: the frame itself for `full`, else the
-    /// cached rendition of that frame, made now if there is none.
-    pub async fn get_rendition(
-        self: &Arc<Self>,
-        owner: &OwnerId,
-        camera: &CameraId,
-        route: Route,
-        rendition: Rendition,
-    ) -> Result<Served, RenditionError> {
-        let source = self.get(owner, camera, route).await?;
-        self.rendition_of(owner, camera, source, rendition).await
-    }
-
     /// `rendition` of `source`, a frame the cache served to `owner` for `camera`.
     pub async fn rendition_of(
         self: &Arc<Self>,
@@ -236,10 +223,16 @@ impl FrameCache {
         // The generation the source frame was served under: a purge since then keeps the
         // rendition out of the cache.
         let purges = source.purges;
-        let mut guard = RenderGuard {
+        let mut guard = FlightGuard {
             cache: Arc::clone(self),
+            flights: |cache| &cache.renders,
             key,
             flight: Some(flight),
+            abandoned: || {
+                Err(RenditionError::Failed(
+                    "the rendering ended without an answer".into(),
+                ))
+            },
         };
         let source = source.clone();
         tokio::spawn(async move {
@@ -326,28 +319,5 @@ impl FrameCache {
 
     fn count_rendition(&self, result: &str) {
         self.metrics.renditions.with_label_values(&[result]).inc();
-    }
-}
-
-/// Releases a rendering's waiters even if its task never runs to the end.
-struct RenderGuard {
-    cache: Arc<FrameCache>,
-    key: KeyDigest,
-    flight: Option<Arc<Flight<RenderResult>>>,
-}
-
-impl RenderGuard {
-    fn finish(&mut self, result: RenderResult) {
-        if let Some(flight) = self.flight.take() {
-            self.cache.renders.finish(&self.key, &flight, result);
-        }
-    }
-}
-
-impl Drop for RenderGuard {
-    fn drop(&mut self) {
-        self.finish(Err(RenditionError::Failed(
-            "the rendering ended without an answer".into(),
-        )));
     }
 }
