@@ -5,8 +5,9 @@
 //! window per owner-scoped camera, the cache's coalescing does the rest) and writes it if it is
 //! newer than the last one sent. A slow hub holds at most the one frame being written: while
 //! that write is blocked, newer frames are simply not fetched, and the next one it gets is the
-//! newest (the seqs it missed are counted as skipped). A hub that accepts nothing for
-//! `delivery.write_timeout_ms` is dropped.
+//! newest (the seqs it missed are counted as skipped). A hub that takes less than 16 KiB per
+//! `delivery.write_timeout_ms` is dropped. Each frame goes out in the rendition asked for, or
+//! the one chosen for the hub's link as it is when that frame is sent.
 
 use std::sync::Arc;
 
