@@ -143,7 +143,7 @@ impl Metrics {
         );
         let hub_write_timeouts = counter(
             "framecache_hub_write_timeouts_total",
-            "Hubs dropped because they accepted no bytes for delivery.write_timeout_ms, by route.",
+            "Hubs dropped for taking less than 16 KiB per delivery.write_timeout_ms, by route.",
             &["route"],
         );
         let cache_lookups = counter(
