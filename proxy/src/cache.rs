@@ -372,30 +372,36 @@ impl FrameCache {
         fresh_for: Duration,
         purges_before: u64,
     ) -> bool {
+        let by_hash = identity.with_route(Route::ByHash(frame.hash));
+        let mut entries = vec![(self.store.key(&by_hash), by_hash, Duration::MAX)];
+        if identity.route == Route::Latest {
+            entries.push((key, identity.clone(), fresh_for));
+        }
+        self.keep(frame, entries, purges_before)
+    }
+
+    /// Stores `frame` under each (key, identity, freshness) of `entries`, unless a purge has
+    /// happened since `purges_before`. Returns whether all were kept.
+    fn keep(
+        &self,
+        frame: &Arc<StoredFrame>,
+        entries: Vec<(KeyDigest, Identity, Duration)>,
+        purges_before: u64,
+    ) -> bool {
         if self.purges.load(Ordering::SeqCst) != purges_before {
             return false;
         }
         let now = std::time::Instant::now();
-        let by_hash = identity.with_route(Route::ByHash(frame.hash));
-        let mut stored = vec![(self.store.key(&by_hash), by_hash)];
-        if identity.route == Route::Latest {
-            stored.push((key, identity.clone()));
-        }
-        let mut entries = Vec::with_capacity(2);
+        let mut keys = Vec::with_capacity(entries.len());
         let mut kept = true;
-        for (key, identity) in stored {
-            let fresh_for = if identity.route == Route::Latest {
-                fresh_for
-            } else {
-                Duration::MAX
-            };
+        for (key, identity, fresh_for) in entries {
             let entry = Entry::new(identity, Arc::clone(frame), now, fresh_for);
             kept &= self.store.insert(key, entry);
-            entries.push(key);
+            keys.push(key);
         }
         // A purge that began while we stored: it may not have seen our entries; take them back.
         if self.purges.load(Ordering::SeqCst) != purges_before {
-            for key in entries {
+            for key in keys {
                 if let Some(entry) = self.store.get(&key) {
                     if Arc::ptr_eq(&entry.frame, frame) {
                         self.store.remove_if_same(&key, &entry);

@@ -6,14 +6,14 @@
 pub mod choice;
 pub mod condition;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
 use crate::auth::AuthError;
-use std::sync::Arc;
-use std::time::Duration;
-
 use crate::cache::rendition::RenditionError;
 use crate::cache::store::StoredFrame;
 use crate::cache::FrameCache;
@@ -89,13 +89,14 @@ pub async fn rendition(
     }
 }
 
-/// The response header of a frame answered as `answer` (not `Unsatisfiable`, an error), and
-/// the body to send with it.
+/// The response header of a frame answered as `answer` (not `Unsatisfiable`, an error), with
+/// its [`etag`], and the body to send with it.
 pub fn frame_response(
     served: &Served,
     req: &HubRequest,
     answer: Answer,
     chosen: Chosen,
+    etag: String,
 ) -> pingora::Result<(ResponseHeader, Option<Bytes>)> {
     let frame = &served.frame;
     let len = frame.body.len();
@@ -113,7 +114,7 @@ pub fn frame_response(
         h.insert_header("content-range", format!("bytes {start}-{end}/{len}"))?;
     }
     h.insert_header("accept-ranges", "bytes")?;
-    h.insert_header("etag", etag(frame))?;
+    h.insert_header("etag", etag)?;
     let cache_control = match req.target {
         Target::ByHash(_) => IMMUTABLE.to_string(),
         _ if served.no_store => "private, no-store".to_string(),

@@ -23,7 +23,7 @@ use crate::config::{Config, DeliveryConfig};
 use crate::delivery::choice::{self, Link, Reason, TcpInfo};
 use crate::delivery::condition::Answer;
 use crate::delivery::{self, Chosen, HubError};
-use crate::identity::{CameraId, OwnerId};
+use crate::identity::OwnerId;
 use crate::metrics::Metrics;
 use crate::render;
 use crate::route::{self, HubRequest, RouteLabel, Target};
@@ -96,12 +96,8 @@ impl Edge {
             Target::ByHash(hash) => Route::ByHash(hash),
             Target::Stream => {
                 // Chosen per frame: a subscriber whose link changes gets other renditions.
-                let choose = |session: &Session, frame: &StoredFrame| match req.variant {
-                    Some(rendition) => Chosen {
-                        rendition,
-                        reason: Reason::Requested,
-                    },
-                    None => self.choose(session, grant.owner(), &req.camera, frame),
+                let choose = |session: &Session, frame: &StoredFrame| {
+                    self.chosen(session, &req, grant.owner(), frame)
                 };
                 let subscriber = stream::Subscriber {
                     cache: &self.cache,
@@ -122,34 +118,18 @@ impl Edge {
         let owner = grant.owner();
         let source = self.cache.get(owner, &req.camera, route).await?;
         ctx.lookup = Some(source.lookup);
-        let chosen = match (req.variant, &req.target) {
-            (Some(rendition), _) => Chosen {
-                rendition,
-                reason: Reason::Requested,
-            },
-            // A content address names the frame with those bytes: never another rendition
-            // unless one is asked for.
-            (None, Target::ByHash(_)) => Chosen {
-                rendition: Rendition::FULL,
-                reason: Reason::Requested,
-            },
-            (None, _) => self.choose(session, owner, &req.camera, &source.frame),
-        };
+        let chosen = self.chosen(session, &req, owner, &source.frame);
         let (served, chosen) =
             delivery::rendition(&self.cache, owner, &req.camera, source, chosen).await?;
         ctx.chosen = Some(chosen);
         let len = served.frame.body.len();
-        let answer = Answer::decide(
-            &session.req_header().headers,
-            req.head,
-            &delivery::etag(&served.frame),
-            len,
-        );
+        let etag = delivery::etag(&served.frame);
+        let answer = Answer::decide(&session.req_header().headers, req.head, &etag, len);
         ctx.answer = Some((answer, len));
         if answer == Answer::Unsatisfiable {
             return Err(HubError::unsatisfiable(len));
         }
-        let (header, body) = delivery::frame_response(&served, &req, answer, chosen)
+        let (header, body) = delivery::frame_response(&served, &req, answer, chosen, etag)
             .map_err(|e| HubError::new(500, "internal", e.to_string()))?;
         // The hub going away mid-body is not an error to answer: the connection is dropped.
         // Each write has the write timeout; the whole body a deadline, so that a hub taking a
@@ -173,27 +153,38 @@ impl Edge {
         Ok(())
     }
 
-    /// The rendition for a hub that did not ask for one: from its hints, else from what its
-    /// connection's `TCP_INFO` says of the link, within `delivery.target_time_ms`.
-    fn choose(
+    /// The rendition of `frame` to answer `req` with: the one asked for; `full` for a content
+    /// address (it names the frame with those bytes); else the proxy's choice for the hub, from
+    /// its hints or from what its connection's `TCP_INFO` says of the link, within
+    /// `delivery.target_time_ms`.
+    fn chosen(
         &self,
         session: &Session,
+        req: &HubRequest,
         owner: &OwnerId,
-        camera: &CameraId,
         frame: &StoredFrame,
     ) -> Chosen {
-        let measured = session
-            .digest()
-            .and_then(|d| d.socket_digest.as_ref())
-            .and_then(|s| s.tcp_info())
-            .and_then(|i| {
-                Link::measured(&TcpInfo {
-                    delivery_rate: i.tcpi_delivery_rate,
-                    rtt_us: i.tcpi_rtt,
-                    bytes_acked: i.tcpi_bytes_acked,
-                    busy_time_us: i.tcpi_busy_time,
-                })
-            });
+        let asked = match (req.variant, &req.target) {
+            (Some(rendition), _) => Some(rendition),
+            (None, Target::ByHash(_)) => Some(Rendition::FULL),
+            (None, _) => None,
+        };
+        if let Some(rendition) = asked {
+            return Chosen {
+                rendition,
+                reason: Reason::Requested,
+            };
+        }
+        let camera = &req.camera;
+        let measured = || {
+            let info = session.digest()?.socket_digest.as_ref()?.tcp_info()?;
+            Link::measured(&TcpInfo {
+                delivery_rate: info.tcpi_delivery_rate,
+                rtt_us: info.tcpi_rtt,
+                bytes_acked: info.tcpi_bytes_acked,
+                busy_time_us: info.tcpi_busy_time,
+            })
+        };
         // Read only when a smaller rendition is weighed (a fast link settles on `full` first).
         let source = std::cell::OnceCell::new();
         let (rendition, reason) = choice::choose(

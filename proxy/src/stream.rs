@@ -81,34 +81,24 @@ pub struct Subscriber<'a> {
 }
 
 impl Subscriber<'_> {
-    /// The latest frame in the rendition chosen for it, and that choice.
-    async fn latest(&self, session: &Session) -> Result<(Arc<StoredFrame>, Chosen), HubError> {
+    /// The latest frame in the rendition chosen for it, and that choice; `None` when its seq
+    /// is `sent` (the frame the hub already has).
+    async fn latest(
+        &self,
+        session: &Session,
+        sent: Option<u64>,
+    ) -> Result<Option<(Arc<StoredFrame>, Chosen)>, HubError> {
         let source = self
             .cache
             .get(self.owner, self.camera, Route::Latest)
             .await?;
-        let chosen = (self.choose)(session, &source.frame);
-        let (served, chosen) =
-            delivery::rendition(self.cache, self.owner, self.camera, source, chosen).await?;
-        Ok((served.frame, chosen))
-    }
-
-    /// The latest frame if it is newer than `seq`.
-    async fn newer(&self, session: &Session, seq: u64) -> Option<(Arc<StoredFrame>, Chosen)> {
-        let source = self
-            .cache
-            .get(self.owner, self.camera, Route::Latest)
-            .await
-            .ok()?;
-        if source.frame.seq == seq {
-            return None;
+        if Some(source.frame.seq) == sent {
+            return Ok(None);
         }
         let chosen = (self.choose)(session, &source.frame);
         let (served, chosen) =
-            delivery::rendition(self.cache, self.owner, self.camera, source, chosen)
-                .await
-                .ok()?;
-        Some((served.frame, chosen))
+            delivery::rendition(self.cache, self.owner, self.camera, source, chosen).await?;
+        Ok(Some((served.frame, chosen)))
     }
 
     /// Serves the stream until the hub goes away or stalls. Returns the body bytes sent and the
@@ -120,7 +110,10 @@ impl Subscriber<'_> {
     ) -> Result<(usize, Box<pingora::Error>), HubError> {
         let (config, metrics) = (self.config, self.metrics);
         // The first frame decides the answer: no frame, no stream.
-        let (mut frame, mut chosen) = self.latest(session).await?;
+        let (mut frame, mut chosen) = self
+            .latest(session, None)
+            .await?
+            .expect("invariant: with no seq sent, the latest frame is always new");
         let Ok(header) = header() else {
             return Err(HubError::new(
                 500,
@@ -167,7 +160,7 @@ impl Subscriber<'_> {
             next = (next + config.stream_interval).max(tokio::time::Instant::now());
             tokio::time::sleep_until(next).await;
             // An origin hiccup keeps the last frame on screen; the next tick tries again.
-            if let Some(newer) = self.newer(session, frame.seq).await {
+            if let Ok(Some(newer)) = self.latest(session, Some(frame.seq)).await {
                 (frame, chosen) = newer;
             }
         }

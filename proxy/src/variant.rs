@@ -143,12 +143,6 @@ impl Catalogue {
     }
 }
 
-impl Default for Catalogue {
-    fn default() -> Self {
-        Catalogue::built_in()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

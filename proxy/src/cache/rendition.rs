@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 
 use super::flight::{Flight, Join};
 use super::key::{Identity, KeyDigest, Route};
-use super::store::{Entry, StoredFrame};
+use super::store::StoredFrame;
 use super::{FlightGuard, FrameCache, Served};
 use crate::identity::{CameraId, ContentHash, OwnerId};
 use crate::origin::OriginError;
@@ -193,10 +193,7 @@ impl FrameCache {
                     "a rendering under the same key digest is under way for another identity"
                 );
                 // Made for this request alone, and not stored.
-                return self
-                    .make(&identity, source, rendition, None)
-                    .await
-                    .map(|(frame, _)| frame);
+                return self.make(key, &identity, source, rendition, None).await;
             }
         };
         // Renderings take milliseconds; one that takes longer than a request may wait for an
@@ -238,27 +235,22 @@ impl FrameCache {
         tokio::spawn(async move {
             let result = guard
                 .cache
-                .make(&identity, &source, rendition, Some(purges))
+                .make(key, &identity, &source, rendition, Some(purges))
                 .await;
-            let result = result.map(|(frame, stored)| {
-                if stored {
-                    tracing::debug!(variant = %rendition.variant, "rendition stored");
-                }
-                frame
-            });
             guard.finish(result);
         });
     }
 
-    /// Renders, counts, and stores the rendition unless the source may not be stored or a
-    /// purge happened since `purges_before` (`None`: never store).
+    /// Renders, counts, and stores the rendition under `key` unless the source may not be
+    /// stored or a purge happened since `purges_before` (`None`: never store).
     async fn make(
         &self,
+        key: KeyDigest,
         identity: &Identity,
         source: &Served,
         rendition: Rendition,
         purges_before: Option<u64>,
-    ) -> Result<(Arc<StoredFrame>, bool), RenditionError> {
+    ) -> RenderResult {
         let made = self
             .renderer
             .render(source.frame.body.clone(), rendition)
@@ -281,40 +273,12 @@ impl FrameCache {
             ContentHash::of(&body),
             body,
         ));
-        let stored = match purges_before {
-            Some(purges) if !source.no_store => self.store_rendition(identity, &frame, purges),
-            _ => false,
-        };
-        Ok((frame, stored))
-    }
-
-    /// Stores a rendition entry (immutable, like every by-hash entry), unless a purge intervenes.
-    fn store_rendition(
-        &self,
-        identity: &Identity,
-        frame: &Arc<StoredFrame>,
-        purges_before: u64,
-    ) -> bool {
-        if self.purges.load(Ordering::SeqCst) != purges_before {
-            return false;
+        if let Some(purges) = purges_before.filter(|_| !source.no_store) {
+            // Immutable, like every by-hash entry.
+            let entry = (key, identity.clone(), Duration::MAX);
+            self.keep(&frame, vec![entry], purges);
         }
-        let key = self.store.key(identity);
-        let entry = Entry::new(
-            identity.clone(),
-            Arc::clone(frame),
-            Instant::now(),
-            Duration::MAX,
-        );
-        let kept = self.store.insert(key, entry);
-        if self.purges.load(Ordering::SeqCst) != purges_before {
-            if let Some(entry) = self.store.get(&key) {
-                if Arc::ptr_eq(&entry.frame, frame) {
-                    self.store.remove_if_same(&key, &entry);
-                }
-            }
-            return false;
-        }
-        kept
+        Ok(frame)
     }
 
     fn count_rendition(&self, result: &str) {

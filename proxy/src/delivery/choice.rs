@@ -167,7 +167,7 @@ pub fn estimate(rendition: &Rendition, source: &Source) -> usize {
 
 /// The largest rendition of `catalogue` expected to reach the hub over `link` within `target`
 /// (`size` gives each one's size), else the smallest.
-pub fn largest_within(
+fn largest_within(
     catalogue: &Catalogue,
     link: Link,
     target: Duration,
@@ -182,18 +182,19 @@ pub fn largest_within(
         .unwrap_or_else(|| catalogue.smallest())
 }
 
-/// Chooses for a hub: from its hints, else from `measured`, else `full`.
+/// Chooses for a hub: from its hints, else from `measured` (asked only when no hint decides),
+/// else `full`.
 pub fn choose(
     catalogue: &Catalogue,
     headers: &HeaderMap,
-    measured: Option<Link>,
+    measured: impl FnOnce() -> Option<Link>,
     target: Duration,
     size: impl Fn(&Rendition) -> usize,
 ) -> (Rendition, Reason) {
     let (link, reason) = match hint(headers) {
         Some(Hint::SaveData) => return (catalogue.smallest(), Reason::SaveData),
         Some(Hint::Link(link, reason)) => (link, reason),
-        None => match measured {
+        None => match measured() {
             Some(link) => (link, Reason::Measured),
             None => return (Rendition::FULL, Reason::Unmeasured),
         },
@@ -222,7 +223,7 @@ mod tests {
         let (r, reason) = choose(
             &Catalogue::built_in(),
             &headers(pairs),
-            measured,
+            || measured,
             Duration::from_secs(1),
             |r| estimate(r, &source),
         );
