@@ -105,7 +105,7 @@ pub fn frame_response(
         Answer::Partial { start, end } => (206, Some(frame.body.slice(start..=end))),
         _ => (200, Some(frame.body.clone())),
     };
-    let mut h = ResponseHeader::build(status, Some(16))?;
+    let mut h = ResponseHeader::build_no_case(status, Some(16))?;
     if let Some(body) = &body {
         h.insert_header("content-type", "image/jpeg")?;
         h.insert_header("content-length", body.len())?;
@@ -199,7 +199,7 @@ impl HubError {
         let body = Bytes::from(
             serde_json::json!({"error": self.code, "message": self.message}).to_string(),
         );
-        let mut h = ResponseHeader::build(self.status, Some(5))?;
+        let mut h = ResponseHeader::build_no_case(self.status, Some(5))?;
         h.insert_header("content-type", "application/json")?;
         h.insert_header("content-length", body.len())?;
         h.insert_header("cache-control", "no-store")?;

@@ -38,7 +38,7 @@ impl Drop for Subscribed {
 }
 
 fn header() -> pingora::Result<ResponseHeader> {
-    let mut h = ResponseHeader::build(200, Some(5))?;
+    let mut h = ResponseHeader::build_no_case(200, Some(5))?;
     h.insert_header(
         "content-type",
         format!("multipart/x-mixed-replace; boundary={BOUNDARY}"),
