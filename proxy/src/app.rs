@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 
 use anyhow::Context;
 use async_trait::async_trait;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{
     ExecutionPhase, ListenFds, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch,
@@ -156,7 +157,12 @@ pub fn run(
         Edge::new(&config, shared.cache.clone(), shared.metrics.clone()),
         "framecache hub",
     );
-    hub.add_tcp(&hub_addr.to_string());
+    // Hub requests are a request line and a few headers: they are read straight into the
+    // request's own buffer, without Pingora's 64 KiB read buffer per connection. An idle
+    // keep-alive hub then costs the proxy about 26 KB of memory instead of 90 KB.
+    hub.add_listener(
+        ListenerConfig::tcp(hub_addr.to_string()).l4_buffer(L4BufferSettings::default().read(0)),
+    );
     server.add_service(hub).add_dependency(&handoff);
 
     let mut admin = Service::new(
