@@ -101,8 +101,15 @@ pub struct Catalogue {
     renditions: Vec<Rendition>,
 }
 
+/// JPEG quality of a rendition unless configured: libjpeg's own default. The `medium` of a
+/// 1280×720 camera frame is 16.4 KB at 75 against 19.5 KB at 80.
+pub const DEFAULT_QUALITY: u8 = 75;
+
 /// Built in, without configuration: `medium` ≤ 640 px wide, `thumb` ≤ 320 px wide.
-pub const BUILT_IN: [(&str, u32, u8); 2] = [("medium", 640, 80), ("thumb", 320, 75)];
+pub const BUILT_IN: [(&str, u32, u8); 2] = [
+    ("medium", 640, DEFAULT_QUALITY),
+    ("thumb", 320, DEFAULT_QUALITY),
+];
 
 impl Catalogue {
     /// The catalogue of `full` plus `renditions` (distinct names, none of them `full`).

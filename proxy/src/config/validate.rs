@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::file::{self, Leaf, Unknown};
-use crate::variant::{Catalogue, Rendition, Variant};
+use crate::variant::{Catalogue, Rendition, Variant, DEFAULT_QUALITY};
 
 use super::{
     AdminConfig, AuthConfig, CacheConfig, Config, DeliveryConfig, OriginConfig, Problem, Secret,
@@ -462,7 +462,13 @@ fn renditions(c: &mut Checker, leaf: &Leaf<Vec<Leaf<file::Variant>>>) -> Catalog
             );
             continue;
         }
-        let quality = c.int(&format!("{at}.quality"), &t.quality, 80, 1, 100);
+        let quality = c.int(
+            &format!("{at}.quality"),
+            &t.quality,
+            DEFAULT_QUALITY.into(),
+            1,
+            100,
+        );
         let Some(variant) = Variant::intern(&name) else {
             c.problem(&key, "too many distinct rendition names in this process");
             continue;
