@@ -71,12 +71,13 @@ pub struct Metrics {
 pub const RENDITION_RESULTS: [&str; 5] = ["hit", "rendered", "coalesced", "failed", "busy"];
 
 /// The `reason` labels of `framecache_variant_choices_total`.
-pub const CHOICE_REASONS: [&str; 6] = [
+pub const CHOICE_REASONS: [&str; 7] = [
     "requested",
     "save_data",
     "ect",
     "downlink",
     "measured",
+    "remembered",
     "unmeasured",
 ];
 

@@ -7,8 +7,9 @@
 //! `logging`, once per request, from what the context collected; origin requests, which a
 //! coalesced fetch makes on behalf of several hub requests, are recorded where they complete.
 
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora::prelude::HttpPeer;
@@ -20,7 +21,7 @@ use crate::cache::key::Route;
 use crate::cache::store::StoredFrame;
 use crate::cache::{FrameCache, Lookup};
 use crate::config::{Config, DeliveryConfig};
-use crate::delivery::choice::{self, Link, Reason, TcpInfo};
+use crate::delivery::choice::{self, Link, LinkMemory, Reason, TcpInfo};
 use crate::delivery::condition::Answer;
 use crate::delivery::{self, Chosen, HubError};
 use crate::identity::OwnerId;
@@ -54,7 +55,18 @@ pub struct Edge {
     cache: Arc<FrameCache>,
     delivery: DeliveryConfig,
     metrics: Arc<Metrics>,
+    /// Links measured on hubs' earlier connections, for their new ones.
+    links: LinkMemory,
 }
+
+/// How long a hub's measured link is remembered for its next connection: longer than the
+/// slowest polling hubs' interval (60 s), shorter than a home link's changes.
+const LINK_MEMORY_TTL: Duration = Duration::from_secs(600);
+/// At most this many (owner, address) links remembered: a few MiB.
+const LINK_MEMORY_MAX: usize = 65_536;
+/// How long a connection's first frame may take to be acknowledged before what has been
+/// measured so far is kept.
+const LEARN_WAIT: Duration = Duration::from_secs(10);
 
 impl Edge {
     pub fn new(config: &Config, cache: Arc<FrameCache>, metrics: Arc<Metrics>) -> Edge {
@@ -67,6 +79,7 @@ impl Edge {
             cache,
             delivery: config.delivery.clone(),
             metrics,
+            links: LinkMemory::new(LINK_MEMORY_TTL, LINK_MEMORY_MAX),
         }
     }
 
@@ -141,7 +154,16 @@ impl Edge {
         )
         .await
         {
-            Ok(Ok(sent)) => ctx.body_bytes = sent,
+            Ok(Ok(sent)) => {
+                ctx.body_bytes = sent;
+                // The connection's first frame chosen by the proxy: what delivering it measures
+                // is kept for the hub's next connection, which may be its next poll.
+                if matches!(chosen.reason, Reason::Unmeasured | Reason::Remembered)
+                    && sent as u64 >= choice::SETTLED_BYTES
+                {
+                    self.learn_link(session, owner).await;
+                }
+            }
             Ok(Err(e)) => ctx.write_error = Some(e),
             Err(_) => {
                 ctx.write_error = Some(Error::explain(
@@ -176,14 +198,13 @@ impl Edge {
             };
         }
         let camera = &req.camera;
+        // The connection's own measurement, else what the hub's last connection measured.
         let measured = || {
-            let info = session.digest()?.socket_digest.as_ref()?.tcp_info()?;
-            Link::measured(&TcpInfo {
-                delivery_rate: info.tcpi_delivery_rate,
-                rtt_us: info.tcpi_rtt,
-                bytes_acked: info.tcpi_bytes_acked,
-                busy_time_us: info.tcpi_busy_time,
-            })
+            if let Some(link) = tcp_info(session).as_ref().and_then(Link::measured) {
+                return Some((link, Reason::Measured));
+            }
+            let link = self.links.recall(owner, peer(session)?)?;
+            Some((link, Reason::Remembered))
         };
         // Read only when a smaller rendition is weighed (a fast link settles on `full` first).
         let source = std::cell::OnceCell::new();
@@ -208,6 +229,24 @@ impl Edge {
             },
         );
         Chosen { rendition, reason }
+    }
+
+    /// Waits (at most [`LEARN_WAIT`]) until the frame just written has been acknowledged, then
+    /// keeps the link it measured for the hub's next connection. The written frame may still
+    /// sit in the kernel's send buffer, and the hub cannot ask anything more of this
+    /// connection before it has read it, so the wait holds nothing up.
+    async fn learn_link(&self, session: &Session, owner: &OwnerId) {
+        let Some(addr) = peer(session) else { return };
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(10);
+        while let Some(info) = tcp_info(session) {
+            if !info.outstanding || started.elapsed() >= LEARN_WAIT {
+                self.links.remember(owner, addr, &info);
+                return;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
     }
 
     /// Parses the request line and verifies the token and the camera grant.
@@ -321,4 +360,21 @@ impl ProxyHttp for Edge {
             m.hub_write_timeouts.with_label_values(&[route]).inc();
         }
     }
+}
+
+/// The hub connection's `TCP_INFO`, when the socket has one.
+fn tcp_info(session: &Session) -> Option<TcpInfo> {
+    let info = session.digest()?.socket_digest.as_ref()?.tcp_info()?;
+    Some(TcpInfo {
+        delivery_rate: info.tcpi_delivery_rate,
+        rtt_us: info.tcpi_rtt,
+        bytes_acked: info.tcpi_bytes_acked,
+        busy_time_us: info.tcpi_busy_time,
+        outstanding: info.tcpi_unacked > 0 || info.tcpi_notsent_bytes > 0,
+    })
+}
+
+/// The hub's IP address.
+fn peer(session: &Session) -> Option<IpAddr> {
+    Some(session.client_addr()?.as_inet()?.ip())
 }

@@ -6,17 +6,22 @@
 //!    link of the Network Information API's table: `slow-2g` 50 kbit/s and 2000 ms, `2g`
 //!    70 kbit/s and 1400 ms, `3g` 700 kbit/s and 270 ms, `4g` unbounded.
 //! 3. The connection's own measurement: Linux `TCP_INFO` on the hub's socket, its delivery
-//!    rate and smoothed RTT. A connection that has delivered nothing yet has no rate: `full`.
+//!    rate and smoothed RTT.
+//! 4. A connection that has delivered nothing yet has no rate of its own: the link its owner's
+//!    hub at the same address measured on an earlier connection ([`LinkMemory`]), else `full`.
 //!
 //! With a link known, the choice is the largest rendition expected to arrive within
 //! `delivery.target_time_ms`: one RTT plus its size over the rate, the size being the cached
 //! rendition's when there is one, else the full frame's scaled by the square of the width
 //! ratio. When none fits, the smallest.
 
-use std::time::Duration;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
+use dashmap::DashMap;
 use http::HeaderMap;
 
+use crate::identity::OwnerId;
 use crate::variant::{Catalogue, Rendition};
 
 /// Why a rendition was chosen: the `reason` label of `framecache_variant_choices_total`.
@@ -29,6 +34,8 @@ pub enum Reason {
     Downlink,
     /// From the connection's `TCP_INFO`.
     Measured,
+    /// A new connection: from what the same hub's earlier connection measured.
+    Remembered,
     /// Nothing known about the link: `full`.
     Unmeasured,
 }
@@ -41,6 +48,7 @@ impl Reason {
             Reason::Ect => "ect",
             Reason::Downlink => "downlink",
             Reason::Measured => "measured",
+            Reason::Remembered => "remembered",
             Reason::Unmeasured => "unmeasured",
         }
     }
@@ -85,6 +93,55 @@ impl Link {
     }
 }
 
+/// Bytes a connection must have had acknowledged before its measurement is kept for the
+/// hub's next connections: below that, the kernel's sample alone speaks, and after a 304 or
+/// a small frame it says little.
+pub const SETTLED_BYTES: u64 = 16 * 1024;
+
+/// Links measured on hubs' earlier connections, by owner and address, as the kernel keeps
+/// per-destination TCP metrics: a hub that polls less often than the idle timeout opens a new
+/// connection each time, and without this every one of its frames would be chosen blind
+/// (`full`). Keyed by owner as well, so that one owner's hubs never steer another's choice,
+/// even behind one NAT address. An entry lives `ttl`; at `max` entries the expired ones go,
+/// and if none has, all of them.
+pub struct LinkMemory {
+    links: DashMap<(OwnerId, IpAddr), (Link, Instant)>,
+    ttl: Duration,
+    max: usize,
+}
+
+impl LinkMemory {
+    pub fn new(ttl: Duration, max: usize) -> LinkMemory {
+        LinkMemory {
+            links: DashMap::new(),
+            ttl,
+            max,
+        }
+    }
+
+    /// Keeps `info`'s link for the hub's next connections, once it has settled.
+    pub fn remember(&self, owner: &OwnerId, addr: IpAddr, info: &TcpInfo) {
+        let Some(link) = Link::measured(info).filter(|_| info.bytes_acked >= SETTLED_BYTES) else {
+            return;
+        };
+        if self.links.len() >= self.max {
+            self.links.retain(|_, (_, at)| at.elapsed() < self.ttl);
+            if self.links.len() >= self.max {
+                self.links.clear();
+            }
+        }
+        self.links
+            .insert((owner.clone(), addr), (link, Instant::now()));
+    }
+
+    /// The link last measured for `owner`'s hub at `addr`, if it is recent.
+    pub fn recall(&self, owner: &OwnerId, addr: IpAddr) -> Option<Link> {
+        let entry = self.links.get(&(owner.clone(), addr))?;
+        let (link, at) = *entry;
+        (at.elapsed() < self.ttl).then_some(link)
+    }
+}
+
 /// The fields of Linux's `TCP_INFO` the measurement uses.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TcpInfo {
@@ -96,6 +153,9 @@ pub struct TcpInfo {
     pub bytes_acked: u64,
     /// `tcpi_busy_time`, µs.
     pub busy_time_us: u64,
+    /// Bytes sent and not yet acknowledged, or not yet sent (`tcpi_unacked`,
+    /// `tcpi_notsent_bytes`).
+    pub outstanding: bool,
 }
 
 /// What the request's headers say about the link, if anything.
@@ -182,12 +242,12 @@ fn largest_within(
         .unwrap_or_else(|| catalogue.smallest())
 }
 
-/// Chooses for a hub: from its hints, else from `measured` (asked only when no hint decides),
-/// else `full`.
+/// Chooses for a hub: from its hints, else from `measured` (asked only when no hint decides;
+/// the link and whether the connection measured it or it was remembered), else `full`.
 pub fn choose(
     catalogue: &Catalogue,
     headers: &HeaderMap,
-    measured: impl FnOnce() -> Option<Link>,
+    measured: impl FnOnce() -> Option<(Link, Reason)>,
     target: Duration,
     size: impl Fn(&Rendition) -> usize,
 ) -> (Rendition, Reason) {
@@ -195,7 +255,7 @@ pub fn choose(
         Some(Hint::SaveData) => return (catalogue.smallest(), Reason::SaveData),
         Some(Hint::Link(link, reason)) => (link, reason),
         None => match measured() {
-            Some(link) => (link, Reason::Measured),
+            Some(known) => known,
             None => return (Rendition::FULL, Reason::Unmeasured),
         },
     };
@@ -223,7 +283,7 @@ mod tests {
         let (r, reason) = choose(
             &Catalogue::built_in(),
             &headers(pairs),
-            || measured,
+            || measured.map(|link| (link, Reason::Measured)),
             Duration::from_secs(1),
             |r| estimate(r, &source),
         );
@@ -297,6 +357,7 @@ mod tests {
     #[test]
     fn measured_links() {
         let info = |delivery_rate, rtt_us, bytes_acked, busy_time_us| TcpInfo {
+            outstanding: false,
             delivery_rate,
             rtt_us,
             bytes_acked,
@@ -314,6 +375,88 @@ mod tests {
         let young = Link::measured(&info(2_500_000, 1_000, 4_000, 3_000_000)).unwrap();
         assert_eq!(young.rate, 2_500_000.0);
         assert_eq!(pick(&[], None), ("full".into(), Reason::Unmeasured));
+    }
+
+    #[test]
+    fn links_are_remembered_per_owner_and_address_once_settled() {
+        let memory = LinkMemory::new(Duration::from_secs(600), 4);
+        let (alice, bob) = (
+            OwnerId::parse("alice").unwrap(),
+            OwnerId::parse("bob").unwrap(),
+        );
+        let home: IpAddr = "192.0.2.7".parse().unwrap();
+        let elsewhere: IpAddr = "198.51.100.1".parse().unwrap();
+        let slow = TcpInfo {
+            outstanding: false,
+            delivery_rate: 40_000,
+            rtt_us: 80_000,
+            bytes_acked: 94_000,
+            busy_time_us: 3_000_000,
+        };
+        // A 304 or a small frame says too little to keep.
+        memory.remember(
+            &alice,
+            home,
+            &TcpInfo {
+                bytes_acked: 600,
+                ..slow
+            },
+        );
+        assert_eq!(memory.recall(&alice, home), None);
+        memory.remember(&alice, home, &slow);
+        assert_eq!(memory.recall(&alice, home), Link::measured(&slow));
+        // Another owner at the same address, or the owner elsewhere, is not that hub.
+        assert_eq!(memory.recall(&bob, home), None);
+        assert_eq!(memory.recall(&alice, elsewhere), None);
+        // Nothing delivered: nothing to keep.
+        memory.remember(&bob, home, &TcpInfo::default());
+        assert_eq!(memory.recall(&bob, home), None);
+    }
+
+    #[test]
+    fn remembered_links_expire_and_stay_bounded() {
+        let info = TcpInfo {
+            outstanding: false,
+            delivery_rate: 40_000,
+            rtt_us: 80_000,
+            bytes_acked: 94_000,
+            busy_time_us: 3_000_000,
+        };
+        let owner = OwnerId::parse("alice").unwrap();
+        let addr = |i: u8| IpAddr::from([192, 0, 2, i]);
+        let expired = LinkMemory::new(Duration::ZERO, 4);
+        expired.remember(&owner, addr(1), &info);
+        assert_eq!(expired.recall(&owner, addr(1)), None);
+        let memory = LinkMemory::new(Duration::from_secs(600), 4);
+        for i in 0..50 {
+            memory.remember(&owner, addr(i), &info);
+            assert!(memory.links.len() <= 4);
+        }
+        // The latest is always kept.
+        assert!(memory.recall(&owner, addr(49)).is_some());
+    }
+
+    #[test]
+    fn a_remembered_link_chooses_like_a_measured_one() {
+        let source = Source {
+            len: 94_000,
+            width: Some(1280),
+        };
+        let slow = Link {
+            rate: 32_000.0,
+            rtt: Duration::from_millis(80),
+        };
+        let (rendition, reason) = choose(
+            &Catalogue::built_in(),
+            &HeaderMap::new(),
+            || Some((slow, Reason::Remembered)),
+            Duration::from_secs(1),
+            |r| estimate(r, &source),
+        );
+        assert_eq!(
+            (rendition.variant.as_str(), reason),
+            ("medium", Reason::Remembered)
+        );
     }
 
     #[test]

@@ -359,6 +359,11 @@ struct Hub {
 
 impl Hub {
     fn connect(stack: &Stack, rate: Option<f64>) -> Hub {
+        Hub::connect_as(stack, rate, "owner-1")
+    }
+
+    /// A hub of `owner`, with a token for its `cam-1`.
+    fn connect_as(stack: &Stack, rate: Option<f64>, owner: &str) -> Hub {
         let socket =
             socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         if rate.is_some() {
@@ -371,7 +376,7 @@ impl Hub {
         Hub {
             conn,
             rate,
-            auth: format!("Bearer {}", stack.token("owner-1", &["cam-1"])),
+            auth: format!("Bearer {}", stack.token(owner, &["cam-1"])),
         }
     }
 
@@ -445,6 +450,43 @@ fn a_throttled_hub_gets_a_smaller_rendition_than_an_unthrottled_one() {
         stack.metric(r#"framecache_variant_choices_total{reason="measured",variant="full"}"#),
         1.0
     );
+}
+
+#[test]
+fn a_new_connection_starts_from_the_link_its_hub_measured_on_the_last_one() {
+    let stack = hd_stack(|_| {});
+    let variant = |r: &Reply| r.header("x-frame-variant").unwrap().to_string();
+    // A slow hub's first poll: nothing is known, so the full frame; delivering it measures.
+    let mut first = Hub::connect(&stack, Some(40_000.0));
+    let r = first.get("/v1/cameras/cam-1/frame");
+    assert_eq!((r.status, variant(&r).as_str()), (200, "full"));
+    drop(first);
+    // Its next poll comes a while later, on a new connection (it polls less often than the
+    // idle timeout); the proxy keeps the link once the last bytes are acknowledged, which it
+    // checks at most every 200 ms. The link the last connection measured chooses, before this
+    // one has sent a byte.
+    thread::sleep(Duration::from_secs(2));
+    let mut next = Hub::connect(&stack, Some(40_000.0));
+    let r = next.get("/v1/cameras/cam-1/frame");
+    assert_eq!(r.status, 200);
+    assert_ne!(variant(&r), "full");
+    assert_eq!(r.header("vary"), Some("Save-Data, ECT, Downlink, RTT"));
+    // Counted once the request is done, after the proxy has learnt from this frame too.
+    let remembered = format!(
+        r#"framecache_variant_choices_total{{reason="remembered",variant="{}"}}"#,
+        variant(&r)
+    );
+    wait_until("the remembered choice to be counted", || {
+        stack.metric(&remembered) == 1.0
+    });
+    // Another owner's hub at the same address is not that hub: nothing is known of its link.
+    let mut other = Hub::connect_as(&stack, None, "owner-2");
+    let r = other.get("/v1/cameras/cam-1/frame");
+    assert_eq!((r.status, variant(&r).as_str()), (200, "full"));
+    wait_until("both unknown links to be counted", || {
+        stack.metric(r#"framecache_variant_choices_total{reason="unmeasured",variant="full"}"#)
+            == 2.0
+    });
 }
 
 /// A stack whose hub connections have a small kernel send buffer (`server.send_buffer_bytes`),
