@@ -9,11 +9,12 @@
 //! would behind a real slow link; no kernel shaping. It asks for the camera's latest frame
 //! (1280×720, about 94 KB; the camera captures one a second) at one of two cadences: a
 //! dashboard's, once a second (or as soon as the last frame is in when that took longer), and
-//! a tile's, once every 10 s (Home Assistant's and Apple Home's). All twelve hubs run at once,
-//! on one camera.
+//! a tile's, once every 10 s (Home Assistant's and Apple Home's); and, on the slow link, a
+//! tile that opens a new connection for every poll, as one polling less often than the
+//! proxy's idle timeout does. All fourteen hubs run at once, on one camera.
 //!
-//! Besides the whole run, the figures are given without each hub's first frame: a connection
-//! that has delivered nothing has no measured rate, so its first frame is always `full`.
+//! Besides the whole run, the figures are given without each hub's first frame: nothing is
+//! known of a hub's link before its first frame, which is always `full`.
 
 mod load;
 
@@ -31,15 +32,31 @@ struct Run {
     variants: Vec<String>,
 }
 
-/// Polls with `request` every `every` for `seconds`, reading at `rate` bytes per second.
-fn hub(addr: SocketAddr, request: String, rate: f64, every: Duration, seconds: f64) -> Run {
+/// A connection whose small receive buffer lets the proxy feel the reader's pace.
+fn connect(addr: SocketAddr) -> TcpStream {
     let socket =
         socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
     socket.set_recv_buffer_size(1024).expect("receive buffer");
     socket.connect(&addr.into()).expect("connect");
-    let mut conn: TcpStream = socket.into();
+    let conn: TcpStream = socket.into();
     conn.set_read_timeout(Some(Duration::from_secs(60)))
         .expect("timeout");
+    conn
+}
+
+/// How a hub polls.
+#[derive(Clone, Copy)]
+struct Cadence {
+    name: &'static str,
+    every: Duration,
+    /// A new connection for every poll, as a hub polling less often than the proxy's idle
+    /// timeout gets.
+    reconnect: bool,
+}
+
+/// Polls with `request` at `cadence` for `seconds`, reading at `rate` bytes per second.
+fn hub(addr: SocketAddr, request: String, rate: f64, cadence: Cadence, seconds: f64) -> Run {
+    let mut conn = connect(addr);
     let started = Instant::now();
     let mut run = Run {
         times: Vec::new(),
@@ -49,6 +66,9 @@ fn hub(addr: SocketAddr, request: String, rate: f64, every: Duration, seconds: f
     };
     let mut buf = vec![0u8; 16 * 1024];
     while started.elapsed().as_secs_f64() < seconds {
+        if cadence.reconnect && !run.sizes.is_empty() {
+            conn = connect(addr);
+        }
         let asked = Instant::now();
         conn.write_all(request.as_bytes()).expect("request");
         let mut got = Vec::new();
@@ -73,7 +93,7 @@ fn hub(addr: SocketAddr, request: String, rate: f64, every: Duration, seconds: f
         debug_assert!(got.len() >= head_end + body_len);
         run.times.push(asked.elapsed());
         run.sizes.push(body_len);
-        thread::sleep(every.saturating_sub(asked.elapsed()));
+        thread::sleep(cadence.every.saturating_sub(asked.elapsed()));
     }
     run.elapsed = started.elapsed();
     run
@@ -145,8 +165,8 @@ fn main() {
         },
         |c| c.delivery.target_time = target,
     );
-    let token = stack.token("owner-1", "cam-1");
-    let request = |query: &str| {
+    let request = |owner: &str, query: &str| {
+        let token = stack.token(owner, "cam-1");
         format!(
             "GET /v1/cameras/cam-1/frame{query} HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {token}\r\n\r\n"
         )
@@ -156,18 +176,28 @@ fn main() {
         ("1 Mbit/s", 125_000.0),
         ("20 Mbit/s", 2_500_000.0),
     ];
+    let cadence = |name, secs, reconnect| Cadence {
+        name,
+        every: Duration::from_secs(secs),
+        reconnect,
+    };
+    // The proxy remembers links by owner and address, and every hub here comes from the same
+    // address: the reconnecting hubs are another owner's, so that only their own connections
+    // teach the proxy about their link.
     let cadences = [
-        ("1 s", Duration::from_secs(1)),
-        ("10 s", Duration::from_secs(10)),
+        (cadence("1 s", 1, false), "owner-1", &links[..]),
+        (cadence("10 s", 10, false), "owner-1", &links[..]),
+        // Only the slow link: the others get `full` anyway.
+        (cadence("10 s*", 10, true), "owner-2", &links[..1]),
     ];
     let addr = stack.proxy.hub_addr;
     let mut hubs = Vec::new();
-    for (cadence, every) in cadences {
-        for (link, rate) in links {
+    for (cadence, owner, links) in cadences {
+        for &(link, rate) in links {
             for (mode, query) in [("auto", ""), ("full", "?variant=full")] {
-                let request = request(query);
-                let hub = thread::spawn(move || hub(addr, request, rate, every, seconds));
-                hubs.push((cadence, link, mode, hub));
+                let request = request(owner, query);
+                let hub = thread::spawn(move || hub(addr, request, rate, cadence, seconds));
+                hubs.push((cadence.name, link, mode, hub));
             }
         }
     }
@@ -194,6 +224,7 @@ fn main() {
         "{:>78} | {:>19}",
         "(÷: the always-full hub's figure over the auto hub's)", "without first frame"
     );
+    println!("(10 s*: a new connection for every poll)");
     let rows: Vec<_> = hubs
         .into_iter()
         .map(|(cadence, link, mode, hub)| {
