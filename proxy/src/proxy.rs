@@ -21,7 +21,7 @@ use crate::cache::key::Route;
 use crate::cache::store::StoredFrame;
 use crate::cache::{FrameCache, Lookup};
 use crate::config::{Config, DeliveryConfig};
-use crate::delivery::choice::{self, Link, LinkMemory, Reason, TcpInfo};
+use crate::delivery::choice::{self, HubKey, Link, LinkMemory, Reason, TcpInfo};
 use crate::delivery::condition::Answer;
 use crate::delivery::{self, Chosen, HubError};
 use crate::identity::OwnerId;
@@ -34,6 +34,9 @@ use crate::variant::Rendition;
 /// Per-request state, filled as the request moves through the phases.
 pub struct RequestCtx {
     started: Instant,
+    /// When the response was written, if the request went on after that (learning the hub's
+    /// link); request durations end here.
+    finished: Option<Instant>,
     route: RouteLabel,
     /// The rendition answered with, and why.
     chosen: Option<Chosen>,
@@ -62,7 +65,7 @@ pub struct Edge {
 /// How long a hub's measured link is remembered for its next connection: longer than the
 /// slowest polling hubs' interval (60 s), shorter than a home link's changes.
 const LINK_MEMORY_TTL: Duration = Duration::from_secs(600);
-/// At most this many (owner, address) links remembered: a few MiB.
+/// At most this many hubs' links remembered: about 10 MiB.
 const LINK_MEMORY_MAX: usize = 65_536;
 /// How long a connection's first frame may take to be acknowledged before what has been
 /// measured so far is kept.
@@ -158,6 +161,7 @@ impl Edge {
                 ctx.body_bytes = sent;
                 // The connection's first frame chosen by the proxy: what delivering it measures
                 // is kept for the hub's next connection, which may be its next poll.
+                ctx.finished = Some(Instant::now());
                 if matches!(chosen.reason, Reason::Unmeasured | Reason::Remembered)
                     && sent as u64 >= choice::SETTLED_BYTES
                 {
@@ -177,7 +181,8 @@ impl Edge {
 
     /// The rendition of `frame` to answer `req` with: the one asked for; `full` for a content
     /// address (it names the frame with those bytes); else the proxy's choice for the hub, from
-    /// its hints or from what its connection's `TCP_INFO` says of the link, within
+    /// its hints, from what its connection's `TCP_INFO` says of the link, or, on a new
+    /// connection, from what the same hub's last connection measured, within
     /// `delivery.target_time_ms`.
     fn chosen(
         &self,
@@ -203,7 +208,7 @@ impl Edge {
             if let Some(link) = tcp_info(session).as_ref().and_then(Link::measured) {
                 return Some((link, Reason::Measured));
             }
-            let link = self.links.recall(owner, peer(session)?)?;
+            let link = self.links.recall(&hub_key(session, owner)?)?;
             Some((link, Reason::Remembered))
         };
         // Read only when a smaller rendition is weighed (a fast link settles on `full` first).
@@ -231,21 +236,27 @@ impl Edge {
         Chosen { rendition, reason }
     }
 
-    /// Waits (at most [`LEARN_WAIT`]) until the frame just written has been acknowledged, then
-    /// keeps the link it measured for the hub's next connection. The written frame may still
-    /// sit in the kernel's send buffer, and the hub cannot ask anything more of this
-    /// connection before it has read it, so the wait holds nothing up.
+    /// Waits (at most [`LEARN_WAIT`], and not while the proxy shuts down) until the frame just
+    /// written has been acknowledged, then keeps the link it measured for the hub's next
+    /// connection. The frame may still sit in the kernel's send buffer; a hub reads it before
+    /// it asks anything more of this connection, so the wait delays its next request by at
+    /// most one check (≤ 50 ms), once per connection. Request durations end before it.
     async fn learn_link(&self, session: &Session, owner: &OwnerId) {
-        let Some(addr) = peer(session) else { return };
+        let Some(hub) = hub_key(session, owner) else {
+            return;
+        };
         let started = Instant::now();
-        let mut pause = Duration::from_millis(10);
+        let mut pause = Duration::from_millis(5);
         while let Some(info) = tcp_info(session) {
-            if !info.outstanding || started.elapsed() >= LEARN_WAIT {
-                self.links.remember(owner, addr, &info);
+            if !info.outstanding
+                || started.elapsed() >= LEARN_WAIT
+                || session.is_process_shutting_down()
+            {
+                self.links.remember(hub, &info);
                 return;
             }
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(200));
+            pause = (pause * 2).min(Duration::from_millis(50));
         }
     }
 
@@ -287,6 +298,7 @@ impl ProxyHttp for Edge {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
+            finished: None,
             route: RouteLabel::Other,
             chosen: None,
             write_timed_out: false,
@@ -333,9 +345,12 @@ impl ProxyHttp for Edge {
         m.requests
             .with_label_values(&[route, &status.to_string()])
             .inc();
-        m.request_duration
-            .with_label_values(&[route])
-            .observe(ctx.started.elapsed().as_secs_f64());
+        m.request_duration.with_label_values(&[route]).observe(
+            ctx.finished
+                .unwrap_or_else(Instant::now)
+                .duration_since(ctx.started)
+                .as_secs_f64(),
+        );
         if let Some(reason) = ctx.auth_failure {
             m.auth_failures.with_label_values(&[reason.as_str()]).inc();
         }
@@ -374,7 +389,9 @@ fn tcp_info(session: &Session) -> Option<TcpInfo> {
     })
 }
 
-/// The hub's IP address.
-fn peer(session: &Session) -> Option<IpAddr> {
-    Some(session.client_addr()?.as_inet()?.ip())
+/// Which hub the connection comes from, as far as can be told; `None` without an IP peer.
+fn hub_key(session: &Session, owner: &OwnerId) -> Option<HubKey> {
+    let addr: IpAddr = session.client_addr()?.as_inet()?.ip();
+    let agent = session.req_header().headers.get(http::header::USER_AGENT);
+    Some(HubKey::new(owner, addr, agent.map(|v| v.as_bytes())))
 }

@@ -98,16 +98,43 @@ impl Link {
 /// a small frame it says little.
 pub const SETTLED_BYTES: u64 = 16 * 1024;
 
-/// Links measured on hubs' earlier connections, by owner and address, as the kernel keeps
-/// per-destination TCP metrics: a hub that polls less often than the idle timeout opens a new
-/// connection each time, and without this every one of its frames would be chosen blind
-/// (`full`). Keyed by owner as well, so that one owner's hubs never steer another's choice,
-/// even behind one NAT address. An entry lives `ttl`; at `max` entries the expired ones go,
-/// and if none has, all of them.
+/// Which hub a connection comes from, as far as the proxy can tell: its owner, its address,
+/// and a hash of its `User-Agent`, so that a household's wired display and its tablet on a
+/// weak signal, behind one address, are told apart when they are different models.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HubKey {
+    pub owner: OwnerId,
+    pub addr: IpAddr,
+    pub agent: u64,
+}
+
+impl HubKey {
+    pub fn new(owner: &OwnerId, addr: IpAddr, user_agent: Option<&[u8]>) -> HubKey {
+        let agent = user_agent.map_or(0, |ua| {
+            let hash = blake3::hash(ua);
+            u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 of 32 bytes"))
+        });
+        HubKey {
+            owner: owner.clone(),
+            addr,
+            agent,
+        }
+    }
+}
+
+/// Links measured on hubs' earlier connections, as the kernel keeps per-destination TCP
+/// metrics: a hub that polls less often than the idle timeout opens a new connection each
+/// time, and without this every one of its frames would be chosen blind (`full`). Keyed by
+/// [`HubKey`], owner included, so that one owner's hubs never steer another's choice, even
+/// behind one NAT address. An entry lives `ttl` from when it was learnt, so a hub's link is
+/// measured afresh at least that often. At `max` entries the expired ones are swept (at most
+/// once a second) and, while none has expired, new hubs are not remembered: no owner's hubs
+/// can push out another's.
 pub struct LinkMemory {
-    links: DashMap<(OwnerId, IpAddr), (Link, Instant)>,
+    links: DashMap<HubKey, (Link, Instant)>,
     ttl: Duration,
     max: usize,
+    last_sweep: std::sync::Mutex<Option<Instant>>,
 }
 
 impl LinkMemory {
@@ -116,28 +143,37 @@ impl LinkMemory {
             links: DashMap::new(),
             ttl,
             max,
+            last_sweep: std::sync::Mutex::new(None),
         }
     }
 
     /// Keeps `info`'s link for the hub's next connections, once it has settled.
-    pub fn remember(&self, owner: &OwnerId, addr: IpAddr, info: &TcpInfo) {
+    pub fn remember(&self, hub: HubKey, info: &TcpInfo) {
         let Some(link) = Link::measured(info).filter(|_| info.bytes_acked >= SETTLED_BYTES) else {
             return;
         };
-        if self.links.len() >= self.max {
-            self.links.retain(|_, (_, at)| at.elapsed() < self.ttl);
+        if self.links.len() >= self.max && !self.links.contains_key(&hub) {
+            self.sweep();
             if self.links.len() >= self.max {
-                self.links.clear();
+                return;
             }
         }
-        self.links
-            .insert((owner.clone(), addr), (link, Instant::now()));
+        self.links.insert(hub, (link, Instant::now()));
     }
 
-    /// The link last measured for `owner`'s hub at `addr`, if it is recent.
-    pub fn recall(&self, owner: &OwnerId, addr: IpAddr) -> Option<Link> {
-        let entry = self.links.get(&(owner.clone(), addr))?;
-        let (link, at) = *entry;
+    /// Drops the expired entries, at most once a second.
+    fn sweep(&self) {
+        let mut last = self.last_sweep.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        *last = Some(Instant::now());
+        self.links.retain(|_, (_, at)| at.elapsed() < self.ttl);
+    }
+
+    /// The link last learnt for `hub`, if it is recent.
+    pub fn recall(&self, hub: &HubKey) -> Option<Link> {
+        let (link, at) = *self.links.get(hub)?;
         (at.elapsed() < self.ttl).then_some(link)
     }
 }
@@ -378,7 +414,7 @@ mod tests {
     }
 
     #[test]
-    fn links_are_remembered_per_owner_and_address_once_settled() {
+    fn links_are_remembered_per_hub_once_settled() {
         let memory = LinkMemory::new(Duration::from_secs(600), 4);
         let (alice, bob) = (
             OwnerId::parse("alice").unwrap(),
@@ -386,54 +422,80 @@ mod tests {
         );
         let home: IpAddr = "192.0.2.7".parse().unwrap();
         let elsewhere: IpAddr = "198.51.100.1".parse().unwrap();
+        let display = Some(&b"Display/2.1"[..]);
+        let hub = |owner: &OwnerId, addr, agent| HubKey::new(owner, addr, agent);
         let slow = TcpInfo {
-            outstanding: false,
             delivery_rate: 40_000,
             rtt_us: 80_000,
             bytes_acked: 94_000,
             busy_time_us: 3_000_000,
+            outstanding: false,
         };
         // A 304 or a small frame says too little to keep.
         memory.remember(
-            &alice,
-            home,
+            hub(&alice, home, display),
             &TcpInfo {
                 bytes_acked: 600,
                 ..slow
             },
         );
-        assert_eq!(memory.recall(&alice, home), None);
-        memory.remember(&alice, home, &slow);
-        assert_eq!(memory.recall(&alice, home), Link::measured(&slow));
-        // Another owner at the same address, or the owner elsewhere, is not that hub.
-        assert_eq!(memory.recall(&bob, home), None);
-        assert_eq!(memory.recall(&alice, elsewhere), None);
+        assert_eq!(memory.recall(&hub(&alice, home, display)), None);
+        memory.remember(hub(&alice, home, display), &slow);
+        assert_eq!(
+            memory.recall(&hub(&alice, home, display)),
+            Link::measured(&slow)
+        );
+        // Another owner at the same address, the owner elsewhere, or another model of hub is
+        // not that hub.
+        assert_eq!(memory.recall(&hub(&bob, home, display)), None);
+        assert_eq!(memory.recall(&hub(&alice, elsewhere, display)), None);
+        assert_eq!(memory.recall(&hub(&alice, home, Some(b"Tablet/9"))), None);
+        assert_eq!(memory.recall(&hub(&alice, home, None)), None);
         // Nothing delivered: nothing to keep.
-        memory.remember(&bob, home, &TcpInfo::default());
-        assert_eq!(memory.recall(&bob, home), None);
+        memory.remember(hub(&bob, home, display), &TcpInfo::default());
+        assert_eq!(memory.recall(&hub(&bob, home, display)), None);
     }
 
     #[test]
     fn remembered_links_expire_and_stay_bounded() {
         let info = TcpInfo {
-            outstanding: false,
             delivery_rate: 40_000,
             rtt_us: 80_000,
             bytes_acked: 94_000,
             busy_time_us: 3_000_000,
+            outstanding: false,
         };
-        let owner = OwnerId::parse("alice").unwrap();
-        let addr = |i: u8| IpAddr::from([192, 0, 2, i]);
+        let (alice, bob) = (
+            OwnerId::parse("alice").unwrap(),
+            OwnerId::parse("bob").unwrap(),
+        );
+        let hub = |owner: &OwnerId, i: u8| HubKey::new(owner, IpAddr::from([192, 0, 2, i]), None);
         let expired = LinkMemory::new(Duration::ZERO, 4);
-        expired.remember(&owner, addr(1), &info);
-        assert_eq!(expired.recall(&owner, addr(1)), None);
+        expired.remember(hub(&alice, 1), &info);
+        assert_eq!(expired.recall(&hub(&alice, 1)), None);
+        // Full: the hubs already known keep their links and are updated; a flood of new ones
+        // from one owner pushes none of them out.
         let memory = LinkMemory::new(Duration::from_secs(600), 4);
-        for i in 0..50 {
-            memory.remember(&owner, addr(i), &info);
+        for i in 0..3 {
+            memory.remember(hub(&bob, i), &info);
+        }
+        for i in 10..60 {
+            memory.remember(hub(&alice, i), &info);
             assert!(memory.links.len() <= 4);
         }
-        // The latest is always kept.
-        assert!(memory.recall(&owner, addr(49)).is_some());
+        for i in 0..3 {
+            assert!(memory.recall(&hub(&bob, i)).is_some());
+            memory.remember(hub(&bob, i), &info);
+            assert!(memory.recall(&hub(&bob, i)).is_some());
+        }
+        // Once expired, entries make room.
+        let brief = LinkMemory::new(Duration::from_millis(1), 2);
+        brief.remember(hub(&alice, 1), &info);
+        brief.remember(hub(&alice, 2), &info);
+        std::thread::sleep(Duration::from_millis(5));
+        brief.remember(hub(&bob, 3), &info);
+        assert!(brief.links.contains_key(&hub(&bob, 3)));
+        assert_eq!(brief.links.len(), 1);
     }
 
     #[test]

@@ -320,7 +320,9 @@ fn hints_choose_as_documented() {
         assert!(r.header("vary").unwrap().contains("Save-Data"));
         r.header("x-frame-variant").unwrap().to_string()
     };
-    // A new connection has delivered nothing yet: without hints, the full frame.
+    // Without hints, a new connection goes by what is known of the hub's link: nothing yet,
+    // then the fast loopback link its first connection measured. The full frame either way;
+    // so too below when hints are malformed and ignored.
     assert_eq!(choose(&[]), "full");
     assert_eq!(choose(&[("Save-Data", "on")]), "thumb");
     assert_eq!(choose(&[("ECT", "slow-2g")]), "thumb");
@@ -433,7 +435,9 @@ fn a_throttled_hub_gets_a_smaller_rendition_than_an_unthrottled_one() {
     let stack = hd_stack(|_| {});
     let mut fast = Hub::connect(&stack, None);
     let mut slow = Hub::connect(&stack, Some(40_000.0));
-    // First responses: nothing measured yet, so both get the full frame.
+    // First responses: nothing measured on either connection yet (the slow one may start from
+    // the fast one's link, remembered for the same owner, address and agent), so both get the
+    // full frame.
     for hub in [&mut fast, &mut slow] {
         let r = hub.get("/v1/cameras/cam-1/frame");
         assert_eq!(r.status, 200);
@@ -461,11 +465,14 @@ fn a_new_connection_starts_from_the_link_its_hub_measured_on_the_last_one() {
     let r = first.get("/v1/cameras/cam-1/frame");
     assert_eq!((r.status, variant(&r).as_str()), (200, "full"));
     drop(first);
-    // Its next poll comes a while later, on a new connection (it polls less often than the
-    // idle timeout); the proxy keeps the link once the last bytes are acknowledged, which it
-    // checks at most every 200 ms. The link the last connection measured chooses, before this
-    // one has sent a byte.
-    thread::sleep(Duration::from_secs(2));
+    // The proxy keeps the link once the last bytes are acknowledged, and counts the request
+    // after that.
+    wait_until("the first poll to be done with", || {
+        stack.metric(r#"framecache_variant_choices_total{reason="unmeasured",variant="full"}"#)
+            == 1.0
+    });
+    // Its next poll comes on a new connection (it polls less often than the idle timeout):
+    // the link its last connection measured chooses, before this one has sent a byte.
     let mut next = Hub::connect(&stack, Some(40_000.0));
     let r = next.get("/v1/cameras/cam-1/frame");
     assert_eq!(r.status, 200);
