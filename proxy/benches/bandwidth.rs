@@ -124,6 +124,11 @@ struct Figures {
 
 impl Figures {
     fn of(mut run: Run) -> Figures {
+        assert!(
+            run.sizes.len() >= 2,
+            "a hub got {} frames: run for longer (SECONDS)",
+            run.sizes.len()
+        );
         let kb = |sizes: &[usize]| sizes.iter().sum::<usize>() as f64 / 1000.0;
         let per_frame = |sizes: &[usize]| kb(sizes) / sizes.len().max(1) as f64;
         let seconds = run.elapsed.as_secs_f64();

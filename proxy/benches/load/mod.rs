@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// The allocator the proxy binary ships with, so that in-process benchmarks measure it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// One answer: its head and body length.
 pub struct Answer {
     pub head: String,
