@@ -7,8 +7,9 @@
 //!    70 kbit/s and 1400 ms, `3g` 700 kbit/s and 270 ms, `4g` unbounded.
 //! 3. The connection's own measurement: Linux `TCP_INFO` on the hub's socket, its delivery
 //!    rate and smoothed RTT.
-//! 4. A connection that has delivered nothing yet has no rate of its own: the link its owner's
-//!    hub at the same address measured on an earlier connection ([`LinkMemory`]), else `full`.
+//! 4. A connection that has delivered nothing yet has no rate of its own: the link the same
+//!    hub (owner, address, `User-Agent`) measured on an earlier connection ([`LinkMemory`]),
+//!    else `full`.
 //!
 //! With a link known, the choice is the largest rendition expected to arrive within
 //! `delivery.target_time_ms`: one RTT plus its size over the rate, the size being the cached
