@@ -292,6 +292,7 @@ pub async fn write_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::origin::Rejection;
 
     #[test]
     fn slow_hubs_get_time_in_proportion_to_the_body() {
@@ -308,7 +309,6 @@ mod tests {
             Duration::from_secs(2)
         );
     }
-    use crate::origin::Rejection;
 
     #[test]
     fn statuses_follow_spec() {

@@ -3,9 +3,10 @@
 //! Every hub request is answered in `request_filter`, which runs before anything else can touch
 //! the request: route → token → frame cache (origin fetch with attestation on a miss) →
 //! delivery. Pingora's own upstream phases are never reached, because a frame must be verified
-//! whole before its first byte goes to the hub, which a streaming upstream phase cannot promise. Metrics are recorded in
-//! `logging`, once per request, from what the context collected; origin requests, which a
-//! coalesced fetch makes on behalf of several hub requests, are recorded where they complete.
+//! whole before its first byte goes to the hub, which a streaming upstream phase cannot
+//! promise. Metrics are recorded in `logging`, once per request, from what the context
+//! collected; origin requests, which a coalesced fetch makes on behalf of several hub
+//! requests, are recorded where they complete.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -159,9 +160,9 @@ impl Edge {
         {
             Ok(Ok(sent)) => {
                 ctx.body_bytes = sent;
+                ctx.finished = Some(Instant::now());
                 // The connection's first frame chosen by the proxy: what delivering it measures
                 // is kept for the hub's next connection, which may be its next poll.
-                ctx.finished = Some(Instant::now());
                 if matches!(chosen.reason, Reason::Unmeasured | Reason::Remembered)
                     && sent as u64 >= choice::SETTLED_BYTES
                 {

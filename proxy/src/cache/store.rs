@@ -59,9 +59,7 @@ impl StoredFrame {
             holders: AtomicU32::new(0),
         }
     }
-}
 
-impl StoredFrame {
     /// A rendition of `source`: its own bytes and hash, the source's seq and capture time.
     pub fn rendition(source: &StoredFrame, hash: ContentHash, body: Bytes) -> StoredFrame {
         StoredFrame {

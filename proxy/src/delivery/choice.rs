@@ -55,6 +55,11 @@ impl Reason {
     }
 }
 
+/// Bytes a connection must have had acknowledged before its busy-time average counts, and
+/// before its measurement is kept for the hub's next connections: below that, the kernel's
+/// sample alone speaks, and after a 304 or a small frame it says little.
+pub const SETTLED_BYTES: u64 = 16 * 1024;
+
 /// What is known of a hub's link.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Link {
@@ -77,12 +82,12 @@ impl Link {
     /// the connection's busy time (bytes acknowledged over the time it had data in flight, idle
     /// time excluded). The sample alone reacts fast but, behind a receive window that opens in
     /// bursts, reads high; the average needs a few frames' worth of bytes to mean anything and
-    /// is used once 16 KiB have been acknowledged.
+    /// is used once [`SETTLED_BYTES`] have been acknowledged.
     pub fn measured(info: &TcpInfo) -> Option<Link> {
         if info.delivery_rate == 0 {
             return None;
         }
-        let average = if info.bytes_acked >= 16 * 1024 && info.busy_time_us > 0 {
+        let average = if info.bytes_acked >= SETTLED_BYTES && info.busy_time_us > 0 {
             info.bytes_acked as f64 * 1e6 / info.busy_time_us as f64
         } else {
             f64::INFINITY
@@ -93,11 +98,6 @@ impl Link {
         })
     }
 }
-
-/// Bytes a connection must have had acknowledged before its measurement is kept for the
-/// hub's next connections: below that, the kernel's sample alone speaks, and after a 304 or
-/// a small frame it says little.
-pub const SETTLED_BYTES: u64 = 16 * 1024;
 
 /// Which hub a connection comes from, as far as the proxy can tell: its owner, its address,
 /// and a hash of its `User-Agent`, so that a household's wired display and its tablet on a
