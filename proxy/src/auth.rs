@@ -216,14 +216,21 @@ impl TokenVerifier {
 /// The token of `Bearer <token>`: the scheme is case-insensitive (RFC 7235), the token is
 /// RFC 6750's b64token.
 fn bearer_token(header: &[u8]) -> Option<&str> {
-    let text = std::str::from_utf8(header).ok()?;
-    let (scheme, rest) = text.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let (scheme, rest) = header.split_at_checked(b"bearer ".len())?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
         return None;
     }
-    let token = rest.trim_start_matches(' ');
-    let b64token = |c: char| c.is_ascii_alphanumeric() || "-._~+/=".contains(c);
-    (!token.is_empty() && token.chars().all(b64token)).then_some(token)
+    let start = rest.iter().position(|&b| b != b' ')?;
+    let token = &rest[start..];
+    let b64token = |b: &u8| {
+        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
+    };
+    // All ASCII once checked, so the conversion cannot fail.
+    token
+        .iter()
+        .all(b64token)
+        .then(|| std::str::from_utf8(token).ok())
+        .flatten()
 }
 
 /// Errors minting a token.

@@ -30,7 +30,12 @@ const IMMUTABLE: &str = "private, max-age=31536000, immutable";
 
 /// The quoted strong ETag of a frame: its blake3 address.
 pub fn etag(frame: &StoredFrame) -> String {
-    format!("\"{}\"", frame.hash)
+    let hex = blake3::Hash::from_bytes(*frame.hash.as_bytes()).to_hex();
+    let mut etag = String::with_capacity(hex.len() + 2);
+    etag.push('"');
+    etag.push_str(hex.as_str());
+    etag.push('"');
+    etag
 }
 
 /// A hub must take at least this many bytes per `delivery.write_timeout_ms` to stay connected
@@ -89,15 +94,31 @@ pub async fn rendition(
     }
 }
 
+/// Header names of frame responses that `http` has no constant for.
+mod name {
+    use http::header::HeaderName;
+
+    pub const ACCEPT_CH: HeaderName = HeaderName::from_static("accept-ch");
+    pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+    pub const X_FRAME_CAPTURED_AT: HeaderName = HeaderName::from_static("x-frame-captured-at");
+    pub const X_FRAME_SEQ: HeaderName = HeaderName::from_static("x-frame-seq");
+    pub const X_FRAME_VARIANT: HeaderName = HeaderName::from_static("x-frame-variant");
+}
+
 /// The response header of a frame answered as `answer` (not `Unsatisfiable`, an error), with
 /// its [`etag`], and the body to send with it.
+///
+/// Built as a plain `http` header map with constant names, so that nothing is parsed or
+/// validated twice on the hit path; Pingora writes it as it is.
 pub fn frame_response(
     served: &Served,
     req: &HubRequest,
     answer: Answer,
     chosen: Chosen,
     etag: String,
-) -> pingora::Result<(ResponseHeader, Option<Bytes>)> {
+) -> Result<(ResponseHeader, Option<Bytes>), http::Error> {
+    use http::header::{self, HeaderValue};
+
     let frame = &served.frame;
     let len = frame.body.len();
     let (status, body) = match answer {
@@ -105,27 +126,36 @@ pub fn frame_response(
         Answer::Partial { start, end } => (206, Some(frame.body.slice(start..=end))),
         _ => (200, Some(frame.body.clone())),
     };
-    let mut h = ResponseHeader::build_no_case(status, Some(16))?;
+    let mut parts = http::Response::new(()).into_parts().0;
+    parts.status = http::StatusCode::from_u16(status)?;
+    let h = &mut parts.headers;
+    h.reserve(16);
     if let Some(body) = &body {
-        h.insert_header("content-type", "image/jpeg")?;
-        h.insert_header("content-length", body.len())?;
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     }
     if let Answer::Partial { start, end } = answer {
-        h.insert_header("content-range", format!("bytes {start}-{end}/{len}"))?;
+        h.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::try_from(format!("bytes {start}-{end}/{len}"))?,
+        );
     }
-    h.insert_header("accept-ranges", "bytes")?;
-    h.insert_header("etag", etag)?;
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::ETAG, HeaderValue::try_from(etag)?);
     let cache_control = match req.target {
-        Target::ByHash(_) => IMMUTABLE.to_string(),
-        _ if served.no_store => "private, no-store".to_string(),
+        Target::ByHash(_) => HeaderValue::from_static(IMMUTABLE),
+        _ if served.no_store => HeaderValue::from_static("private, no-store"),
         _ if matches!(served.lookup, Lookup::Stale | Lookup::Revalidating) => {
-            "private, max-age=0".to_string()
+            HeaderValue::from_static("private, max-age=0")
         }
-        _ => format!("private, max-age={}", served.fresh_for.as_secs()),
+        _ => HeaderValue::try_from(format!("private, max-age={}", served.fresh_for.as_secs()))?,
     };
-    h.insert_header("cache-control", cache_control)?;
-    h.insert_header("cache-status", served.lookup.cache_status())?;
-    h.insert_header("age", served.age.as_secs())?;
+    h.insert(header::CACHE_CONTROL, cache_control);
+    h.insert(
+        name::CACHE_STATUS,
+        HeaderValue::from_static(served.lookup.cache_status()),
+    );
+    h.insert(header::AGE, HeaderValue::from(served.age.as_secs()));
     let variant = chosen.rendition.variant;
     if req.target == Target::Latest || !variant.is_full() {
         let query = if variant.is_full() {
@@ -133,25 +163,35 @@ pub fn frame_response(
         } else {
             format!("?variant={variant}")
         };
-        h.insert_header(
-            "content-location",
-            format!(
+        let address = blake3::Hash::from_bytes(*frame.address().as_bytes()).to_hex();
+        h.insert(
+            header::CONTENT_LOCATION,
+            HeaderValue::try_from(format!(
                 "/v1/cameras/{}/frames/{}{query}",
                 req.camera,
-                frame.address()
-            ),
-        )?;
+                address.as_str()
+            ))?,
+        );
     }
-    h.insert_header("x-frame-variant", variant.as_str())?;
-    h.insert_header("accept-ch", choice::ACCEPT_CH)?;
+    h.insert(
+        name::X_FRAME_VARIANT,
+        HeaderValue::from_static(variant.as_str()),
+    );
+    h.insert(name::ACCEPT_CH, HeaderValue::from_static(choice::ACCEPT_CH));
     if chosen.reason != Reason::Requested {
         // Another hint, or another link, may get another rendition at this URL.
-        h.insert_header("vary", choice::ACCEPT_CH)?;
+        h.insert(header::VARY, HeaderValue::from_static(choice::ACCEPT_CH));
     }
-    h.insert_header("x-frame-seq", frame.seq)?;
-    h.insert_header("x-frame-captured-at", frame.captured_at_ms)?;
-    h.insert_header("x-content-type-options", "nosniff")?;
-    Ok((h, body))
+    h.insert(name::X_FRAME_SEQ, HeaderValue::from(frame.seq));
+    h.insert(
+        name::X_FRAME_CAPTURED_AT,
+        HeaderValue::from(frame.captured_at_ms),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    Ok((ResponseHeader::from(parts), body))
 }
 
 /// Writes a response (headers only for HEAD); returns the body bytes sent. The body is the

@@ -342,10 +342,11 @@ impl ProxyHttp for Edge {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let m = &self.metrics;
         let route = ctx.route.as_str();
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        m.requests
-            .with_label_values(&[route, &status.to_string()])
-            .inc();
+        // "0": nothing was written (the hub went away before an answer).
+        let status = session
+            .response_written()
+            .map_or("0", |r| r.status.as_str());
+        m.requests.with_label_values(&[route, status]).inc();
         m.request_duration.with_label_values(&[route]).observe(
             ctx.finished
                 .unwrap_or_else(Instant::now)
