@@ -445,6 +445,12 @@ def cmd_compare(args) -> int:
                 continue
             avg = lambda k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
             means[(workload, target)] = {k: avg(k) for k in ("rps", "p50_ms", "p99_ms", "cpu_secs_per_1000", "origin_requests", "requests")}
+            # The machine is shared and noisy: each round's ratio to framecache in the same
+            # round shows how far one run can be trusted.
+            base = {r["round"]: r for r in rows if r["workload"] == workload and r["target"] == "framecache"}
+            per_round = [r["rps"] / base[r["round"]]["rps"] for r in rs if r["round"] in base and base[r["round"]]["rps"]]
+            means[(workload, target)]["rps_ratio_min"] = min(per_round) if per_round else None
+            means[(workload, target)]["rps_ratio_max"] = max(per_round) if per_round else None
     report = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         "machine": "2-core development machine",
@@ -470,8 +476,8 @@ def render_compare(report: dict, means: dict) -> str:
     lines = [
         f"Compare — {report['date']}, {report['machine']}, `{report['command']}` ({report['profile']} build).",
         "",
-        "| workload | target | req/s | p99 ms | CPU s / 1,000 req | origin requests | req/s vs framecache | p99 vs framecache |",
-        "|---|---|---|---|---|---|---|---|",
+        "| workload | target | req/s | p99 ms | CPU s / 1,000 req | origin requests | req/s vs framecache | (rounds) | p99 vs framecache |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for workload, label in (("hit", "hit-heavy"), ("miss", "miss-heavy")):
         base = means.get((workload, "framecache"))
@@ -481,9 +487,11 @@ def render_compare(report: dict, means: dict) -> str:
                 continue
             rps_ratio = f"{m['rps'] / base['rps']:.2f}×" if base and base["rps"] else "–"
             p99_ratio = f"{m['p99_ms'] / base['p99_ms']:.2f}×" if base and base["p99_ms"] else "–"
+            spread = (f"{m['rps_ratio_min']:.2f}–{m['rps_ratio_max']:.2f}×"
+                      if m.get("rps_ratio_min") is not None and target != "framecache" else "–")
             lines.append(
                 f"| {label} | {NAMES[target]} | {m['rps']:,.0f} | {m['p99_ms']:.2f} | "
-                f"{fmt(m['cpu_secs_per_1000'], 3)} | {m['origin_requests']:,.0f} | {rps_ratio} | {p99_ratio} |"
+                f"{fmt(m['cpu_secs_per_1000'], 3)} | {m['origin_requests']:,.0f} | {rps_ratio} | {spread} | {p99_ratio} |"
             )
     lines += ["", "Rounds (alternating, rotating order):", "",
               "| workload | round | target | requests | req/s | p50 ms | p99 ms | CPU s | origin requests | privacy checks failed |",
