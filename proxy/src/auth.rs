@@ -118,7 +118,7 @@ pub struct TokenVerifier {
     /// Tokens whose signature, audience and claims verified, by their exact text: a hub sends
     /// the same token on every poll, and a second HMAC and JSON parse would find the same.
     /// Expiry and not-before are checked again on every use.
-    verified: DashMap<Box<str>, Verified>,
+    verified: DashMap<Box<[u8]>, Verified, foldhash::fast::RandomState>,
 }
 
 /// A verified token's grant and validity window.
@@ -151,7 +151,7 @@ impl TokenVerifier {
             key: DecodingKey::from_secret(secret),
             validation,
             leeway: leeway.as_secs(),
-            verified: DashMap::new(),
+            verified: DashMap::default(),
         }
     }
 
@@ -164,9 +164,11 @@ impl TokenVerifier {
         if headers.next().is_some() || header.len() > MAX_HEADER_BYTES {
             return Err(AuthError::Malformed);
         }
-        let token = bearer_token(header).ok_or(AuthError::Malformed)?;
+        let credentials = bearer_credentials(header).ok_or(AuthError::Malformed)?;
         let now = unix_now();
-        if let Some(known) = self.verified.get(token).map(|v| v.clone()) {
+        // Only tokens that passed every check are remembered, so a known one is not scanned
+        // again.
+        if let Some(known) = self.verified.get(credentials).map(|v| v.clone()) {
             if now > known.exp.saturating_add(self.leeway)
                 || known
                     .nbf
@@ -176,11 +178,12 @@ impl TokenVerifier {
             }
             return Ok(known.grant);
         }
+        let token = b64token(credentials).ok_or(AuthError::Malformed)?;
         let verified = self.decode(token)?;
         if self.verified.len() >= VERIFIED_TOKENS_MAX {
             self.verified.clear();
         }
-        self.verified.insert(token.into(), verified.clone());
+        self.verified.insert(credentials.into(), verified.clone());
         Ok(verified.grant)
     }
 
@@ -213,23 +216,27 @@ impl TokenVerifier {
     }
 }
 
-/// The token of `Bearer <token>`: the scheme is case-insensitive (RFC 7235), the token is
-/// RFC 6750's b64token.
-fn bearer_token(header: &[u8]) -> Option<&str> {
+/// The credentials of `Bearer <credentials>`: the scheme is case-insensitive (RFC 7235); the
+/// spaces after it are not part of them. Whether they are a token, [`b64token`] says.
+fn bearer_credentials(header: &[u8]) -> Option<&[u8]> {
     let (scheme, rest) = header.split_at_checked(b"bearer ".len())?;
     if !scheme.eq_ignore_ascii_case(b"bearer ") {
         return None;
     }
     let start = rest.iter().position(|&b| b != b' ')?;
-    let token = &rest[start..];
-    let b64token = |b: &u8| {
+    Some(&rest[start..])
+}
+
+/// `credentials` as text if they are RFC 6750's b64token.
+fn b64token(credentials: &[u8]) -> Option<&str> {
+    let allowed = |b: &u8| {
         b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
     };
     // All ASCII once checked, so the conversion cannot fail.
-    token
+    credentials
         .iter()
-        .all(b64token)
-        .then(|| std::str::from_utf8(token).ok())
+        .all(allowed)
+        .then(|| std::str::from_utf8(credentials).ok())
         .flatten()
 }
 
@@ -608,7 +615,7 @@ mod tests {
         assert!(v.verify(std::iter::once(header.as_bytes())).is_ok());
         assert_eq!(v.verified.len(), 1, "remembered");
         // The same token text, now past its expiry: refused without a new decode.
-        v.verified.get_mut(token.as_str()).unwrap().exp = unix_now() - 1;
+        v.verified.get_mut(token.as_bytes()).unwrap().exp = unix_now() - 1;
         assert_eq!(
             v.verify(std::iter::once(header.as_bytes())).err(),
             Some(AuthError::Expired)

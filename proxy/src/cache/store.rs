@@ -266,7 +266,8 @@ impl Queues {
 
 /// The size-bounded index.
 pub struct Store {
-    map: DashMap<KeyDigest, Arc<Entry>>,
+    /// Keys are blake3 digests already; foldhash is the cheapest keyed way to spread them.
+    map: DashMap<KeyDigest, Arc<Entry>, foldhash::fast::RandomState>,
     queues: Mutex<Queues>,
     max_bytes: u64,
     entries: IntGauge,
@@ -287,7 +288,7 @@ impl Store {
         evictions: IntCounter,
     ) -> Store {
         Store {
-            map: DashMap::new(),
+            map: DashMap::default(),
             queues: Mutex::new(Queues::default()),
             max_bytes,
             entries,
