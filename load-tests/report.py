@@ -406,6 +406,26 @@ TARGETS = ["framecache", "nginx", "varnish"]
 NAMES = {"framecache": "framecache", "nginx": "nginx proxy_cache", "varnish": "Varnish"}
 
 
+def children_cpu(before: Path, after: Path) -> float | None:
+    """CPU seconds (user + system) of a shell's waited-for children between two `times`
+    outputs (second line: children's user and system time, as `1m2.345s 0m0.678s`)."""
+    def read(path: Path) -> float | None:
+        if not path.exists():
+            return None
+        lines = path.read_text().splitlines()
+        if len(lines) < 2:
+            return None
+        total = 0.0
+        for field in lines[1].split():
+            m = re.fullmatch(r"(\d+)m([\d.]+)s", field)
+            if not m:
+                return None
+            total += 60 * int(m.group(1)) + float(m.group(2))
+        return total
+    b, a = read(before), read(after)
+    return a - b if a is not None and b is not None else None
+
+
 def cmd_compare(args) -> int:
     d = Path(args.dir)
     rows = []
@@ -420,6 +440,7 @@ def cmd_compare(args) -> int:
                 before, after = (float(x) for x in (d / f"{name}.cpu").read_text().split())
                 sb = json.loads((d / f"{name}.camsim.before.json").read_text())
                 sa = json.loads((d / f"{name}.camsim.after.json").read_text())
+                k6_cpu = children_cpu(d / f"{name}.k6times.before", d / f"{name}.k6times.after")
                 checks = k6_checks(summary)
                 privacy = [c for n, c in checks.items() if n.startswith("privacy:")]
                 requests = m["http_reqs{route:frame}"]["count"]
@@ -433,6 +454,7 @@ def cmd_compare(args) -> int:
                     "p99_ms": m["http_req_duration{route:frame}"]["p(99)"],
                     "cpu_secs": after - before,
                     "cpu_secs_per_1000": 1000 * (after - before) / requests if requests else None,
+                    "k6_cpu_secs_per_1000": 1000 * k6_cpu / requests if requests and k6_cpu is not None else None,
                     "origin_requests": sum(sa["frame_requests"].values()) - sum(sb["frame_requests"].values()),
                     "privacy_passes": sum(c["passes"] for c in privacy),
                     "privacy_fails": sum(c["fails"] for c in privacy),
@@ -443,8 +465,8 @@ def cmd_compare(args) -> int:
             rs = [r for r in rows if r["workload"] == workload and r["target"] == target]
             if not rs:
                 continue
-            avg = lambda k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
-            means[(workload, target)] = {k: avg(k) for k in ("rps", "p50_ms", "p99_ms", "cpu_secs_per_1000", "origin_requests", "requests")}
+            avg = lambda k: sum(r[k] for r in rs) / len(rs) if all(r[k] is not None for r in rs) else None  # noqa: E731
+            means[(workload, target)] = {k: avg(k) for k in ("rps", "p50_ms", "p99_ms", "cpu_secs_per_1000", "k6_cpu_secs_per_1000", "origin_requests", "requests")}
             # The machine is shared and noisy: each round's ratio to framecache in the same
             # round shows how far one run can be trusted.
             base = {r["round"]: r for r in rows if r["workload"] == workload and r["target"] == "framecache"}
@@ -476,8 +498,8 @@ def render_compare(report: dict, means: dict) -> str:
     lines = [
         f"Compare — {report['date']}, {report['machine']}, `{report['command']}` ({report['profile']} build).",
         "",
-        "| workload | target | req/s | p99 ms | CPU s / 1,000 req | origin requests | req/s vs framecache | (rounds) | p99 vs framecache |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| workload | target | req/s | p99 ms | CPU s / 1,000 req | k6's CPU s / 1,000 req | origin requests | req/s vs framecache | (rounds) | p99 vs framecache |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for workload, label in (("hit", "hit-heavy"), ("miss", "miss-heavy")):
         base = means.get((workload, "framecache"))
@@ -491,7 +513,8 @@ def render_compare(report: dict, means: dict) -> str:
                       if m.get("rps_ratio_min") is not None and target != "framecache" else "–")
             lines.append(
                 f"| {label} | {NAMES[target]} | {m['rps']:,.0f} | {m['p99_ms']:.2f} | "
-                f"{fmt(m['cpu_secs_per_1000'], 3)} | {m['origin_requests']:,.0f} | {rps_ratio} | {spread} | {p99_ratio} |"
+                f"{fmt(m['cpu_secs_per_1000'], 3)} | {fmt(m['k6_cpu_secs_per_1000'], 3)} | {m['origin_requests']:,.0f} | "
+                f"{rps_ratio} | {spread} | {p99_ratio} |"
             )
     lines += ["", "Rounds (alternating, rotating order):", "",
               "| workload | round | target | requests | req/s | p50 ms | p99 ms | CPU s | origin requests | privacy checks failed |",

@@ -5,7 +5,8 @@
 # Hit-heavy: the three serve the same camsim frames from a warm cache (rounds alternate, in a
 # rotating order). Miss-heavy: each round starts the target afresh (a cold cache) and asks for
 # every (owner, camera) once, four hubs at the same instant. CPU seconds are utime + stime of
-# the target's processes (nginx master and workers; varnishd manager and child) from /proc.
+# the target's processes (nginx master and workers; varnishd manager and child) from /proc; k6's
+# own CPU is reported beside it, since k6 shares the machine and is what limits the hit rounds.
 
 nginx_bin() { command -v nginx || echo /usr/sbin/nginx; }
 
@@ -104,7 +105,11 @@ measure() {
   camsim_stats "$work/$name.camsim.before.json"
   local cpu_before cpu_after rc=0
   cpu_before=$(cpu_seconds "$target_pid")
+  # The load generator's own CPU: `times` (a builtin, so no fork) gives the CPU of this
+  # shell's waited-for children, of which k6 is the only one in between.
+  times >"$work/$name.k6times.before"
   k6_run compare.js "$name" -e "WORKLOAD=$workload" -e "PAIRS=$pairs" || rc=$?
+  times >"$work/$name.k6times.after"
   cpu_after=$(cpu_seconds "$target_pid")
   camsim_stats "$work/$name.camsim.after.json"
   echo "$cpu_before $cpu_after" >"$work/$name.cpu"
