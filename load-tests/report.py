@@ -408,7 +408,8 @@ NAMES = {"framecache": "framecache", "nginx": "nginx proxy_cache", "varnish": "V
 
 def children_cpu(before: Path, after: Path) -> float | None:
     """CPU seconds (user + system) of a shell's waited-for children between two `times`
-    outputs (second line: children's user and system time, as `1m2.345s 0m0.678s`)."""
+    outputs (second line: children's user and system time, as `1m2.345s 0m0.678s`), or None
+    when either is missing or unreadable."""
     def read(path: Path) -> float | None:
         if not path.exists():
             return None
@@ -417,10 +418,11 @@ def children_cpu(before: Path, after: Path) -> float | None:
             return None
         total = 0.0
         for field in lines[1].split():
-            m = re.fullmatch(r"(\d+)m([\d.]+)s", field)
+            # The decimal separator is the locale's.
+            m = re.fullmatch(r"(\d+)m(\d+)[.,](\d+)s", field)
             if not m:
                 return None
-            total += 60 * int(m.group(1)) + float(m.group(2))
+            total += 60 * int(m.group(1)) + float(f"{m.group(2)}.{m.group(3)}")
         return total
     b, a = read(before), read(after)
     return a - b if a is not None and b is not None else None
