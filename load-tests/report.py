@@ -242,6 +242,13 @@ def cmd_scenario(args) -> int:
     camsim_frame_requests = sum(camsim_after.get("frame_requests", {}).values()) - sum(
         camsim_before.get("frame_requests", {}).values()
     )
+    # Whole frames camsim sent to an owner that had already been sent them: fetches a cache in
+    # front should have spared (distinct from frames fetched that no hub asked for before the
+    # run ended, which also count against origin requests per distinct frame received).
+    served_again = (
+        camsim_after["frames_served_again"] - camsim_before.get("frames_served_again", 0)
+        if "frames_served_again" in camsim_after else None
+    )
 
     slow = json.loads((d / "slow.json").read_text()) if (d / "slow.json").exists() else None
 
@@ -301,6 +308,7 @@ def cmd_scenario(args) -> int:
         "camsim_frame_requests": camsim_frame_requests,
         "distinct_frames": distinct,
         "origin_requests_per_distinct_frame": ratio(origin_total, distinct) if distinct else None,
+        "origin_frames_served_again": served_again,
         "latency_ms": latency,
         "response_bytes_by_variant": variant_bytes,
         "not_modified": int(diff.total("framecache_not_modified_total")),
@@ -345,6 +353,8 @@ def render_scenario(r: dict) -> str:
     if r["distinct_frames"] is not None:
         row("distinct frames received (owner, camera, seq)", fmt(r["distinct_frames"]))
         row("origin requests per distinct frame", fmt(r["origin_requests_per_distinct_frame"]))
+    if r.get("origin_frames_served_again") is not None:
+        row("frames the origin sent the same owner twice", fmt(r["origin_frames_served_again"]))
     for route, t in r["latency_ms"].items():
         if t:
             row(f"latency {route} p50 / p95 / p99", f"{t['p50']:.2f} / {t['p95']:.2f} / {t['p99']:.2f} ms")

@@ -121,6 +121,11 @@ pub(crate) async fn serve_frame(
         });
     }
     http::write_body(stream, sent, plan.bandwidth).await?;
+    if plan.cut.is_none() && answer.faults.is_empty() {
+        shared
+            .recorder
+            .frame_served(&answer.owner, &answer.camera, answer.frame.seq);
+    }
     match plan.cut {
         // SO_LINGER 0: closing sends RST and drops anything unsent.
         Some(Cut::Reset) => {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -115,9 +115,8 @@ pub async fn start(config: Config) -> anyhow::Result<Handle> {
     if !problems.is_empty() {
         anyhow::bail!("invalid camsim configuration: {}", problems.join("; "));
     }
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener =
+        listen(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let local_addr = listener.local_addr()?;
     let topology = Topology::new(config.owners, config.cameras_per_owner);
     let ids = topology.cameras();
@@ -143,6 +142,22 @@ pub async fn start(config: Config) -> anyhow::Result<Handle> {
         stop,
         task,
     })
+}
+
+/// How many connections may wait to be accepted: a proxy's cold-cache storm opens hundreds at
+/// once, and a real backend's listener takes them (the kernel caps it at `net.core.somaxconn`).
+/// With the usual 128, connects beyond it wait a second for a retransmitted SYN.
+const ACCEPT_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
 }
 
 /// Starts camsim, prints where it listens and who reads which camera, serves until `shutdown`

@@ -1,6 +1,6 @@
 //! What camsim has done: counters behind `GET /stats` and `Handle::stats`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,10 @@ pub struct Stats {
     pub faults_injected: BTreeMap<String, u64>,
     /// JPEG frames rendered (each (camera, seq) renders once while retained).
     pub frames_rendered: u64,
+    /// Whole, undamaged frames sent to an owner that had already been sent the same frame of
+    /// that camera (among the last [`SERVED_REMEMBERED`]): fetches a cache in front should
+    /// have spared.
+    pub frames_served_again: u64,
     /// Connections accepted so far.
     pub connections_accepted: u64,
     /// Connections open now.
@@ -40,10 +44,16 @@ impl Stats {
     }
 }
 
+/// How many recent frames per (owner, camera) are remembered to spot one served twice: as many
+/// as camsim retains by default.
+pub const SERVED_REMEMBERED: usize = 64;
+
 /// The live counters. Every fault name and camera is present from the start, at 0.
 #[derive(Debug)]
 pub(crate) struct Recorder {
     stats: Mutex<Stats>,
+    /// The seqs last served whole per (owner, camera), newest at the back.
+    served: Mutex<HashMap<(String, String), VecDeque<u64>>>,
 }
 
 impl Recorder {
@@ -58,6 +68,7 @@ impl Recorder {
         };
         Recorder {
             stats: Mutex::new(stats),
+            served: Mutex::new(HashMap::new()),
         }
     }
 
@@ -79,6 +90,28 @@ impl Recorder {
                 .entry(fault.as_str().to_owned())
                 .or_default() += 1
         });
+    }
+
+    /// A whole, undamaged frame `seq` of `camera` was sent to `owner`.
+    pub fn frame_served(&self, owner: &str, camera: &str, seq: u64) {
+        let again = {
+            let mut served = self.served.lock().unwrap_or_else(PoisonError::into_inner);
+            let seqs = served
+                .entry((owner.to_owned(), camera.to_owned()))
+                .or_default();
+            if seqs.contains(&seq) {
+                true
+            } else {
+                if seqs.len() == SERVED_REMEMBERED {
+                    seqs.pop_front();
+                }
+                seqs.push_back(seq);
+                false
+            }
+        };
+        if again {
+            self.update(|s| s.frames_served_again += 1);
+        }
     }
 
     pub fn rendered(&self) {
@@ -107,6 +140,25 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frame_served_twice_to_one_owner_is_counted_once_per_repeat() {
+        let recorder = Recorder::new(&["cam-1".to_owned()]);
+        recorder.frame_served("owner-1", "cam-1", 1);
+        recorder.frame_served("owner-1", "cam-1", 2);
+        // Another owner sharing the camera has its own cache entries: not a repeat.
+        recorder.frame_served("owner-2", "cam-1", 2);
+        assert_eq!(recorder.snapshot().frames_served_again, 0);
+        recorder.frame_served("owner-1", "cam-1", 2);
+        recorder.frame_served("owner-1", "cam-1", 1);
+        assert_eq!(recorder.snapshot().frames_served_again, 2);
+        // Only the last SERVED_REMEMBERED frames are remembered.
+        for seq in 3..3 + SERVED_REMEMBERED as u64 {
+            recorder.frame_served("owner-1", "cam-1", seq);
+        }
+        recorder.frame_served("owner-1", "cam-1", 1);
+        assert_eq!(recorder.snapshot().frames_served_again, 2);
+    }
 
     #[test]
     fn counters_start_at_zero_for_every_name_and_count_up() {

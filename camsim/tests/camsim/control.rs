@@ -125,8 +125,31 @@ async fn stats_count_requests_frames_and_faults() {
     assert_eq!(stats.fault(Fault::MissingSignature), 1);
     assert_eq!(stats.faults_injected.len(), Fault::ALL.len());
     assert_eq!(stats.connections_accepted, 6);
+    // owner-1's second cam-1 frame went out damaged; owner-2 is another owner.
+    assert_eq!(stats.frames_served_again, 0);
     // The handle sees the same numbers (plus nothing new).
     assert_eq!(camsim.stats().requests_total, 6);
+    camsim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_whole_frame_sent_again_to_the_same_owner_is_counted() {
+    let camsim = start(Faults::none()).await;
+    latest(&camsim, "owner-1", "cam-1").await;
+    latest(&camsim, "owner-2", "cam-1").await;
+    assert_eq!(camsim.stats().frames_served_again, 0);
+    latest(&camsim, "owner-1", "cam-1").await;
+    assert_eq!(camsim.stats().frames_served_again, 1);
+    // A truncated answer is not a frame the owner has: sending it again is no repeat.
+    camsim.advance("cam-1");
+    camsim.set_faults(Faults {
+        truncate_rate: 1.0,
+        ..Faults::none()
+    });
+    latest(&camsim, "owner-1", "cam-1").await;
+    camsim.set_faults(Faults::none());
+    latest(&camsim, "owner-1", "cam-1").await;
+    assert_eq!(camsim.stats().frames_served_again, 1);
     camsim.shutdown().await;
 }
 
