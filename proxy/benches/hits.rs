@@ -4,8 +4,8 @@
 //! (`scripts/bench` installs nginx when missing and runs this with the other benchmarks.)
 //!
 //! Both serve the same camsim frames from a warm cache. nginx is keyed on
-//! `$http_authorization|$request_uri` with `proxy_cache_lock on`, the setup a team would
-//! otherwise deploy; it does not verify tokens or re-check owners, framecache does both on every
+//! `$http_authorization|$request_uri` with `proxy_cache_lock on` and sends with `sendfile`
+//! (as Debian's stock configuration does), the setup a team would otherwise deploy; it does not verify tokens or re-check owners, framecache does both on every
 //! hit. Rounds alternate so both see the same machine state. Figures, never assertions.
 
 mod load;
@@ -47,6 +47,7 @@ error_log {dir}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
+    sendfile on;
     keepalive_requests 10000000;
     client_body_temp_path {dir}/body;
     proxy_temp_path {dir}/proxy;
