@@ -118,16 +118,20 @@ pub fn frame_response(
     etag: String,
 ) -> Result<(ResponseHeader, Option<Bytes>), http::Error> {
     use http::header::{self, HeaderValue};
+    use http::StatusCode;
 
     let frame = &served.frame;
     let len = frame.body.len();
     let (status, body) = match answer {
-        Answer::NotModified => (304, None),
-        Answer::Partial { start, end } => (206, Some(frame.body.slice(start..=end))),
-        _ => (200, Some(frame.body.clone())),
+        Answer::NotModified => (StatusCode::NOT_MODIFIED, None),
+        Answer::Partial { start, end } => (
+            StatusCode::PARTIAL_CONTENT,
+            Some(frame.body.slice(start..=end)),
+        ),
+        _ => (StatusCode::OK, Some(frame.body.clone())),
     };
     let mut parts = http::Response::new(()).into_parts().0;
-    parts.status = http::StatusCode::from_u16(status)?;
+    parts.status = status;
     let h = &mut parts.headers;
     h.reserve(16);
     if let Some(body) = &body {
