@@ -30,10 +30,10 @@ const IMMUTABLE: &str = "private, max-age=31536000, immutable";
 
 /// The quoted strong ETag of a frame: its blake3 address.
 pub fn etag(frame: &StoredFrame) -> String {
-    let hex = blake3::Hash::from_bytes(*frame.hash.as_bytes()).to_hex();
+    let hex = frame.hash.hex();
     let mut etag = String::with_capacity(hex.len() + 2);
     etag.push('"');
-    etag.push_str(hex.as_str());
+    etag.push_str(&hex);
     etag.push('"');
     etag
 }
@@ -167,13 +167,12 @@ pub fn frame_response(
         } else {
             format!("?variant={variant}")
         };
-        let address = blake3::Hash::from_bytes(*frame.address().as_bytes()).to_hex();
         h.insert(
             header::CONTENT_LOCATION,
             HeaderValue::try_from(format!(
                 "/v1/cameras/{}/frames/{}{query}",
                 req.camera,
-                address.as_str()
+                &*frame.address().hex()
             ))?,
         );
     }

@@ -119,12 +119,16 @@ impl ContentHash {
     pub fn to_hex(&self) -> String {
         self.to_string()
     }
+
+    /// The same hex on the stack (blake3's encoder), for the hit path.
+    pub fn hex(&self) -> impl std::ops::Deref<Target = str> {
+        blake3::Hash::from_bytes(self.0).to_hex()
+    }
 }
 
 impl fmt::Display for ContentHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // blake3's encoder works on the stack, without an allocation per character.
-        f.write_str(blake3::Hash::from_bytes(self.0).to_hex().as_str())
+        f.write_str(&self.hex())
     }
 }
 
