@@ -5,8 +5,9 @@
 //!
 //! Both serve the same camsim frames from a warm cache. nginx is keyed on
 //! `$http_authorization|$request_uri` with `proxy_cache_lock on` and sends with `sendfile`
-//! (as Debian's stock configuration does), the setup a team would otherwise deploy; it does not verify tokens or re-check owners, framecache does both on every
-//! hit. Rounds alternate so both see the same machine state. Figures, never assertions.
+//! (as Debian's stock configuration does), the setup a team would otherwise deploy; it does
+//! not verify tokens or re-check owners, framecache does both on every hit. Rounds alternate
+//! so both see the same machine state. Figures, never assertions.
 
 mod load;
 

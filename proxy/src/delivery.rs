@@ -30,12 +30,7 @@ const IMMUTABLE: &str = "private, max-age=31536000, immutable";
 
 /// The quoted strong ETag of a frame: its blake3 address.
 pub fn etag(frame: &StoredFrame) -> String {
-    let hex = frame.hash.hex();
-    let mut etag = String::with_capacity(hex.len() + 2);
-    etag.push('"');
-    etag.push_str(&hex);
-    etag.push('"');
-    etag
+    format!("\"{}\"", &*frame.hash.hex())
 }
 
 /// A hub must take at least this many bytes per `delivery.write_timeout_ms` to stay connected
