@@ -3,8 +3,9 @@
 //!
 //! Listening sockets are bound by [`Listeners::bind`] before Pingora starts, so that a busy port
 //! is a clean error rather than a panic in a runtime thread, and so that tests and the demo can
-//! bind port 0 and learn the port. They are handed to Pingora through its table of inherited
-//! sockets, the path a graceful upgrade takes.
+//! bind port 0 and learn the port. The hub socket goes to framecache's own hub listener
+//! ([`crate::hub_listener`]); the admin socket is handed to Pingora through its table of
+//! inherited sockets, the path a graceful upgrade takes.
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{IntoRawFd, RawFd};
@@ -14,7 +15,6 @@ use std::thread::JoinHandle;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{
     ExecutionPhase, ListenFds, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch,
@@ -25,6 +25,7 @@ use pingora::services::{ServiceReadyNotifier, ServiceWithDependents};
 use crate::admin::Admin;
 use crate::cache::FrameCache;
 use crate::config::Config;
+use crate::hub_listener::HubListener;
 use crate::metrics::Metrics;
 use crate::origin::Origin;
 use crate::proxy::Edge;
@@ -135,6 +136,8 @@ pub fn run(
 ) {
     let (hub_addr, admin_addr) = (listeners.hub_addr(), listeners.admin_addr());
     let grace = config.server.grace_period.as_secs();
+    let open_files = crate::sealed::init();
+    tracing::debug!(open_files, "open-file limit");
     let conf = ServerConf {
         threads: config.server.threads,
         grace_period_seconds: Some(grace),
@@ -147,23 +150,16 @@ pub fn run(
     let ready = Arc::new(AtomicBool::new(false));
 
     let handoff = server.add_service(ListenerHandoff {
-        sockets: vec![
-            (hub_addr.to_string(), listeners.hub.into_raw_fd()),
-            (admin_addr.to_string(), listeners.admin.into_raw_fd()),
-        ],
+        sockets: vec![(admin_addr.to_string(), listeners.admin.into_raw_fd())],
     });
-    let mut hub = pingora::proxy::http_proxy_service_with_name(
+    // The hub listener is framecache's own: it wraps every connection so that frame bodies
+    // are sent by reference (see `hub_listener`). Hub connections have neither a read nor a
+    // write buffer of Pingora's: an idle keep-alive hub costs about 26 KB of memory.
+    let edge = pingora::proxy::http_proxy(
         &server.configuration,
         Edge::new(&config, shared.cache.clone(), shared.metrics.clone()),
-        "framecache hub",
     );
-    // Hub requests are a request line and a few headers: they are read straight into the
-    // request's own buffer, without Pingora's 64 KiB read buffer per connection. An idle
-    // keep-alive hub then costs the proxy about 26 KB of memory instead of 90 KB.
-    hub.add_listener(
-        ListenerConfig::tcp(hub_addr.to_string()).l4_buffer(L4BufferSettings::default().read(0)),
-    );
-    server.add_service(hub).add_dependency(&handoff);
+    server.add_service(HubListener::new("framecache hub", listeners.hub, edge));
 
     let mut admin = Service::new(
         "framecache admin".to_string(),

@@ -202,6 +202,7 @@ impl Metrics {
         register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ));
+        register(Box::new(SealedCollector::new()));
         let stream_subscribers = gauge(
             "framecache_stream_subscribers",
             "Hubs connected to an MJPEG stream.",
@@ -381,6 +382,54 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut out)
             .expect("invariant: encoding to a Vec does not fail");
         out
+    }
+}
+
+/// The sealed bodies and what was sent from them (process-wide, see [`crate::sealed`]), read
+/// at each scrape.
+struct SealedCollector {
+    sent: prometheus::IntCounter,
+    bodies: IntGauge,
+    /// Serialises scrapes: the counter catches up with the process-wide total by its delta.
+    catch_up: std::sync::Mutex<()>,
+}
+
+impl SealedCollector {
+    fn new() -> SealedCollector {
+        SealedCollector {
+            sent: prometheus::IntCounter::new(
+                "framecache_sent_by_reference_bytes_total",
+                "Frame body bytes sent to hubs by reference (sendfile from a sealed memory file) instead of copied.",
+            )
+            .expect("invariant: metric definitions are valid"),
+            bodies: IntGauge::new(
+                "framecache_sealed_bodies",
+                "Frame bodies held in sealed memory files, each holding one file descriptor.",
+            )
+            .expect("invariant: metric definitions are valid"),
+            catch_up: std::sync::Mutex::new(()),
+        }
+    }
+}
+
+impl prometheus::core::Collector for SealedCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        let mut descs = self.sent.desc();
+        descs.extend(self.bodies.desc());
+        descs
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let _one = self
+            .catch_up
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let total = crate::sealed::sent_by_reference();
+        self.sent.inc_by(total.saturating_sub(self.sent.get()));
+        self.bodies.set(crate::sealed::sealed_bodies() as i64);
+        let mut families = self.sent.collect();
+        families.extend(self.bodies.collect());
+        families
     }
 }
 

@@ -48,14 +48,15 @@ pub struct StoredFrame {
 }
 
 impl StoredFrame {
-    /// The frame record; whose it is, the entries that hold it say.
+    /// The frame record; whose it is, the entries that hold it say. A large body is moved into
+    /// a sealed memory file, from which hub connections send it by reference.
     pub fn new(hash: ContentHash, seq: u64, captured_at_ms: u64, body: Bytes) -> StoredFrame {
         StoredFrame {
             hash,
             source: None,
             seq,
             captured_at_ms,
-            body,
+            body: crate::sealed::seal(body),
             holders: AtomicU32::new(0),
         }
     }

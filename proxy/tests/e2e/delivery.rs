@@ -3,10 +3,11 @@
 
 use crate::common::Stack;
 
+/// Frames of 1280×720 (about 76 KB): large enough to be sealed and sent by reference.
 fn stack() -> Stack {
     Stack::with(
         |c| c.cache.latest_fresh = std::time::Duration::from_secs(60),
-        |_| {},
+        |o| (o.width, o.height) = (1280, 720),
     )
 }
 
@@ -77,9 +78,19 @@ fn not_modified_on_both_routes() {
 #[test]
 fn ranges_are_byte_exact_and_resume() {
     let stack = stack();
+    let by_reference = framecache::sealed::sent_by_reference();
     let full = get(&stack, "/v1/cameras/cam-2/frame", &[]);
     let body = &full.body;
     let len = body.len();
+    assert!(
+        len >= framecache::sealed::MIN_SEALED,
+        "a sealed body: {len} bytes"
+    );
+    assert_eq!(
+        full.header("etag"),
+        Some(format!("\"{}\"", blake3::hash(body).to_hex()).as_str()),
+        "the bytes sent by reference are the verified frame"
+    );
     assert_eq!(full.header("accept-ranges"), Some("bytes"));
     let etag = full.header("etag").unwrap().to_string();
     for (range, start, end) in [
@@ -153,4 +164,10 @@ fn ranges_are_byte_exact_and_resume() {
         1,
         "every answer came from the cached frame"
     );
+    // The whole frame went out by reference at least five times (200s), the 206s from byte
+    // 100 and 1000 on, and the last 500 bytes by copy.
+    let sent = framecache::sealed::sent_by_reference() - by_reference;
+    assert!(sent >= 5 * len as u64, "{sent} bytes by reference");
+    assert!(m("framecache_sent_by_reference_bytes_total") >= sent as f64);
+    assert!(m("framecache_sealed_bodies") >= 1.0);
 }

@@ -1,0 +1,338 @@
+//! The hub listener: accepts hub connections and hands them to the proxy, each wrapped in a
+//! [`HubSocket`] that sends sealed frame bodies by reference.
+//!
+//! Pingora writes a response body as one slice, straight to the connection's socket (the hub
+//! connections have no write buffer). [`HubSocket`] is a Pingora virtual socket over the
+//! accepted TCP stream: a write of bytes that lie in a sealed body (see [`crate::sealed`])
+//! becomes `sendfile(2)` from that body's memory file; every other write is a plain send. The
+//! socket's own descriptor stays in the connection's digest, so the peer address and
+//! `TCP_INFO` (the bandwidth hints) work as on a plain connection.
+//!
+//! The accept loop is Pingora's own, less what the hub listener does not use (TLS, Unix
+//! sockets, inherited listeners): each connection runs the proxy's session loop, keep-alive
+//! requests included, until the hub leaves or the server shuts down.
+
+use std::io::{self, IoSlice};
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::l4::stream::Stream as TcpConnection;
+use pingora::protocols::l4::virt::{VirtualSockOpt, VirtualSocket, VirtualSocketStream};
+use pingora::protocols::{GetSocketDigest, SocketDigest, Stream};
+use pingora::server::{ListenFds, ShutdownWatch};
+use pingora::services::Service;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::sealed;
+
+/// A Pingora service accepting hub connections on a bound listener.
+pub struct HubListener<A> {
+    name: String,
+    listener: Option<TcpListener>,
+    app: Option<A>,
+}
+
+impl<A> HubListener<A> {
+    /// `listener` must be non-blocking.
+    pub fn new(name: &str, listener: TcpListener, app: A) -> HubListener<A> {
+        HubListener {
+            name: name.to_string(),
+            listener: Some(listener),
+            app: Some(app),
+        }
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> Service for HubListener<A> {
+    async fn start_service(
+        &mut self,
+        _fds: Option<ListenFds>,
+        mut shutdown: ShutdownWatch,
+        _listeners_per_fd: usize,
+    ) {
+        let listener = self
+            .listener
+            .take()
+            .expect("invariant: a service starts once");
+        let app = Arc::new(self.app.take().expect("invariant: a service starts once"));
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch the hub listener");
+                return;
+            }
+        };
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            match accepted {
+                Ok((tcp, _)) => {
+                    let (app, shutdown) = (app.clone(), shutdown.clone());
+                    tokio::spawn(async move {
+                        match hub_stream(tcp) {
+                            Ok(stream) => serve(app, stream, shutdown).await,
+                            Err(e) => tracing::debug!(error = %e, "hub connection dropped"),
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a hub connection failed");
+                    // Out of descriptors: accept fails at once until some are closed.
+                    if e.raw_os_error() == Some(rustix::io::Errno::MFILE.raw_os_error()) {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }
+        app.cleanup().await;
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn threads(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// One hub connection: the proxy's sessions on it, one after another, while it is kept alive.
+async fn serve<A: ServerApp>(app: Arc<A>, stream: Stream, shutdown: ShutdownWatch) {
+    let mut next = app.process_new(stream, &shutdown).await;
+    while let Some(stream) = next {
+        next = app.process_new(stream, &shutdown).await;
+    }
+}
+
+/// Wraps an accepted connection for Pingora, its digest on the socket's own descriptor.
+fn hub_stream(tcp: TcpStream) -> io::Result<Stream> {
+    tcp.set_nodelay(true)?;
+    let fd = tcp.as_raw_fd();
+    let mut stream = TcpConnection::from(VirtualSocketStream::new(Box::new(HubSocket { tcp })));
+    stream.set_socket_digest(SocketDigest::from_raw_fd(fd));
+    Ok(Box::new(stream))
+}
+
+/// A hub connection that sends sealed bodies with `sendfile(2)`.
+#[derive(Debug)]
+pub struct HubSocket {
+    tcp: TcpStream,
+}
+
+impl HubSocket {
+    pub fn new(tcp: TcpStream) -> HubSocket {
+        HubSocket { tcp }
+    }
+
+    /// Sends up to `len` bytes of `file` from `offset`, when the socket can take them.
+    fn poll_sendfile(
+        &self,
+        cx: &mut Context<'_>,
+        file: std::os::fd::BorrowedFd<'_>,
+        offset: u64,
+        len: usize,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.tcp.poll_write_ready(cx))?;
+            let sent = self.tcp.try_io(Interest::WRITABLE, || {
+                let mut at = offset;
+                rustix::fs::sendfile(&self.tcp, file, Some(&mut at), len).map_err(io::Error::from)
+            });
+            match sent {
+                // The file is never shorter than the registered mapping: 0 means it is gone.
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => {
+                    sealed::count_sent(n);
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncRead for HubSocket {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for HubSocket {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if buf.len() >= sealed::MIN_SEALED {
+            if let Some((file, offset)) = sealed::find(buf) {
+                return self.poll_sendfile(cx, file, offset, buf.len());
+            }
+        }
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    /// Plain slices go out together; a sealed body goes alone, by reference.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let sealed_at =
+            |b: &IoSlice<'_>| b.len() >= sealed::MIN_SEALED && sealed::find(b).is_some();
+        let Some(first) = bufs.iter().position(|b| !b.is_empty()) else {
+            return Poll::Ready(Ok(0));
+        };
+        if sealed_at(&bufs[first]) {
+            return self.poll_write(cx, &bufs[first]);
+        }
+        let plain = bufs[first..]
+            .iter()
+            .position(sealed_at)
+            .map_or(bufs.len(), |n| first + n);
+        Pin::new(&mut self.tcp).poll_write_vectored(cx, &bufs[first..plain])
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+impl VirtualSocket for HubSocket {
+    fn set_socket_option(&self, opt: VirtualSockOpt) -> io::Result<()> {
+        match opt {
+            VirtualSockOpt::NoDelay => self.tcp.set_nodelay(true),
+            VirtualSockOpt::KeepAlive(ka) => {
+                let keepalive = socket2::TcpKeepalive::new()
+                    .with_time(ka.idle)
+                    .with_interval(ka.interval)
+                    .with_retries(u32::try_from(ka.count).unwrap_or(u32::MAX));
+                socket2::SockRef::from(&self.tcp).set_tcp_keepalive(&keepalive)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn pattern(len: usize, salt: u8) -> Bytes {
+        Bytes::from(
+            (0..len)
+                .map(|i| (i as u8).wrapping_mul(31).wrapping_add(salt))
+                .collect::<Vec<u8>>(),
+        )
+    }
+
+    async fn pair() -> (HubSocket, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (accepted, client) = tokio::join!(listener.accept(), client);
+        (HubSocket::new(accepted.unwrap().0), client.unwrap())
+    }
+
+    /// Reads exactly `len` bytes, slowly at first so that the sender meets a full socket.
+    async fn read_all(mut client: TcpStream, len: usize) -> Vec<u8> {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut got = vec![0; len];
+        client.read_exact(&mut got).await.unwrap();
+        got
+    }
+
+    #[tokio::test]
+    async fn a_sealed_body_arrives_whole_through_a_full_socket() {
+        let (mut socket, client) = pair().await;
+        // Larger than any socket buffer: sendfile runs out of room and resumes.
+        let body = sealed::seal(pattern(8 << 20, 3));
+        assert!(sealed::find(&body).is_some());
+        let before = sealed::sent_by_reference();
+        let reader = tokio::spawn(read_all(client, body.len()));
+        socket.write_all(&body).await.unwrap();
+        assert_eq!(reader.await.unwrap(), body.as_ref());
+        assert!(sealed::sent_by_reference() - before >= body.len() as u64);
+    }
+
+    #[tokio::test]
+    async fn plain_and_sealed_writes_keep_their_order() {
+        let (mut socket, client) = pair().await;
+        let head = Bytes::from_static(b"HTTP/1.1 200 OK\r\ncontent-length: 70000\r\n\r\n");
+        let body = sealed::seal(pattern(70_000, 9));
+        let range = body.slice(1000..60_000);
+        let heap = pattern(40_000, 1);
+        let mut expected = Vec::new();
+        for part in [&head, &body, &range, &heap] {
+            expected.extend_from_slice(part);
+        }
+        let reader = tokio::spawn(read_all(client, expected.len()));
+        socket.write_all(&head).await.unwrap();
+        socket.write_all(&body).await.unwrap();
+        socket.write_all(&range).await.unwrap();
+        socket.write_all(&heap).await.unwrap();
+        assert_eq!(reader.await.unwrap(), expected);
+    }
+
+    #[tokio::test]
+    async fn vectored_writes_send_sealed_slices_by_reference() {
+        let (mut socket, client) = pair().await;
+        let size = Bytes::from_static(b"11170\r\n");
+        let body = sealed::seal(pattern(70_000, 5));
+        let crlf = Bytes::from_static(b"\r\n");
+        let mut chain =
+            bytes::Buf::chain(bytes::Buf::chain(size.clone(), body.clone()), crlf.clone());
+        let mut expected = size.to_vec();
+        expected.extend_from_slice(&body);
+        expected.extend_from_slice(&crlf);
+        let before = sealed::sent_by_reference();
+        let reader = tokio::spawn(read_all(client, expected.len()));
+        socket.write_all_buf(&mut chain).await.unwrap();
+        assert_eq!(reader.await.unwrap(), expected);
+        assert!(sealed::sent_by_reference() - before >= body.len() as u64);
+    }
+
+    #[tokio::test]
+    async fn a_hub_that_leaves_mid_body_is_an_error_not_a_hang() {
+        let (mut socket, client) = pair().await;
+        let body = sealed::seal(pattern(16 << 20, 7));
+        drop(client);
+        let result = tokio::time::timeout(Duration::from_secs(10), socket.write_all(&body)).await;
+        let error = result.expect("no hang").expect_err("the peer is gone");
+        assert!(
+            matches!(
+                error.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ),
+            "{error:?}"
+        );
+    }
+}
