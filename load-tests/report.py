@@ -249,6 +249,13 @@ def cmd_scenario(args) -> int:
         camsim_after["frames_served_again"] - camsim_before.get("frames_served_again", 0)
         if "frames_served_again" in camsim_after else None
     )
+    # Distinct (owner, camera, seq) frames the origin sent whole: the frames the cache fetched.
+    # Origin requests per distinct frame fetched is the coalescing figure: 1.00 when no frame
+    # was fetched twice and no origin request failed.
+    fetched = (
+        camsim_after["frames_served"] - camsim_before.get("frames_served", 0) - served_again
+        if "frames_served" in camsim_after and served_again is not None else None
+    )
 
     slow = json.loads((d / "slow.json").read_text()) if (d / "slow.json").exists() else None
 
@@ -309,6 +316,8 @@ def cmd_scenario(args) -> int:
         "distinct_frames": distinct,
         "origin_requests_per_distinct_frame": ratio(origin_total, distinct) if distinct else None,
         "origin_frames_served_again": served_again,
+        "distinct_frames_fetched": fetched,
+        "origin_requests_per_distinct_frame_fetched": ratio(origin_total, fetched) if fetched else None,
         "latency_ms": latency,
         "response_bytes_by_variant": variant_bytes,
         "not_modified": int(diff.total("framecache_not_modified_total")),
@@ -350,9 +359,12 @@ def render_scenario(r: dict) -> str:
     row("cache lookups", ", ".join(f"{k} {fmt(v)}" for k, v in sorted(r["cache_lookups"].items()) if v) or "–")
     row("hit / coalesced / stale ratio", f"{pct(r['hit_ratio'])} / {pct(r['coalesced_ratio'])} / {pct(r['stale_ratio'])}")
     row("origin requests", f"{fmt(r['origin_requests_total'])} ({', '.join(f'{k} {v}' for k, v in sorted(r['origin_requests'].items())) or '–'})")
+    if r.get("distinct_frames_fetched") is not None and r["distinct_frames"] is not None:
+        row("distinct frames fetched from the origin (owner, camera, seq)", fmt(r["distinct_frames_fetched"]))
+        row("origin requests per distinct frame fetched", fmt(r["origin_requests_per_distinct_frame_fetched"]))
     if r["distinct_frames"] is not None:
-        row("distinct frames received (owner, camera, seq)", fmt(r["distinct_frames"]))
-        row("origin requests per distinct frame", fmt(r["origin_requests_per_distinct_frame"]))
+        row("distinct frames received by hubs (owner, camera, seq)", fmt(r["distinct_frames"]))
+        row("origin requests per distinct frame received", fmt(r["origin_requests_per_distinct_frame"]))
     if r.get("origin_frames_served_again") is not None:
         row("frames the origin sent the same owner twice", fmt(r["origin_frames_served_again"]))
     for route, t in r["latency_ms"].items():

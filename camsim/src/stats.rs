@@ -19,6 +19,8 @@ pub struct Stats {
     pub faults_injected: BTreeMap<String, u64>,
     /// JPEG frames rendered (each (camera, seq) renders once while retained).
     pub frames_rendered: u64,
+    /// Whole, undamaged frames sent (a frame sent again counts again; see below).
+    pub frames_served: u64,
     /// Whole, undamaged frames sent to an owner that had already been sent the same frame of
     /// that camera (among the last [`SERVED_REMEMBERED`]): fetches a cache in front should
     /// have spared.
@@ -109,9 +111,10 @@ impl Recorder {
                 false
             }
         };
-        if again {
-            self.update(|s| s.frames_served_again += 1);
-        }
+        self.update(|s| {
+            s.frames_served += 1;
+            s.frames_served_again += u64::from(again);
+        });
     }
 
     pub fn rendered(&self) {
@@ -157,7 +160,9 @@ mod tests {
             recorder.frame_served("owner-1", "cam-1", seq);
         }
         recorder.frame_served("owner-1", "cam-1", 1);
-        assert_eq!(recorder.snapshot().frames_served_again, 2);
+        let stats = recorder.snapshot();
+        assert_eq!(stats.frames_served_again, 2);
+        assert_eq!(stats.frames_served, 6 + SERVED_REMEMBERED as u64);
     }
 
     #[test]
