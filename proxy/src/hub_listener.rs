@@ -27,6 +27,7 @@ use pingora::protocols::l4::virt::{VirtualSockOpt, VirtualSocket, VirtualSocketS
 use pingora::protocols::{GetSocketDigest, SocketDigest, Stream};
 use pingora::server::{ListenFds, ShutdownWatch};
 use pingora::services::Service;
+use rustix::net::SendFlags;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -123,20 +124,57 @@ async fn serve<A: ServerApp>(app: Arc<A>, stream: Stream, shutdown: ShutdownWatc
 fn hub_stream(tcp: TcpStream) -> io::Result<Stream> {
     tcp.set_nodelay(true)?;
     let fd = tcp.as_raw_fd();
-    let mut stream = TcpConnection::from(VirtualSocketStream::new(Box::new(HubSocket { tcp })));
+    let mut stream = TcpConnection::from(VirtualSocketStream::new(Box::new(HubSocket::new(tcp))));
     stream.set_socket_digest(SocketDigest::from_raw_fd(fd));
     Ok(Box::new(stream))
 }
 
+/// Small writes are held (up to this many bytes) until a flush or the next large write.
+const HELD_MAX: usize = 4096;
+
 /// A hub connection that sends sealed bodies with `sendfile(2)`.
+///
+/// Small writes (a response head) are held until the next flush or large write, as Pingora's
+/// own write buffer does: a head followed by a body leaves in one `writev`, or, before a
+/// sealed body, in one send flagged `MSG_MORE`, so the kernel puts the head and the start of
+/// the body in the same segment. Pingora flushes at the end of every response.
 #[derive(Debug)]
 pub struct HubSocket {
     tcp: TcpStream,
+    held: Vec<u8>,
 }
 
 impl HubSocket {
     pub fn new(tcp: TcpStream) -> HubSocket {
-        HubSocket { tcp }
+        HubSocket {
+            tcp,
+            held: Vec::new(),
+        }
+    }
+
+    /// Sends the held bytes; with `more`, tells the kernel more follows at once.
+    fn poll_send_held(&mut self, cx: &mut Context<'_>, more: bool) -> Poll<io::Result<()>> {
+        let flags = if more {
+            SendFlags::MORE | SendFlags::NOSIGNAL
+        } else {
+            SendFlags::NOSIGNAL
+        };
+        while !self.held.is_empty() {
+            ready!(self.tcp.poll_write_ready(cx))?;
+            let held = &self.held;
+            let tcp = &self.tcp;
+            match tcp.try_io(Interest::WRITABLE, || {
+                rustix::net::send(tcp, held, flags).map_err(io::Error::from)
+            }) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => {
+                    self.held.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// Sends up to `len` bytes of `file` from `offset`, when the socket can take them.
@@ -183,33 +221,49 @@ impl AsyncWrite for HubSocket {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
         if buf.len() >= sealed::MIN_SEALED {
             if let Some((file, offset)) = sealed::find(buf) {
-                return self.poll_sendfile(cx, file, offset, buf.len());
+                ready!(this.poll_send_held(cx, true))?;
+                return this.poll_sendfile(cx, file, offset, buf.len());
             }
         }
-        Pin::new(&mut self.tcp).poll_write(cx, buf)
+        if this.held.len() + buf.len() <= HELD_MAX {
+            this.held.extend_from_slice(buf);
+            return Poll::Ready(Ok(buf.len()));
+        }
+        if this.held.is_empty() {
+            return Pin::new(&mut this.tcp).poll_write(cx, buf);
+        }
+        // The held bytes and as much of `buf` as the socket takes, in one call.
+        let held = this.held.len();
+        let n = ready!(Pin::new(&mut this.tcp)
+            .poll_write_vectored(cx, &[IoSlice::new(&this.held), IoSlice::new(buf)]))?;
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        if n < held {
+            this.held.drain(..n);
+            // Nothing of `buf` went yet: try again once the socket has room.
+            ready!(this.poll_send_held(cx, false))?;
+            return Pin::new(&mut this.tcp).poll_write(cx, buf);
+        }
+        this.held.clear();
+        Poll::Ready(Ok(n - held))
     }
 
     /// Plain slices go out together; a sealed body goes alone, by reference.
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let sealed_at =
-            |b: &IoSlice<'_>| b.len() >= sealed::MIN_SEALED && sealed::find(b).is_some();
-        let Some(first) = bufs.iter().position(|b| !b.is_empty()) else {
-            return Poll::Ready(Ok(0));
-        };
-        if sealed_at(&bufs[first]) {
-            return self.poll_write(cx, &bufs[first]);
+        // One slice at a time: each takes the path `poll_write` picks for it (held, sent by
+        // reference, or sent with what is held).
+        match bufs.iter().find(|b| !b.is_empty()) {
+            Some(first) => self.poll_write(cx, first),
+            None => Poll::Ready(Ok(0)),
         }
-        let plain = bufs[first..]
-            .iter()
-            .position(sealed_at)
-            .map_or(bufs.len(), |n| first + n);
-        Pin::new(&mut self.tcp).poll_write_vectored(cx, &bufs[first..plain])
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -217,10 +271,12 @@ impl AsyncWrite for HubSocket {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_send_held(cx, false))?;
         Pin::new(&mut self.tcp).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_send_held(cx, false))?;
         Pin::new(&mut self.tcp).poll_shutdown(cx)
     }
 }
@@ -284,22 +340,38 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn plain_and_sealed_writes_keep_their_order() {
+    async fn plain_held_and_sealed_writes_keep_their_order() {
         let (mut socket, client) = pair().await;
         let head = Bytes::from_static(b"HTTP/1.1 200 OK\r\ncontent-length: 70000\r\n\r\n");
         let body = sealed::seal(pattern(70_000, 9));
         let range = body.slice(1000..60_000);
         let heap = pattern(40_000, 1);
-        let mut expected = Vec::new();
-        for part in [&head, &body, &range, &heap] {
-            expected.extend_from_slice(part);
-        }
+        let tail = Bytes::from_static(b"0\r\n\r\n");
+        // Heads before a sealed body (held, then sent flagged MORE), before a large heap
+        // body (sent together), and a tail held until the flush.
+        let parts = [&head, &body, &head, &range, &head, &heap, &tail];
+        let expected: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
         let reader = tokio::spawn(read_all(client, expected.len()));
-        socket.write_all(&head).await.unwrap();
-        socket.write_all(&body).await.unwrap();
-        socket.write_all(&range).await.unwrap();
-        socket.write_all(&heap).await.unwrap();
+        for part in parts {
+            socket.write_all(part).await.unwrap();
+        }
+        socket.flush().await.unwrap();
         assert_eq!(reader.await.unwrap(), expected);
+    }
+
+    #[tokio::test]
+    async fn a_small_write_waits_for_the_flush() {
+        let (mut socket, mut client) = pair().await;
+        socket
+            .write_all(b"HTTP/1.1 304 Not Modified\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = [0u8; 64];
+        let early = tokio::time::timeout(Duration::from_millis(100), client.read(&mut got)).await;
+        assert!(early.is_err(), "held until the flush");
+        socket.flush().await.unwrap();
+        let n = client.read(&mut got).await.unwrap();
+        assert_eq!(&got[..n], b"HTTP/1.1 304 Not Modified\r\n\r\n");
     }
 
     #[tokio::test]
@@ -316,6 +388,7 @@ mod tests {
         let before = sealed::sent_by_reference();
         let reader = tokio::spawn(read_all(client, expected.len()));
         socket.write_all_buf(&mut chain).await.unwrap();
+        socket.flush().await.unwrap();
         assert_eq!(reader.await.unwrap(), expected);
         assert!(sealed::sent_by_reference() - before >= body.len() as u64);
     }
