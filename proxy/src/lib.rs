@@ -25,13 +25,16 @@
 //! - [`admin`] — `/metrics`, `/healthz`, `/readyz`.
 //! - [`metrics`] — every metric name, in one place.
 //! - [`app`] — binds the listeners and runs the Pingora server.
+//! - [`hub_listener`] — accepts hub connections and hands them to Pingora as virtual sockets
+//!   that send sealed bodies with `sendfile`.
+//! - [`sealed`] — frame bodies in sealed memory files, found by address when written.
 //! - [`demo`] — camsim and the proxy in one process, with demo keys.
 //!
 //! # Request path
 //!
 //! A hub sends `GET /v1/cameras/cam-1/frame` with `Authorization: Bearer <token>`.
 //!
-//! 1. Pingora parses the HTTP/1.1 request and calls [`proxy::Edge`]'s `request_filter`, before
+//! 1. [`hub_listener`] accepted the connection; Pingora parses the HTTP/1.1 request and calls [`proxy::Edge`]'s `request_filter`, before
 //!    any other phase.
 //! 2. [`route::parse`] turns the raw path and query into a typed request, or refuses it (400,
 //!    404, 405) without normalising anything.
@@ -54,7 +57,8 @@
 //!    it once (coalesced, on a bounded pool of blocking threads) from the verified frame.
 //! 7. [`delivery::condition`] turns `If-None-Match` / `Range` into 304, 206 or 416, and
 //!    [`delivery`] writes the frame (or the part asked for) with its `ETag`, `Cache-Control`,
-//!    `Cache-Status`, `Age`, `Content-Location` and `X-Frame-*` headers, or the JSON error.
+//!    `Cache-Status`, `Age`, `Content-Location` and `X-Frame-*` headers, or the JSON error; a
+//!    body in a [`sealed`] file leaves by `sendfile` from it.
 //! 8. Pingora's `logging` phase records the request in [`metrics`]; origin requests are recorded
 //!    where they complete.
 
