@@ -82,10 +82,10 @@ impl<A: ServerApp + Send + Sync + 'static> Service for HubListener<A> {
                 }
             };
             match accepted {
-                Ok((tcp, _)) => {
+                Ok((tcp, peer)) => {
                     let (app, shutdown) = (app.clone(), shutdown.clone());
                     tokio::spawn(async move {
-                        match hub_stream(tcp) {
+                        match hub_stream(tcp, peer) {
                             Ok(stream) => serve(app, stream, shutdown).await,
                             Err(e) => tracing::debug!(error = %e, "hub connection dropped"),
                         }
@@ -93,8 +93,17 @@ impl<A: ServerApp + Send + Sync + 'static> Service for HubListener<A> {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accepting a hub connection failed");
-                    // Out of descriptors: accept fails at once until some are closed.
-                    if e.raw_os_error() == Some(rustix::io::Errno::MFILE.raw_os_error()) {
+                    // Out of descriptors or memory: accept fails at once until some are freed.
+                    let exhausted = [
+                        rustix::io::Errno::MFILE,
+                        rustix::io::Errno::NFILE,
+                        rustix::io::Errno::NOBUFS,
+                        rustix::io::Errno::NOMEM,
+                    ];
+                    if exhausted
+                        .iter()
+                        .any(|x| e.raw_os_error() == Some(x.raw_os_error()))
+                    {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
@@ -120,12 +129,14 @@ async fn serve<A: ServerApp>(app: Arc<A>, stream: Stream, shutdown: ShutdownWatc
     }
 }
 
-/// Wraps an accepted connection for Pingora, its digest on the socket's own descriptor.
-fn hub_stream(tcp: TcpStream) -> io::Result<Stream> {
+/// Wraps an accepted connection for Pingora, its digest on the socket's own descriptor and
+/// the peer address `accept` gave (still known after the hub resets the connection).
+fn hub_stream(tcp: TcpStream, peer: std::net::SocketAddr) -> io::Result<Stream> {
     tcp.set_nodelay(true)?;
-    let fd = tcp.as_raw_fd();
+    let digest = SocketDigest::from_raw_fd(tcp.as_raw_fd());
+    let _ = digest.peer_addr.set(Some(peer.into()));
     let mut stream = TcpConnection::from(VirtualSocketStream::new(Box::new(HubSocket::new(tcp))));
-    stream.set_socket_digest(SocketDigest::from_raw_fd(fd));
+    stream.set_socket_digest(digest);
     Ok(Box::new(stream))
 }
 
@@ -242,7 +253,7 @@ impl AsyncWrite for HubSocket {
         if n == 0 {
             return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
         }
-        if n < held {
+        if n <= held {
             this.held.drain(..n);
             // Nothing of `buf` went yet: try again once the socket has room.
             ready!(this.poll_send_held(cx, false))?;

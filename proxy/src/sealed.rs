@@ -16,9 +16,11 @@
 //! - [`find`] answers only for a slice that lies wholly inside one live mapping, and a caller
 //!   holding such a slice keeps that mapping alive.
 //!
-//! Each sealed body holds one file descriptor. Sealing stops at half of the process's
-//! open-file limit (raised to its hard limit by [`init`]), so that sockets never starve; a body
-//! that cannot be sealed stays on the heap and is sent by copy, as before.
+//! Each sealed body holds one file descriptor and one mapping, and takes whole pages. Sealing
+//! stops at half of the process's open-file limit (raised to its hard limit by [`init`]) and
+//! half of its mapping limit, so that sockets and the allocator never starve; a body that
+//! cannot be sealed stays on the heap and is sent by copy. The cache charges a sealed body its
+//! whole pages ([`footprint`]).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -43,13 +45,20 @@ static SEALED: AtomicUsize = AtomicUsize::new(0);
 /// Body bytes sent by reference so far (what [`sent_by_reference`] reports).
 static SENT_BY_REFERENCE: AtomicU64 = AtomicU64::new(0);
 
-/// How many bodies may be sealed at once: half the open-file limit.
+/// How many bodies may be sealed at once: half the open-file limit, and half the mappings a
+/// process may have (`vm.max_map_count`; each body is one), so that sockets, the allocator and
+/// thread stacks always have room.
 fn budget() -> usize {
     static BUDGET: OnceLock<usize> = OnceLock::new();
     *BUDGET.get_or_init(|| {
         let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-        let current = limit.current.unwrap_or(u64::MAX);
-        usize::try_from(current / 2).unwrap_or(usize::MAX)
+        let files = limit.current.unwrap_or(u64::MAX) / 2;
+        let maps = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok())
+            .unwrap_or(65_530)
+            / 2;
+        usize::try_from(files.min(maps)).unwrap_or(usize::MAX)
     })
 }
 
@@ -107,6 +116,16 @@ fn lookup(start: usize, len: usize) -> Option<(RawFd, u64)> {
         return None;
     }
     Some((fd, offset as u64))
+}
+
+/// The memory `body` takes: a sealed body whole pages of its file, any other its length.
+pub fn footprint(body: &[u8]) -> usize {
+    if body.len() >= MIN_SEALED && find(body).is_some() {
+        let page = rustix::param::page_size();
+        body.len().div_ceil(page) * page
+    } else {
+        body.len()
+    }
 }
 
 /// Counts `n` body bytes as sent by reference.
@@ -276,6 +295,18 @@ mod tests {
             }
             .is_err(),
             "a writable mapping is refused"
+        );
+    }
+
+    #[test]
+    fn a_sealed_body_is_charged_whole_pages() {
+        let page = rustix::param::page_size();
+        let sealed = seal(pattern(MIN_SEALED + 1));
+        assert_eq!(footprint(&sealed), (MIN_SEALED + 1).div_ceil(page) * page);
+        assert_eq!(
+            footprint(&pattern(MIN_SEALED + 1)),
+            MIN_SEALED + 1,
+            "heap: its length"
         );
     }
 

@@ -42,6 +42,8 @@ pub struct StoredFrame {
     pub seq: u64,
     pub captured_at_ms: u64,
     pub body: Bytes,
+    /// The memory the body takes (whole pages when sealed): what the budget is charged.
+    footprint: usize,
     /// Entries of the index that hold this frame; its body counts in `stored_bytes` while
     /// there is at least one.
     holders: AtomicU32,
@@ -51,12 +53,14 @@ impl StoredFrame {
     /// The frame record; whose it is, the entries that hold it say. A large body is moved into
     /// a sealed memory file, from which hub connections send it by reference.
     pub fn new(hash: ContentHash, seq: u64, captured_at_ms: u64, body: Bytes) -> StoredFrame {
+        let body = crate::sealed::seal(body);
         StoredFrame {
             hash,
             source: None,
             seq,
             captured_at_ms,
-            body: crate::sealed::seal(body),
+            footprint: crate::sealed::footprint(&body),
+            body,
             holders: AtomicU32::new(0),
         }
     }
@@ -212,9 +216,9 @@ impl Entry {
         }
     }
 
-    /// Bytes charged against the budget.
+    /// Bytes charged against the budget: the body's memory and the entry's.
     pub fn weight(&self) -> u64 {
-        (self.frame.body.len() + ENTRY_OVERHEAD) as u64
+        (self.frame.footprint + ENTRY_OVERHEAD) as u64
     }
 }
 
