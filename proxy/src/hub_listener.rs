@@ -1,14 +1,15 @@
 //! The hub listener: accepts hub connections and hands them to the proxy, each wrapped in a
 //! [`HubSocket`] that sends sealed frame bodies by reference.
 //!
-//! Pingora writes a response body as one slice, straight to the connection's socket (the hub
-//! connections have no write buffer). [`HubSocket`] is a Pingora virtual socket over the
-//! accepted TCP stream: a write of bytes that lie in a sealed body (see [`crate::sealed`])
-//! becomes `sendfile(2)` from that body's memory file; every other write is a plain send. The
-//! socket's own descriptor stays in the connection's digest, so the peer address and
+//! Pingora writes a response body as one slice, straight to the connection's socket (a virtual
+//! socket gets no write buffer of Pingora's; [`HubSocket`] holds small writes itself).
+//! [`HubSocket`] is a Pingora virtual socket over the accepted TCP stream: a write of bytes
+//! that lie in a sealed body (see [`crate::sealed`]) becomes `sendfile(2)` from that body's
+//! memory file; every other write is a plain send. The socket's own descriptor and the
+//! accepted peer address go into the connection's digest, so the client address and
 //! `TCP_INFO` (the bandwidth hints) work as on a plain connection.
 //!
-//! The accept loop is Pingora's own, less what the hub listener does not use (TLS, Unix
+//! The accept loop follows Pingora's own, less what the hub listener does not use (TLS, Unix
 //! sockets, inherited listeners): each connection runs the proxy's session loop, keep-alive
 //! requests included, until the hub leaves or the server shuts down.
 
@@ -181,7 +182,7 @@ impl HubSocket {
                 Ok(n) => {
                     self.held.drain(..n);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if retry(&e) => continue,
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
@@ -209,11 +210,20 @@ impl HubSocket {
                     sealed::count_sent(n);
                     return Poll::Ready(Ok(n));
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if retry(&e) => continue,
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
     }
+}
+
+/// A send that did nothing and may be tried again: the socket is full (readiness is cleared
+/// and awaited again), or a signal came first.
+fn retry(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
 }
 
 impl AsyncRead for HubSocket {
@@ -261,24 +271,6 @@ impl AsyncWrite for HubSocket {
         }
         this.held.clear();
         Poll::Ready(Ok(n - held))
-    }
-
-    /// Plain slices go out together; a sealed body goes alone, by reference.
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        // One slice at a time: each takes the path `poll_write` picks for it (held, sent by
-        // reference, or sent with what is held).
-        match bufs.iter().find(|b| !b.is_empty()) {
-            Some(first) => self.poll_write(cx, first),
-            None => Poll::Ready(Ok(0)),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -386,7 +378,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn vectored_writes_send_sealed_slices_by_reference() {
+    async fn a_chained_buffer_sends_its_sealed_part_by_reference() {
         let (mut socket, client) = pair().await;
         let size = Bytes::from_static(b"11170\r\n");
         let body = sealed::seal(pattern(70_000, 5));
