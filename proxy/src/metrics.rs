@@ -388,7 +388,7 @@ impl Metrics {
 /// The sealed bodies and what was sent from them (process-wide, see [`crate::sealed`]), read
 /// at each scrape.
 struct SealedCollector {
-    sent: prometheus::IntCounter,
+    sent: IntCounter,
     bodies: IntGauge,
     /// Serialises scrapes: the counter catches up with the process-wide total by its delta.
     catch_up: std::sync::Mutex<()>,
@@ -397,7 +397,7 @@ struct SealedCollector {
 impl SealedCollector {
     fn new() -> SealedCollector {
         SealedCollector {
-            sent: prometheus::IntCounter::new(
+            sent: IntCounter::new(
                 "framecache_sent_by_reference_bytes_total",
                 "Frame body bytes sent to hubs by reference (sendfile from a sealed memory file) instead of copied.",
             )
