@@ -92,7 +92,8 @@ pub struct Served {
     pub frame: Arc<StoredFrame>,
     pub lookup: Lookup,
     pub age: Duration,
-    /// Remaining freshness, for the hub's `max-age`.
+    /// The frame's freshness lifetime, for the hub's `max-age`. The hub takes `age` (sent as
+    /// `Age`) from it itself (RFC 9111, 4.2), so it is not the remaining freshness.
     pub fresh_for: Duration,
     pub no_store: bool,
     /// The purge generation when the request began: what is made from this frame (a
@@ -474,7 +475,7 @@ fn served(entry: &Entry, lookup: Lookup, age: Duration, purges: u64) -> Served {
         frame: Arc::clone(&entry.frame),
         lookup,
         age,
-        fresh_for: entry.fresh_for().saturating_sub(age),
+        fresh_for: entry.fresh_for(),
         no_store: false,
         purges,
     }
