@@ -92,8 +92,7 @@ pub struct Served {
     pub frame: Arc<StoredFrame>,
     pub lookup: Lookup,
     pub age: Duration,
-    /// The frame's freshness lifetime, for the hub's `max-age`. The hub takes `age` (sent as
-    /// `Age`) from it itself (RFC 9111, 4.2), so it is not the remaining freshness.
+    /// The frame's freshness lifetime (not what remains of it: see `age`).
     pub fresh_for: Duration,
     pub no_store: bool,
     /// The purge generation when the request began: what is made from this frame (a

@@ -147,7 +147,10 @@ pub fn frame_response(
         _ if matches!(served.lookup, Lookup::Stale | Lookup::Revalidating) => {
             HeaderValue::from_static("private, max-age=0")
         }
-        _ => HeaderValue::try_from(format!("private, max-age={}", served.fresh_for.as_secs()))?,
+        _ => HeaderValue::try_from(format!(
+            "private, max-age={}",
+            max_age(served.age, served.fresh_for)
+        ))?,
     };
     h.insert(header::CACHE_CONTROL, cache_control);
     h.insert(
@@ -190,6 +193,13 @@ pub fn frame_response(
         HeaderValue::from_static("nosniff"),
     );
     Ok((ResponseHeader::from(parts), body))
+}
+
+/// The `max-age` of a frame `age` old and fresh for `lifetime`, sent beside `Age` (`age` in whole
+/// seconds). The hub's cache takes `Age` off `max-age` itself (RFC 9111, 4.2.3), so the two
+/// together never promise more than the remaining freshness, in whole seconds.
+fn max_age(age: Duration, lifetime: Duration) -> u64 {
+    age.as_secs() + lifetime.saturating_sub(age).as_secs()
 }
 
 /// Writes a response (headers only for HEAD); returns the body bytes sent. The body is the
@@ -346,6 +356,27 @@ mod tests {
             write_deadline(Duration::from_secs(1), 0),
             Duration::from_secs(2)
         );
+    }
+
+    #[test]
+    fn max_age_less_age_is_at_most_the_remaining_freshness() {
+        let ms = Duration::from_millis;
+        let promised = |age: Duration, lifetime: Duration| max_age(age, lifetime) - age.as_secs();
+        assert_eq!(max_age(Duration::ZERO, ms(60_000)), 60);
+        assert_eq!(max_age(ms(1_100), ms(60_000)), 59);
+        assert_eq!(promised(ms(1_100), ms(60_000)), 58);
+        assert_eq!(max_age(ms(2_000), ms(60_000)), 60);
+        assert_eq!(promised(ms(2_000), ms(60_000)), 58);
+        // A frame fresh for a second and already aged is not kept by the hub.
+        assert_eq!(max_age(ms(100), ms(1_000)), 0);
+        assert_eq!(max_age(ms(1_500), ms(1_000)), 1);
+        assert_eq!(promised(ms(1_500), ms(1_000)), 0);
+        for age in (0..5_000).step_by(7) {
+            for lifetime in [0, 999, 1_000, 1_001, 4_321] {
+                let remaining = ms(lifetime).saturating_sub(ms(age));
+                assert!(promised(ms(age), ms(lifetime)) <= remaining.as_secs());
+            }
+        }
     }
 
     #[test]

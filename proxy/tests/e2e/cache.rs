@@ -34,8 +34,9 @@ fn long_fresh() -> Stack {
     Stack::with(|c| c.cache.latest_fresh = Duration::from_secs(60), |_| {})
 }
 
-/// A hub's cache takes `Age` from `max-age` itself (RFC 9111, 4.2.3): `max-age` stays the
-/// frame's lifetime, or a frame one second old would go stale two seconds early.
+/// A hub's cache takes `Age` off `max-age` itself (RFC 9111, 4.2.3): a frame fresh for 60 s and
+/// aged a second and a fraction is sent with `max-age` 59 (60 less the fraction, rounded down),
+/// not 58 (the age taken off twice).
 #[test]
 fn an_older_hit_says_its_age_once() {
     let stack = long_fresh();
@@ -45,7 +46,11 @@ fn an_older_hit_says_its_age_once() {
     assert_eq!(status(&hit), "framecache; hit");
     let age: u64 = hit.header("age").unwrap().parse().unwrap();
     assert!(age >= 1, "age {age}");
-    assert_eq!(hit.header("cache-control"), Some("private, max-age=60"));
+    let cache_control = hit.header("cache-control").unwrap();
+    assert!(
+        ["private, max-age=59", "private, max-age=60"].contains(&cache_control),
+        "{cache_control} with age {age}"
+    );
 }
 
 #[test]
@@ -58,7 +63,11 @@ fn hit_after_miss_without_an_origin_request() {
     assert_eq!(status(&second), "framecache; hit");
     assert_eq!(second.body, first.body);
     assert_eq!(second.header("etag"), first.header("etag"));
-    assert_eq!(second.header("cache-control"), Some("private, max-age=60"));
+    let cache_control = second.header("cache-control").unwrap();
+    assert!(
+        ["private, max-age=59", "private, max-age=60"].contains(&cache_control),
+        "{cache_control}"
+    );
     // The by-hash entry shares the body.
     let by_hash = stack.get_as(
         "owner-1",
