@@ -34,8 +34,8 @@
 //!
 //! A hub sends `GET /v1/cameras/cam-1/frame` with `Authorization: Bearer <token>`.
 //!
-//! 1. [`hub_listener`] accepted the connection; Pingora parses the HTTP/1.1 request and calls [`proxy::Edge`]'s `request_filter`, before
-//!    any other phase.
+//! 1. [`hub_listener`] accepted the connection; Pingora parses the HTTP/1.1 request and calls
+//!    [`proxy::Edge`]'s `request_filter`, before any other phase.
 //! 2. [`route::parse`] turns the raw path and query into a typed request, or refuses it (400,
 //!    404, 405) without normalising anything.
 //! 3. [`auth::TokenVerifier::verify`] checks the token's signature, audience, expiry and claim
