@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use pingora::modules::http::HttpModules;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorType};
@@ -310,6 +311,11 @@ impl ProxyHttp for Edge {
             body_bytes: 0,
         }
     }
+
+    /// None: frames are JPEG, already compressed, and every answer is written in
+    /// `request_filter`. Pingora's default adds a (disabled) compression module that every
+    /// response would pass through.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     async fn request_filter(
         &self,

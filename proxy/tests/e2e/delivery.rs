@@ -75,6 +75,29 @@ fn not_modified_on_both_routes() {
     );
 }
 
+/// JPEG is compressed already: a hub offering gzip or brotli gets the frame's own bytes, whose
+/// blake3 is the ETag, with no `Content-Encoding`.
+#[test]
+fn frames_are_never_content_encoded() {
+    let stack = stack();
+    for status in ["fwd=miss", "hit"] {
+        let reply = get(
+            &stack,
+            "/v1/cameras/cam-2/frame",
+            &[("Accept-Encoding", "gzip, deflate, br, zstd")],
+        );
+        assert_eq!(reply.status, 200);
+        assert!(reply.header("cache-status").unwrap().contains(status));
+        assert_eq!(reply.header("content-encoding"), None);
+        let etag = format!("\"{}\"", blake3::hash(&reply.body).to_hex());
+        assert_eq!(reply.header("etag"), Some(etag.as_str()));
+        assert_eq!(
+            reply.header("content-length"),
+            Some(reply.body.len().to_string().as_str())
+        );
+    }
+}
+
 #[test]
 fn ranges_are_byte_exact_and_resume() {
     let stack = stack();
