@@ -103,6 +103,11 @@ mod name {
 /// The response header of a frame answered as `answer` (not `Unsatisfiable`, an error), with
 /// its [`etag`], and the body to send with it.
 ///
+/// A 304 carries what RFC 9110 §15.4.5 asks of it (`ETag`, `Cache-Control`, `Content-Location`,
+/// `Vary`), what refreshes the hub's stored copy (`Age`, `Cache-Status`) and the attested
+/// sequence and capture time, and none of the representation's other metadata: it is the answer
+/// hubs get on most polls.
+///
 /// Built as a plain `http` header map with constant names, so that nothing is parsed or
 /// validated twice on the hit path; Pingora writes it as it is.
 pub fn frame_response(
@@ -117,6 +122,7 @@ pub fn frame_response(
 
     let frame = &served.frame;
     let len = frame.body.len();
+    let not_modified = answer == Answer::NotModified;
     let (status, body) = match answer {
         Answer::NotModified => (StatusCode::NOT_MODIFIED, None),
         Answer::Partial { start, end } => (
@@ -139,7 +145,9 @@ pub fn frame_response(
             HeaderValue::try_from(format!("bytes {start}-{end}/{len}"))?,
         );
     }
-    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if !not_modified {
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    }
     h.insert(header::ETAG, HeaderValue::try_from(etag)?);
     let cache_control = match req.target {
         Target::ByHash(_) => HeaderValue::from_static(IMMUTABLE),
@@ -174,11 +182,13 @@ pub fn frame_response(
             ))?,
         );
     }
-    h.insert(
-        name::X_FRAME_VARIANT,
-        HeaderValue::from_static(variant.as_str()),
-    );
-    h.insert(name::ACCEPT_CH, HeaderValue::from_static(choice::ACCEPT_CH));
+    if !not_modified {
+        h.insert(
+            name::X_FRAME_VARIANT,
+            HeaderValue::from_static(variant.as_str()),
+        );
+        h.insert(name::ACCEPT_CH, HeaderValue::from_static(choice::ACCEPT_CH));
+    }
     if chosen.reason != Reason::Requested {
         // Another hint, or another link, may get another rendition at this URL.
         h.insert(header::VARY, HeaderValue::from_static(choice::ACCEPT_CH));
@@ -188,10 +198,12 @@ pub fn frame_response(
         name::X_FRAME_CAPTURED_AT,
         HeaderValue::from(frame.captured_at_ms),
     );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    if !not_modified {
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+    }
     Ok((ResponseHeader::from(parts), body))
 }
 

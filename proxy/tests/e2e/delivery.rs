@@ -27,6 +27,8 @@ fn not_modified_on_both_routes() {
     let etag = full.header("etag").unwrap().to_string();
     let by_hash = full.header("content-location").unwrap().to_string();
     for path in ["/v1/cameras/cam-2/frame", by_hash.as_str()] {
+        let whole = get(&stack, path, &[]);
+        assert_eq!(whole.status, 200);
         for inm in [
             etag.clone(),
             format!("W/{etag}"),
@@ -38,7 +40,29 @@ fn not_modified_on_both_routes() {
             assert!(reply.body.is_empty());
             assert_eq!(reply.header("etag"), Some(etag.as_str()));
             assert!(reply.header("cache-control").is_some());
-            assert!(reply.header("x-frame-seq").is_some());
+            assert_eq!(reply.header("cache-status"), Some("framecache; hit"));
+            assert!(reply.header("age").is_some());
+            // RFC 9110 §15.4.5: what a 200 would carry of these, a 304 carries too...
+            for name in [
+                "content-location",
+                "vary",
+                "x-frame-seq",
+                "x-frame-captured-at",
+            ] {
+                assert_eq!(reply.header(name), whole.header(name), "{path} {name}");
+            }
+            // ...and no other metadata of the representation the hub already holds.
+            for name in [
+                "content-type",
+                "content-length",
+                "accept-ranges",
+                "accept-ch",
+                "x-frame-variant",
+                "x-content-type-options",
+            ] {
+                assert!(whole.header(name).is_some(), "{path} {name}");
+                assert_eq!(reply.header(name), None, "{path} {name}");
+            }
         }
         let reply = get(&stack, path, &[("If-None-Match", "\"something-else\"")]);
         assert_eq!(reply.status, 200);
