@@ -540,7 +540,7 @@ def render_compare(report: dict, means: dict) -> str:
                 f"{fmt(m['cpu_secs_per_1000'], 3)} | {fmt(m['k6_cpu_secs_per_1000'], 3)} | {m['origin_requests']:,.0f} | "
                 f"{rps_ratio} | {spread} | {p99_ratio} |"
             )
-    lines += ["", "Rounds (alternating, rotating order):", "",
+    lines += ["", "Rounds (in run order; each of the six orders of the three targets once per six rounds):", "",
               "| workload | round | target | requests | req/s | p50 ms | p99 ms | CPU s | origin requests | privacy checks failed |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["rounds"]:

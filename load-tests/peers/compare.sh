@@ -2,8 +2,8 @@
 # load-tests/run (which provides start, stop, free_port, wait_ready, start_camsim,
 # start_framecache, k6_run, camsim_stats and the $work folder).
 #
-# Hit-heavy: the three serve the same camsim frames from a warm cache (rounds alternate, in a
-# rotating order). Miss-heavy: each round starts the target afresh (a cold cache) and asks for
+# Hit-heavy: the three serve the same camsim frames from a warm cache (rounds alternate, in the
+# order of `round_order`). Miss-heavy: each round starts the target afresh (a cold cache) and asks for
 # every (owner, camera) once, four hubs at the same instant. CPU seconds are utime + stime of
 # the target's processes (nginx master and workers; varnishd manager and child) from /proc; k6's
 # own CPU is reported beside it, since k6 shares the machine and is what limits the hit rounds.
@@ -120,6 +120,15 @@ measure() {
   fi
 }
 
+# The index into (framecache nginx varnish) of the I-th target (0-2) of round ROUND (from 1):
+# rotation ROUND-1, reversed in even rounds. Six rounds run every order once, so that no target
+# always runs first, or always right after the same other one.
+round_order() {
+  local round=$1 i=$2
+  ((round % 2 == 0)) && i=$((2 - i))
+  echo $(((round - 1 + i) % 3))
+}
+
 count_pairs() {
   curl -fsS --max-time 5 "$camsim_url/topology" |
     python3 -c 'import json, sys; print(sum(len(c) for c in json.load(sys.stdin).values()))'
@@ -143,7 +152,7 @@ run_compare() {
   done
   for round in $(seq "$rounds"); do
     for i in 0 1 2; do
-      order=$(((round - 1 + i) % 3))
+      order=$(round_order "$round" "$i")
       target=${targets[$order]} target_pid=${pid_of[${targets[$order]}]} target_url=${url_of[${targets[$order]}]}
       measure hit "$round"
     done
@@ -161,7 +170,7 @@ run_compare() {
   stop "$target_pid"
   for round in $(seq "$rounds"); do
     for i in 0 1 2; do
-      order=$(((round - 1 + i) % 3))
+      order=$(round_order "$round" "$i")
       # A fresh instance each round: every key is cold. Freshness 1 s for all three.
       start_target "${targets[$order]}" 1
       measure miss "$round"
