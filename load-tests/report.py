@@ -452,6 +452,9 @@ def children_cpu(before: Path, after: Path) -> float | None:
 
 def cmd_compare(args) -> int:
     d = Path(args.dir)
+    # The measured runs as they ran (load-tests/peers/compare.sh's `measure`).
+    order_file = d / "run-order"
+    ran = order_file.read_text().split() if order_file.exists() else []
     rows = []
     for workload in ("hit", "miss"):
         for rnd in range(1, args.rounds + 1):
@@ -471,6 +474,7 @@ def cmd_compare(args) -> int:
                 rows.append({
                     "workload": workload,
                     "round": rnd,
+                    "position": ran.index(name) if name in ran else len(ran),
                     "target": target,
                     "requests": requests,
                     "rps": m["http_reqs{route:frame}"]["rate"],
@@ -483,6 +487,7 @@ def cmd_compare(args) -> int:
                     "privacy_passes": sum(c["passes"] for c in privacy),
                     "privacy_fails": sum(c["fails"] for c in privacy),
                 })
+    rows.sort(key=lambda r: (r["workload"] != "hit", r["round"], r["position"]))
     means = {}
     for workload in ("hit", "miss"):
         for target in TARGETS:
@@ -540,7 +545,7 @@ def render_compare(report: dict, means: dict) -> str:
                 f"{fmt(m['cpu_secs_per_1000'], 3)} | {fmt(m['k6_cpu_secs_per_1000'], 3)} | {m['origin_requests']:,.0f} | "
                 f"{rps_ratio} | {spread} | {p99_ratio} |"
             )
-    lines += ["", "Rounds (in run order; each of the six orders of the three targets once per six rounds):", "",
+    lines += ["", "Rounds, in the order they ran (six rounds run each order of the three targets once):", "",
               "| workload | round | target | requests | req/s | p50 ms | p99 ms | CPU s | origin requests | privacy checks failed |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["rounds"]:

@@ -113,6 +113,7 @@ measure() {
   cpu_after=$(cpu_seconds "$target_pid")
   camsim_stats "$work/$name.camsim.after.json"
   echo "$cpu_before $cpu_after" >"$work/$name.cpu"
+  echo "$name" >>"$work/run-order"
   echo "$workload round $round $target: k6 exit $rc"
   if ((rc != 0)); then
     echo "k6 failed on $target ($workload); see $work/$name.k6.out" >&2
