@@ -3,10 +3,11 @@
 # start_framecache, k6_run, camsim_stats and the $work folder).
 #
 # Hit-heavy: the three serve the same camsim frames from a warm cache (rounds alternate, in the
-# order of `round_order`). Miss-heavy: each round starts the target afresh (a cold cache) and asks for
-# every (owner, camera) once, four hubs at the same instant. CPU seconds are utime + stime of
-# the target's processes (nginx master and workers; varnishd manager and child) from /proc; k6's
-# own CPU is reported beside it, since k6 shares the machine and is what limits the hit rounds.
+# order of `round_order`). Miss-heavy: each round starts the target afresh (a cold cache) and
+# asks for every (owner, camera) once, four hubs at the same instant. CPU seconds are utime +
+# stime of the target's processes (nginx master and workers; varnishd manager and child) from
+# /proc; k6's own CPU is reported beside it, since k6 shares the machine and is what limits the
+# hit rounds.
 
 nginx_bin() { command -v nginx || echo /usr/sbin/nginx; }
 

@@ -122,7 +122,6 @@ pub fn frame_response(
 
     let frame = &served.frame;
     let len = frame.body.len();
-    let not_modified = answer == Answer::NotModified;
     let (status, body) = match answer {
         Answer::NotModified => (StatusCode::NOT_MODIFIED, None),
         Answer::Partial { start, end } => (
@@ -144,9 +143,6 @@ pub fn frame_response(
             header::CONTENT_RANGE,
             HeaderValue::try_from(format!("bytes {start}-{end}/{len}"))?,
         );
-    }
-    if !not_modified {
-        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     }
     h.insert(header::ETAG, HeaderValue::try_from(etag)?);
     let cache_control = match req.target {
@@ -182,13 +178,6 @@ pub fn frame_response(
             ))?,
         );
     }
-    if !not_modified {
-        h.insert(
-            name::X_FRAME_VARIANT,
-            HeaderValue::from_static(variant.as_str()),
-        );
-        h.insert(name::ACCEPT_CH, HeaderValue::from_static(choice::ACCEPT_CH));
-    }
     if chosen.reason != Reason::Requested {
         // Another hint, or another link, may get another rendition at this URL.
         h.insert(header::VARY, HeaderValue::from_static(choice::ACCEPT_CH));
@@ -198,7 +187,14 @@ pub fn frame_response(
         name::X_FRAME_CAPTURED_AT,
         HeaderValue::from(frame.captured_at_ms),
     );
-    if !not_modified {
+    if answer != Answer::NotModified {
+        // The representation's own metadata, which a 304 leaves out.
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        h.insert(
+            name::X_FRAME_VARIANT,
+            HeaderValue::from_static(variant.as_str()),
+        );
+        h.insert(name::ACCEPT_CH, HeaderValue::from_static(choice::ACCEPT_CH));
         h.insert(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
