@@ -545,7 +545,7 @@ def render_compare(report: dict, means: dict) -> str:
                 f"{fmt(m['cpu_secs_per_1000'], 3)} | {fmt(m['k6_cpu_secs_per_1000'], 3)} | {m['origin_requests']:,.0f} | "
                 f"{rps_ratio} | {spread} | {p99_ratio} |"
             )
-    lines += ["", "Rounds, in the order they ran (six rounds run each order of the three targets once):", "",
+    lines += ["", "Rounds, in the order they ran (round by round, the six orders of the three targets in turn):", "",
               "| workload | round | target | requests | req/s | p50 ms | p99 ms | CPU s | origin requests | privacy checks failed |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["rounds"]:
@@ -573,7 +573,7 @@ def main() -> int:
     cpu.add_argument("pid", type=int)
     cmp = sub.add_parser("compare")
     cmp.add_argument("--dir", required=True)
-    cmp.add_argument("--rounds", type=int, default=3)
+    cmp.add_argument("--rounds", type=int, default=6)
     cmp.add_argument("--profile", default="release")
     cmp.add_argument("--command", dest="run_command", default="load-tests/run compare")
     args = parser.parse_args()
