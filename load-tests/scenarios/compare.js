@@ -1,9 +1,9 @@
 // compare: one workload against one target (framecache, or nginx / Varnish in front of the
 // same camsim); `load-tests/run compare` runs it against each target in alternating rounds.
-// The same script, client settings and frames for all; every frame is privacy-checked, and
-// nothing else is read from an answer. What a hub keeps between polls (the ETag, and the hash in
-// Content-Location) is not read: only framecache's answers carry it, so reading it would cost
-// k6 more per framecache answer than per peer answer.
+// The same script, client settings and frames for all. Every answer read into JavaScript is
+// privacy-checked, and nothing else is read from it. What a hub keeps between polls (the ETag,
+// and the hash in Content-Location) is not read: only framecache's answers carry it, so reading
+// it would cost k6 more per framecache answer than per peer answer.
 //
 //   WORKLOAD=warm  every (owner, camera) once: fills the cache before the hit rounds
 //   WORKLOAD=hit   VUS hubs, each polling one (owner, camera) back to back: all cache hits.
