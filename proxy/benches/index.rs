@@ -32,9 +32,10 @@ use prometheus::{IntCounter, IntGauge};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use framecache::cache::key::{Identity, KeyDigest, Route};
+use framecache::cache::key::{Identity, KeyDigest};
 use framecache::cache::store::{Entry, Store, StoredFrame, ENTRY_OVERHEAD};
 use framecache::identity::{CameraId, ContentHash, OwnerId};
+use framecache::request::FrameRef;
 
 // ---- counting allocator -------------------------------------------------------------------
 
@@ -185,12 +186,12 @@ fn identity(owners: &[OwnerId], i: usize) -> Identity {
     Identity {
         owner: owners[i % owners.len()].clone(),
         camera: CameraId::parse(&format!("cam-{i:06}")).expect("valid camera id"),
-        route: if i % 2 == 0 {
-            Route::Latest
+        frame: if i % 2 == 0 {
+            FrameRef::Latest
         } else {
-            Route::ByHash(ContentHash::of(&(i as u64).to_le_bytes()))
+            FrameRef::ByHash(ContentHash::of(&(i as u64).to_le_bytes()))
         },
-        variant: framecache::variant::Variant::FULL,
+        variant: framecache::rendition::Variant::FULL,
     }
 }
 
@@ -202,9 +203,9 @@ fn owners(n: usize) -> Vec<OwnerId> {
 
 /// A frame for `identity`; a by-hash identity names the frame's own hash, as in the cache.
 fn frame(identity: &Identity, body: Bytes) -> Arc<StoredFrame> {
-    let hash = match identity.route {
-        Route::ByHash(hash) => hash,
-        Route::Latest => ContentHash::of(identity.camera.as_str().as_bytes()),
+    let hash = match identity.frame {
+        FrameRef::ByHash(hash) => hash,
+        FrameRef::Latest => ContentHash::of(identity.camera.as_str().as_bytes()),
     };
     Arc::new(StoredFrame::new(hash, 1, 1_700_000_000_000, body))
 }
@@ -492,7 +493,7 @@ fn footprint_as_filled(index: &Store, owners: &[OwnerId]) -> PerEntry {
                 1_700_000_000_000,
                 Bytes::from_static(BODY),
             ));
-            let by_hash = latest.with_route(Route::ByHash(hash));
+            let by_hash = latest.with_frame(FrameRef::ByHash(hash));
             for id in [latest, by_hash] {
                 let key = id.digest();
                 records.push((

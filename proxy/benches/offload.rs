@@ -68,7 +68,8 @@ fn main() {
         proxy
             .shared
             .metrics
-            .cache_lookups
+            .cache
+            .lookups
             .with_label_values(&[r])
             .get()
     };

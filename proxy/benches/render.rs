@@ -7,7 +7,8 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use framecache::render::{render_with, Rendition};
+use framecache::rendition::render::render_with;
+use framecache::rendition::Rendition;
 
 /// Median ms per call of `f` over rounds of about 0.4 s after a warm-up.
 fn ms_per(mut f: impl FnMut()) -> f64 {
@@ -36,7 +37,7 @@ fn main() {
     );
     for (label, width, height) in [("720p", 1280, 720), ("1080p", 1920, 1080)] {
         let full = camsim::frame::render("cam-1", 1, width, height, 80).expect("a frame");
-        for (name, max_width, quality) in framecache::variant::BUILT_IN {
+        for (name, max_width, quality) in framecache::rendition::BUILT_IN {
             let rendition = Rendition {
                 max_width,
                 quality,

@@ -118,8 +118,8 @@ fn main() {
     );
     println!(
         "frames sent: {}, skipped: {}; received: fast {:.1} MB/s, slow {:.2} MB/s in all",
-        metrics.stream_frames_sent.get(),
-        metrics.stream_frames_skipped.get(),
+        metrics.stream.frames_sent.get(),
+        metrics.stream.frames_skipped.get(),
         fast_bytes as f64 / elapsed / 1e6,
         slow_bytes as f64 / elapsed / 1e6
     );

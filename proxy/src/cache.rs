@@ -1,6 +1,6 @@
 //! The owner-scoped, content-addressed frame cache.
 //!
-//! - [`key`]: an entry's full identity (owner, camera, route, variant), encoded without
+//! - [`key`]: an entry's full identity (owner, camera, frame, variant), encoded without
 //!   ambiguity and digested with blake3.
 //! - [`store`]: the size-bounded index (DashMap + S3-FIFO) from digest to entry; bodies are
 //!   shared `Bytes`.
@@ -12,7 +12,6 @@
 
 pub mod flight;
 pub mod key;
-pub mod rendition;
 pub mod store;
 
 #[cfg(feature = "fault-injection")]
@@ -23,14 +22,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use self::flight::{Flights, Join};
-use self::key::{Identity, KeyDigest, Route};
-use self::rendition::Renderer;
+use self::key::{Identity, KeyDigest};
 use self::store::{Entry, Store, StoredFrame};
 use crate::config::CacheConfig;
 use crate::identity::{CameraId, OwnerId};
 use crate::metrics::Metrics;
-use crate::origin::{Origin, OriginError, Want};
-use crate::variant::Variant;
+use crate::origin::{Origin, OriginError};
+use crate::rendition::cache::Renditions;
+use crate::rendition::Variant;
+use crate::request::FrameRef;
 
 /// How a request was answered, for `Cache-Status` and the lookup metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,43 +102,42 @@ pub struct Served {
 
 /// The frame cache, in front of the origin.
 pub struct FrameCache {
-    store: Store,
+    pub(crate) store: Store,
     flights: Flights,
     origin: Origin,
-    metrics: Arc<Metrics>,
-    config: CacheConfig,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) config: CacheConfig,
     /// Bumped by every purge; a fill that saw it change does not keep what it stored.
     purges: AtomicU64,
-    /// Renditions being made, by key: one rendering per rendition of a frame at a time.
-    renders: Flights<rendition::RenderResult>,
-    renderer: Renderer,
+    /// Renditions being made ([`crate::rendition::cache`]).
+    pub(crate) renditions: Renditions,
 }
 
 impl FrameCache {
     pub fn new(config: CacheConfig, origin: Origin, metrics: Arc<Metrics>) -> FrameCache {
         metrics
-            .cache_max_bytes
+            .cache
+            .max_bytes
             .set(i64::try_from(config.max_bytes).unwrap_or(i64::MAX));
         FrameCache {
             store: Store::new(
                 config.max_bytes,
-                metrics.cache_entries.clone(),
-                metrics.cache_stored_bytes.clone(),
-                metrics.cache_evictions.clone(),
+                metrics.cache.entries.clone(),
+                metrics.cache.stored_bytes.clone(),
+                metrics.cache.evictions.clone(),
             ),
             flights: Flights::default(),
             origin,
             metrics,
             config,
             purges: AtomicU64::new(0),
-            renders: Flights::default(),
-            renderer: Renderer::new(2),
+            renditions: Renditions::new(2),
         }
     }
 
     /// Renders at most `threads` renditions at once (default 2).
     pub fn with_render_threads(mut self, threads: usize) -> FrameCache {
-        self.renderer = Renderer::new(threads);
+        self.renditions = Renditions::new(threads);
         self
     }
 
@@ -148,20 +147,20 @@ impl FrameCache {
         self: &Arc<Self>,
         owner: &OwnerId,
         camera: &CameraId,
-        route: Route,
+        frame: FrameRef,
     ) -> Result<Served, OriginError> {
         let purges = self.purges.load(Ordering::SeqCst);
         let identity = Identity {
             owner: owner.clone(),
             camera: camera.clone(),
-            route,
+            frame,
             variant: Variant::FULL,
         };
         let key = self.store.key(&identity);
         if let Some(entry) = self.lookup(&key, &identity) {
             let age = entry.age();
             let fresh_for = entry.fresh_for();
-            if route != Route::Latest || age < fresh_for {
+            if frame != FrameRef::Latest || age < fresh_for {
                 return Ok(served(&entry, Lookup::Hit, age, purges));
             }
             // Never staler than stale-if-error allows, whatever the origin's state.
@@ -193,7 +192,7 @@ impl FrameCache {
                 // from before it.
                 let stale = self
                     .lookup(&key, &identity)
-                    .filter(|e| route == Route::Latest && e.age() <= self.config.stale_if_error);
+                    .filter(|e| frame == FrameRef::Latest && e.age() <= self.config.stale_if_error);
                 match stale {
                     Some(entry) => Ok(served(&entry, Lookup::Stale, entry.age(), purges)),
                     None => Err(error),
@@ -203,7 +202,7 @@ impl FrameCache {
     }
 
     /// The entry under `key`, if its stored identity is exactly `identity`.
-    fn lookup(&self, key: &KeyDigest, identity: &Identity) -> Option<Arc<Entry>> {
+    pub(crate) fn lookup(&self, key: &KeyDigest, identity: &Identity) -> Option<Arc<Entry>> {
         let entry = self.store.get(key)?;
         if entry.is(identity) {
             return Some(entry);
@@ -211,14 +210,14 @@ impl FrameCache {
         let cross_owner = *entry.owner() != identity.owner;
         let stored = entry.identity();
         if cross_owner {
-            self.metrics.cache_cross_owner_hits.inc();
+            self.metrics.cache.cross_owner_hits.inc();
         } else {
-            self.metrics.cache_key_collisions.inc();
+            self.metrics.cache.key_collisions.inc();
         }
         tracing::error!(
             cross_owner,
-            stored_route = route_kind(stored.route),
-            requested_route = route_kind(identity.route),
+            stored_frame = stored.frame.as_str(),
+            requested_frame = identity.frame.as_str(),
             stored_variant = stored.variant.as_str(),
             requested_variant = identity.variant.as_str(),
             "cache entry identity does not match the request: not served, evicted"
@@ -242,7 +241,7 @@ impl FrameCache {
             }
             Join::Waiter(done) => (done, false),
             Join::Collision => {
-                self.metrics.cache_key_collisions.inc();
+                self.metrics.cache.key_collisions.inc();
                 tracing::error!(
                     "a fetch under the same key digest is under way for another identity"
                 );
@@ -272,7 +271,7 @@ impl FrameCache {
                 // Belt and braces: a shared result is of this identity, or it is not served.
                 match result {
                     Ok(f) if f.owner != identity.owner || f.camera != identity.camera => {
-                        self.metrics.cache_cross_owner_hits.inc();
+                        self.metrics.cache.cross_owner_hits.inc();
                         (
                             Err(OriginError::Io(
                                 "coalesced result of another identity".into(),
@@ -333,13 +332,9 @@ impl FrameCache {
         identity: &Identity,
         purges_before: u64,
     ) -> Result<Fetched, OriginError> {
-        let want = match identity.route {
-            Route::Latest => Want::Latest,
-            Route::ByHash(hash) => Want::ByHash(hash),
-        };
         let (result, attempt) = self
             .origin
-            .fetch(&identity.owner, &identity.camera, want)
+            .fetch(&identity.owner, &identity.camera, identity.frame)
             .await;
         self.metrics.record_origin(&attempt);
         if let Some(reason) = attempt.rejection {
@@ -372,9 +367,9 @@ impl FrameCache {
         fresh_for: Duration,
         purges_before: u64,
     ) -> bool {
-        let by_hash = identity.with_route(Route::ByHash(frame.hash));
+        let by_hash = identity.with_frame(FrameRef::ByHash(frame.hash));
         let mut entries = vec![(self.store.key(&by_hash), by_hash, Duration::MAX)];
-        if identity.route == Route::Latest {
+        if identity.frame == FrameRef::Latest {
             entries.push((key, identity.clone(), fresh_for));
         }
         self.keep(frame, entries, purges_before)
@@ -382,7 +377,7 @@ impl FrameCache {
 
     /// Stores `frame` under each (key, identity, freshness) of `entries`, unless a purge has
     /// happened since `purges_before`. Returns whether all were kept.
-    fn keep(
+    pub(crate) fn keep(
         &self,
         frame: &Arc<StoredFrame>,
         entries: Vec<(KeyDigest, Identity, Duration)>,
@@ -422,10 +417,10 @@ impl FrameCache {
         };
         // Requests from now on start their own fetch rather than join one begun before.
         self.flights.retire(matches);
-        self.renders.retire(matches);
+        self.renditions.flights.retire(matches);
         let purged = self.store.purge(matches);
-        self.metrics.cache_purges.inc();
-        self.metrics.cache_purged_entries.inc_by(purged as u64);
+        self.metrics.cache.purges.inc();
+        self.metrics.cache.purged_entries.inc_by(purged as u64);
         purged
     }
 
@@ -444,18 +439,18 @@ impl FrameCache {
 /// task running it ends without one (a panic, or a task dropped at shutdown), with the
 /// `abandoned` error, so that its waiters never wait on it for ever. Built before the task is
 /// spawned.
-struct FlightGuard<R: Clone> {
-    cache: Arc<FrameCache>,
+pub(crate) struct FlightGuard<R: Clone> {
+    pub(crate) cache: Arc<FrameCache>,
     /// Which of the cache's flight maps the flight is in.
-    flights: fn(&FrameCache) -> &Flights<R>,
-    key: KeyDigest,
+    pub(crate) flights: fn(&FrameCache) -> &Flights<R>,
+    pub(crate) key: KeyDigest,
     /// Taken when the flight is finished.
-    flight: Option<Arc<flight::Flight<R>>>,
-    abandoned: fn() -> R,
+    pub(crate) flight: Option<Arc<flight::Flight<R>>>,
+    pub(crate) abandoned: fn() -> R,
 }
 
 impl<R: Clone> FlightGuard<R> {
-    fn finish(&mut self, result: R) {
+    pub(crate) fn finish(&mut self, result: R) {
         if let Some(flight) = self.flight.take() {
             (self.flights)(&self.cache).finish(&self.key, &flight, result);
         }
@@ -477,13 +472,6 @@ fn served(entry: &Entry, lookup: Lookup, age: Duration, purges: u64) -> Served {
         fresh_for: entry.fresh_for(),
         no_store: false,
         purges,
-    }
-}
-
-fn route_kind(route: Route) -> &'static str {
-    match route {
-        Route::Latest => "latest",
-        Route::ByHash(_) => "by_hash",
     }
 }
 
@@ -516,10 +504,10 @@ mod tests {
         let camera_id = CameraId::parse(&format!("cam-{camera}")).unwrap();
         Identity {
             owner: OwnerId::parse(&format!("owner-{owner}")).unwrap(),
-            route: if latest {
-                Route::Latest
+            frame: if latest {
+                FrameRef::Latest
             } else {
-                Route::ByHash(ContentHash::of(camera_id.as_str().as_bytes()))
+                FrameRef::ByHash(ContentHash::of(camera_id.as_str().as_bytes()))
             },
             camera: camera_id,
             variant: Variant::FULL,
@@ -530,9 +518,9 @@ mod tests {
     fn fill(cache: &FrameCache, id: &Identity, size: usize) {
         let mut body = format!("{}/{}:", id.owner, id.camera).into_bytes();
         body.resize(size.max(body.len()), b'.');
-        let hash = match id.route {
-            Route::ByHash(hash) => hash,
-            Route::Latest => ContentHash::of(id.camera.as_str().as_bytes()),
+        let hash = match id.frame {
+            FrameRef::ByHash(hash) => hash,
+            FrameRef::Latest => ContentHash::of(id.camera.as_str().as_bytes()),
         };
         let frame = Arc::new(StoredFrame::new(hash, 1, 1, Bytes::from(body)));
         let key = cache.store.key(id);
@@ -581,7 +569,7 @@ mod tests {
                 fill(&cache, &id, size);
                 let (_, weighted) = cache.usage();
                 prop_assert!(weighted <= budget, "{} > {}", weighted, budget);
-                prop_assert!(cache.metrics.cache_stored_bytes.get() <= budget as i64);
+                prop_assert!(cache.metrics.cache.stored_bytes.get() <= budget as i64);
             }
         }
     }

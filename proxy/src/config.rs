@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::variant::Catalogue;
+use crate::rendition::Catalogue;
 
 pub use validate::parse_signing_key;
 

@@ -1,29 +1,32 @@
-//! What the hub receives: frame responses with SPEC's headers, and JSON errors.
+//! What the hub receives, and how: frame responses with SPEC's headers, JSON errors, and the
+//! pace a hub must keep.
 //!
 //! Domain errors become an HTTP answer once, here, through [`HubError`]. [`condition`] decides
-//! between 200, 304, 206 and 416.
+//! between 200, 304, 206 and 416; [`link`] measures hubs' links from their sockets and
+//! remembers them for their next connections. A hub that takes less than 16 KiB per
+//! `delivery.write_timeout_ms` is dropped; one that is merely slow is served.
 
-pub mod choice;
 pub mod condition;
+pub mod link;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
+use pingora::{Error, ErrorType};
 
 use crate::auth::AuthError;
-use crate::cache::rendition::RenditionError;
 use crate::cache::store::StoredFrame;
-use crate::cache::FrameCache;
-use crate::cache::{Lookup, Served};
-use crate::identity::{CameraId, OwnerId};
+use crate::cache::{FrameCache, Lookup, Served};
+use crate::config::DeliveryConfig;
 use crate::origin::OriginError;
-use crate::route::{HubRequest, RouteError, Target};
-use crate::variant::Rendition;
-use choice::Reason;
+use crate::rendition::choose::{self, Reason};
+use crate::rendition::{Chosen, RenditionError};
+use crate::request::{FrameRef, FrameRequest, Target};
+use crate::route::RouteError;
 use condition::Answer;
+use link::{LinkMemory, SETTLED_BYTES};
 
 /// `Cache-Control` of a frame addressed by its hash: the bytes can never change.
 const IMMUTABLE: &str = "private, max-age=31536000, immutable";
@@ -40,52 +43,113 @@ pub const MIN_BYTES_PER_WRITE_TIMEOUT: usize = 16 * 1024;
 /// The send rate, bytes per second, below which a write to a hub times out: Pingora gives each
 /// write of `n` bytes `n / rate` seconds (at least one), so a body goes out in one write, not in
 /// slices, and a slow hub is still served.
-pub fn min_send_rate(write_timeout: Duration) -> usize {
+fn min_send_rate(write_timeout: Duration) -> usize {
     let millis = write_timeout.as_millis().max(1);
     ((MIN_BYTES_PER_WRITE_TIMEOUT as u128 * 1000) / millis).max(1) as usize
 }
 
 /// The longest a whole body of `len` bytes may take, headers and the final flush included (the
 /// flush has no timeout of its own): one write timeout per 16 KiB, and two more.
-pub fn write_deadline(write_timeout: Duration, len: usize) -> Duration {
+fn write_deadline(write_timeout: Duration, len: usize) -> Duration {
     let writes = len.div_ceil(MIN_BYTES_PER_WRITE_TIMEOUT) as u32 + 2;
     write_timeout.saturating_mul(writes)
 }
 
-/// Which rendition a response carries, and whether the proxy chose it.
-#[derive(Debug, Clone, Copy)]
-pub struct Chosen {
-    pub rendition: Rendition,
-    pub reason: Reason,
+/// Delivery to hubs: its configuration, and what the proxy learnt of hubs' links.
+pub struct Delivery {
+    pub config: DeliveryConfig,
+    links: LinkMemory,
 }
 
-/// `chosen` of `source`; when the proxy chose it itself and it cannot be made (the pool is
-/// busy, the frame does not decode), the source frame instead: a hub that asked for nothing in
-/// particular gets a frame rather than an error.
-pub async fn rendition(
-    cache: &Arc<FrameCache>,
-    owner: &OwnerId,
-    camera: &CameraId,
-    source: Served,
-    chosen: Chosen,
-) -> Result<(Served, Chosen), RenditionError> {
-    let fallback = (chosen.reason != Reason::Requested).then(|| source.clone());
-    match cache
-        .rendition_of(owner, camera, source, chosen.rendition)
-        .await
-    {
-        Ok(served) => Ok((served, chosen)),
-        Err(error) => match fallback {
-            Some(source) => {
-                tracing::debug!(%error, "chosen rendition not available: full frame instead");
-                let full = Chosen {
-                    rendition: Rendition::FULL,
-                    ..chosen
-                };
-                Ok((source, full))
+/// What answering a request did, for its metrics.
+#[derive(Debug, Default)]
+pub struct Sent {
+    /// How a frame was answered, and the frame's length.
+    pub answer: Option<(Answer, usize)>,
+    /// Body bytes written.
+    pub body_bytes: usize,
+    /// When the response was written, if the request went on after that (learning the hub's
+    /// link); request durations end here.
+    pub finished: Option<Instant>,
+    /// Writing to the hub failed: the connection is dropped, never finished or reused
+    /// (finishing would flush, with no timeout, to a hub that may never read again).
+    pub write_error: Option<Box<Error>>,
+}
+
+impl Delivery {
+    pub fn new(config: DeliveryConfig) -> Delivery {
+        Delivery {
+            config,
+            links: LinkMemory::for_hubs(),
+        }
+    }
+
+    /// Sets the pace a hub must keep on `session`, and how long its connection may idle.
+    pub fn pace(&self, session: &mut Session) {
+        session.set_write_timeout(Some(self.config.write_timeout));
+        session.set_min_send_rate(Some(min_send_rate(self.config.write_timeout)));
+        // Pingora keeps an HTTP/1.1 connection open forever between requests unless told.
+        session.set_keepalive(Some(self.config.idle_timeout.as_secs()));
+    }
+
+    /// The rendition of `frame` to answer `req` with ([`choose::for_request`]), weighing the
+    /// link of `session`'s hub.
+    pub fn choose(
+        &self,
+        session: &Session,
+        req: &FrameRequest,
+        cache: &FrameCache,
+        frame: &StoredFrame,
+    ) -> Chosen {
+        let link = || self.links.known(session, &req.owner);
+        let headers = &session.req_header().headers;
+        choose::for_request(req, headers, link, &self.config, cache, frame)
+    }
+
+    /// Answers `req` with `served` in `chosen`: 200, 304, 206 or 416 as its conditions say.
+    /// A hub going away mid-body is not an error to answer: it is recorded in `sent` and the
+    /// connection is dropped. Each write has the write timeout, the whole body a deadline, so
+    /// that a hub taking a trickle cannot hold the frame for ever.
+    pub async fn frame(
+        &self,
+        session: &mut Session,
+        req: &FrameRequest,
+        served: &Served,
+        chosen: Chosen,
+        sent: &mut Sent,
+    ) -> Result<(), HubError> {
+        let len = served.frame.body.len();
+        let etag = etag(&served.frame);
+        let answer = Answer::decide(&session.req_header().headers, req.head, &etag, len);
+        sent.answer = Some((answer, len));
+        if answer == Answer::Unsatisfiable {
+            return Err(HubError::unsatisfiable(len));
+        }
+        let (header, body) = frame_response(served, req, answer, chosen, etag)
+            .map_err(|e| HubError::new(500, "internal", e.to_string()))?;
+        let deadline = write_deadline(self.config.write_timeout, len);
+        let written = write_response(session, header, body, req.head);
+        match tokio::time::timeout(deadline, written).await {
+            Ok(Ok(bytes)) => {
+                sent.body_bytes = bytes;
+                sent.finished = Some(Instant::now());
+                // The connection's first frame chosen by the proxy: what delivering it
+                // measures is kept for the hub's next connection, which may be its next poll.
+                if matches!(chosen.reason, Reason::Unmeasured | Reason::Remembered)
+                    && bytes as u64 >= SETTLED_BYTES
+                {
+                    self.links.learn(session, &req.owner).await;
+                }
             }
-            None => Err(error),
-        },
+            Ok(Err(e)) => sent.write_error = Some(e),
+            Err(_) => {
+                sent.write_error = Some(Error::explain(
+                    ErrorType::WriteTimedout,
+                    format!("the hub took longer than {deadline:?} for a frame of {len} bytes"),
+                ))
+            }
+        }
+        Ok(())
     }
 }
 
@@ -112,7 +176,7 @@ mod name {
 /// validated twice on the hit path; Pingora writes it as it is.
 pub fn frame_response(
     served: &Served,
-    req: &HubRequest,
+    req: &FrameRequest,
     answer: Answer,
     chosen: Chosen,
     etag: String,
@@ -146,7 +210,7 @@ pub fn frame_response(
     }
     h.insert(header::ETAG, HeaderValue::try_from(etag)?);
     let cache_control = match req.target {
-        Target::ByHash(_) => HeaderValue::from_static(IMMUTABLE),
+        Target::Frame(FrameRef::ByHash(_)) => HeaderValue::from_static(IMMUTABLE),
         _ if served.no_store => HeaderValue::from_static("private, no-store"),
         _ if matches!(served.lookup, Lookup::Stale | Lookup::Revalidating) => {
             HeaderValue::from_static("private, max-age=0")
@@ -163,7 +227,7 @@ pub fn frame_response(
     );
     h.insert(header::AGE, HeaderValue::from(served.age.as_secs()));
     let variant = chosen.rendition.variant;
-    if req.target == Target::Latest || !variant.is_full() {
+    if req.target == Target::Frame(FrameRef::Latest) || !variant.is_full() {
         let query = if variant.is_full() {
             String::new()
         } else {
@@ -180,7 +244,7 @@ pub fn frame_response(
     }
     if chosen.reason != Reason::Requested {
         // Another hint, or another link, may get another rendition at this URL.
-        h.insert(header::VARY, HeaderValue::from_static(choice::ACCEPT_CH));
+        h.insert(header::VARY, HeaderValue::from_static(choose::ACCEPT_CH));
     }
     h.insert(name::X_FRAME_SEQ, HeaderValue::from(frame.seq));
     h.insert(
@@ -194,7 +258,7 @@ pub fn frame_response(
             name::X_FRAME_VARIANT,
             HeaderValue::from_static(variant.as_str()),
         );
-        h.insert(name::ACCEPT_CH, HeaderValue::from_static(choice::ACCEPT_CH));
+        h.insert(name::ACCEPT_CH, HeaderValue::from_static(choose::ACCEPT_CH));
         h.insert(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),

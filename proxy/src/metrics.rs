@@ -10,6 +10,8 @@
 //! `framecache_build_info`. `docs/metrics.md` lists every family with its type and labels; a
 //! test compares that table with a live scrape, both ways.
 
+use std::time::Duration;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -19,8 +21,9 @@ use crate::auth::AuthError;
 use crate::cache::Lookup;
 use crate::delivery::condition::Answer;
 use crate::origin::{Attempt, Outcome, Rejection};
-use crate::route::RouteLabel;
-use crate::variant::Catalogue;
+use crate::rendition::choose::Reason;
+use crate::rendition::{Catalogue, Chosen, Made};
+use crate::request::RouteLabel;
 
 /// Request latency buckets, seconds: from a cache hit to a slow origin.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -34,297 +37,336 @@ const PROFILE: &str = if cfg!(debug_assertions) {
     "release"
 };
 
-/// The proxy's metrics.
+/// The proxy's metrics, by section.
 pub struct Metrics {
     registry: Registry,
+    pub hub: HubMetrics,
+    pub cache: CacheMetrics,
+    pub origin: OriginMetrics,
+    pub stream: StreamMetrics,
+    pub rendition: RenditionMetrics,
+}
+
+/// Hub requests and what they were answered with.
+pub struct HubMetrics {
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
     pub auth_failures: IntCounterVec,
-    pub origin_requests: IntCounterVec,
-    pub origin_duration: Histogram,
-    pub origin_rejections: IntCounterVec,
     pub response_bytes: IntCounterVec,
-    pub cache_lookups: IntCounterVec,
-    pub cache_key_collisions: IntCounter,
-    pub cache_cross_owner_hits: IntCounter,
-    pub cache_stored_bytes: IntGauge,
-    pub cache_entries: IntGauge,
-    pub cache_evictions: IntCounter,
-    /// `cache.max_bytes`, set once by the cache, so that alerts can compare the stored bytes
-    /// with the budget.
-    pub cache_max_bytes: IntGauge,
-    pub cache_purges: IntCounter,
-    pub cache_purged_entries: IntCounter,
     pub not_modified: IntCounterVec,
     pub partial_responses: IntCounterVec,
     pub bytes_saved: IntCounterVec,
-    pub stream_subscribers: IntGauge,
-    pub stream_frames_sent: IntCounter,
-    pub stream_frames_skipped: IntCounter,
-    pub renditions: IntCounterVec,
-    pub render_duration: Histogram,
     pub variant_choices: IntCounterVec,
-    pub hub_write_timeouts: IntCounterVec,
+    pub write_timeouts: IntCounterVec,
 }
 
-/// The `result` labels of `framecache_renditions_total`.
-pub const RENDITION_RESULTS: [&str; 5] = ["hit", "rendered", "coalesced", "failed", "busy"];
+/// The frame cache.
+pub struct CacheMetrics {
+    pub lookups: IntCounterVec,
+    pub key_collisions: IntCounter,
+    pub cross_owner_hits: IntCounter,
+    pub stored_bytes: IntGauge,
+    pub entries: IntGauge,
+    pub evictions: IntCounter,
+    /// `cache.max_bytes`, set once by the cache, so that alerts can compare the stored bytes
+    /// with the budget.
+    pub max_bytes: IntGauge,
+    pub purges: IntCounter,
+    pub purged_entries: IntCounter,
+}
 
-/// The `reason` labels of `framecache_variant_choices_total`.
-pub const CHOICE_REASONS: [&str; 7] = [
-    "requested",
-    "save_data",
-    "ect",
-    "downlink",
-    "measured",
-    "remembered",
-    "unmeasured",
-];
+/// Requests to camera backends.
+pub struct OriginMetrics {
+    pub requests: IntCounterVec,
+    pub duration: Histogram,
+    pub rejections: IntCounterVec,
+}
+
+/// MJPEG streams.
+pub struct StreamMetrics {
+    pub subscribers: IntGauge,
+    pub frames_sent: IntCounter,
+    pub frames_skipped: IntCounter,
+}
+
+/// Renditions made and served.
+pub struct RenditionMetrics {
+    pub results: IntCounterVec,
+    pub duration: Histogram,
+}
+
+/// What one hub request did, as `logging` collected it.
+pub struct RequestRecord<'a> {
+    pub route: RouteLabel,
+    /// The status written, or "0" when nothing was.
+    pub status: &'a str,
+    pub duration: Duration,
+    pub auth_failure: Option<AuthError>,
+    pub lookup: Option<Lookup>,
+    /// How a frame was answered, and the frame's length.
+    pub answer: Option<(Answer, usize)>,
+    pub chosen: Option<Chosen>,
+    pub body_bytes: usize,
+    pub write_timed_out: bool,
+}
+
+/// Makes metric families in one registry.
+struct Families<'a>(&'a Registry);
+
+impl Families<'_> {
+    fn register<C: prometheus::core::Collector + Clone + 'static>(&self, c: C) -> C {
+        self.0
+            .register(Box::new(c.clone()))
+            .expect("invariant: metric names are unique");
+        c
+    }
+
+    /// A collector read at each scrape.
+    fn collector(&self, c: Box<dyn prometheus::core::Collector>) {
+        self.0
+            .register(c)
+            .expect("invariant: metric names are unique");
+    }
+
+    /// A counter with labels, every value of `values` created at zero (one label each).
+    fn counter_of<'v>(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        values: impl IntoIterator<Item = &'v str>,
+    ) -> IntCounterVec {
+        let c = self.register(
+            IntCounterVec::new(Opts::new(name, help), labels)
+                .expect("invariant: metric definitions are valid"),
+        );
+        for value in values {
+            c.with_label_values(&[value]);
+        }
+        c
+    }
+
+    fn counter(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.counter_of(name, help, labels, [])
+    }
+
+    fn plain(&self, name: &str, help: &str) -> IntCounter {
+        self.register(IntCounter::new(name, help).expect("invariant: metric definitions are valid"))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.register(IntGauge::new(name, help).expect("invariant: metric definitions are valid"))
+    }
+
+    fn histogram(&self, name: &str, help: &str) -> Histogram {
+        let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+        self.register(Histogram::with_opts(opts).expect("invariant: metric definitions are valid"))
+    }
+}
+
+impl HubMetrics {
+    fn new(f: &Families) -> HubMetrics {
+        let request_duration = f.register(
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "framecache_request_duration_seconds",
+                    "Time from request header to the end of the response, by route.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["route"],
+            )
+            .expect("invariant: metric definitions are valid"),
+        );
+        for route in RouteLabel::ALL {
+            request_duration.with_label_values(&[route.as_str()]);
+        }
+        let frame_routes = [RouteLabel::Frame, RouteLabel::FrameByHash];
+        HubMetrics {
+            requests: f.counter(
+                "framecache_requests_total",
+                "Hub requests answered, by route and HTTP status.",
+                &["route", "status"],
+            ),
+            request_duration,
+            auth_failures: f.counter_of(
+                "framecache_auth_failures_total",
+                "Hub requests refused by token verification, by reason.",
+                &["reason"],
+                AuthError::ALL.iter().map(AuthError::as_str),
+            ),
+            response_bytes: f.counter(
+                "framecache_response_bytes_total",
+                "Frame body bytes sent to hubs, by rendition.",
+                &["variant"],
+            ),
+            not_modified: f.counter_of(
+                "framecache_not_modified_total",
+                "Frame requests answered 304 Not Modified (If-None-Match), by route.",
+                &["route"],
+                frame_routes.iter().map(RouteLabel::as_str),
+            ),
+            partial_responses: f.counter_of(
+                "framecache_partial_responses_total",
+                "Frame requests with a Range header, by result (partial, unsatisfiable, ignored).",
+                &["result"],
+                Answer::RANGE_LABELS,
+            ),
+            bytes_saved: f.counter_of(
+                "framecache_bytes_saved_total",
+                "Frame body bytes not sent because the hub had them, by reason (not_modified, range).",
+                &["reason"],
+                ["not_modified", "range"],
+            ),
+            variant_choices: f.counter(
+                "framecache_variant_choices_total",
+                "Frame responses and stream frames by the rendition served and why it was chosen.",
+                &["variant", "reason"],
+            ),
+            write_timeouts: f.counter_of(
+                "framecache_hub_write_timeouts_total",
+                "Hubs dropped for taking less than 16 KiB per delivery.write_timeout_ms, by route.",
+                &["route"],
+                frame_routes
+                    .iter()
+                    .chain([&RouteLabel::Stream])
+                    .map(RouteLabel::as_str),
+            ),
+        }
+    }
+}
+
+impl CacheMetrics {
+    fn new(f: &Families) -> CacheMetrics {
+        CacheMetrics {
+            lookups: f.counter_of(
+                "framecache_cache_lookups_total",
+                "Frame requests by how the cache answered them.",
+                &["result"],
+                Lookup::LABELS,
+            ),
+            key_collisions: f.plain(
+                "framecache_cache_key_collisions_total",
+                "Cache entries found under a request's key digest with another identity. Never served.",
+            ),
+            cross_owner_hits: f.plain(
+                "framecache_cache_cross_owner_hits_total",
+                "Cache entries found for a request of another owner. Never served.",
+            ),
+            stored_bytes: f.gauge(
+                "framecache_cache_stored_bytes",
+                "Frame body bytes held by the cache (each body once).",
+            ),
+            entries: f.gauge("framecache_cache_entries", "Cache entries."),
+            evictions: f.plain(
+                "framecache_cache_evictions_total",
+                "Entries evicted to stay within cache.max_bytes.",
+            ),
+            max_bytes: f.gauge(
+                "framecache_cache_max_bytes",
+                "The cache's memory budget for frame bodies (cache.max_bytes).",
+            ),
+            purges: f.plain(
+                "framecache_cache_purges_total",
+                "Purge requests carried out (POST /admin/purge).",
+            ),
+            purged_entries: f.plain(
+                "framecache_cache_purged_entries_total",
+                "Entries removed by purges.",
+            ),
+        }
+    }
+}
+
+impl OriginMetrics {
+    fn new(f: &Families) -> OriginMetrics {
+        OriginMetrics {
+            requests: f.counter_of(
+                "framecache_origin_requests_total",
+                "Requests made to camera backends, by outcome.",
+                &["outcome"],
+                Outcome::ALL.iter().map(Outcome::as_str),
+            ),
+            duration: f.histogram(
+                "framecache_origin_request_duration_seconds",
+                "Time of one origin request, connect to last byte.",
+            ),
+            rejections: f.counter_of(
+                "framecache_origin_rejections_total",
+                "Origin answers refused by attestation, by reason. Nothing of them was served.",
+                &["reason"],
+                Rejection::ALL.iter().map(Rejection::as_str),
+            ),
+        }
+    }
+}
+
+impl StreamMetrics {
+    fn new(f: &Families) -> StreamMetrics {
+        StreamMetrics {
+            subscribers: f.gauge(
+                "framecache_stream_subscribers",
+                "Hubs connected to an MJPEG stream.",
+            ),
+            frames_sent: f.plain(
+                "framecache_stream_frames_sent_total",
+                "Frames written to MJPEG stream subscribers.",
+            ),
+            frames_skipped: f.plain(
+                "framecache_stream_frames_skipped_total",
+                "Frames a stream subscriber did not get because a newer one was ready (slow hub or slower interval).",
+            ),
+        }
+    }
+}
+
+impl RenditionMetrics {
+    fn new(f: &Families) -> RenditionMetrics {
+        RenditionMetrics {
+            results: f.counter_of(
+                "framecache_renditions_total",
+                "Renditions asked of the cache, by result (hit, rendered, coalesced, failed, busy).",
+                &["result"],
+                Made::ALL.iter().map(Made::as_str),
+            ),
+            duration: f.histogram(
+                "framecache_render_duration_seconds",
+                "Time to make one rendition (decode, resize, encode), waiting for a slot excluded.",
+            ),
+        }
+    }
+}
 
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels)
-                .expect("invariant: metric definitions are valid");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("invariant: metric names are unique");
-            c
-        };
-        let requests = counter(
-            "framecache_requests_total",
-            "Hub requests answered, by route and HTTP status.",
-            &["route", "status"],
+        let f = Families(&registry);
+        let build_info = f.register(
+            IntGaugeVec::new(
+                Opts::new(
+                    "framecache_build_info",
+                    "Always 1; the labels name the running build.",
+                ),
+                &["version", "profile"],
+            )
+            .expect("invariant: metric definitions are valid"),
         );
-        let auth_failures = counter(
-            "framecache_auth_failures_total",
-            "Hub requests refused by token verification, by reason.",
-            &["reason"],
-        );
-        let origin_requests = counter(
-            "framecache_origin_requests_total",
-            "Requests made to camera backends, by outcome.",
-            &["outcome"],
-        );
-        let origin_rejections = counter(
-            "framecache_origin_rejections_total",
-            "Origin answers refused by attestation, by reason. Nothing of them was served.",
-            &["reason"],
-        );
-        let response_bytes = counter(
-            "framecache_response_bytes_total",
-            "Frame body bytes sent to hubs, by rendition.",
-            &["variant"],
-        );
-        let not_modified = counter(
-            "framecache_not_modified_total",
-            "Frame requests answered 304 Not Modified (If-None-Match), by route.",
-            &["route"],
-        );
-        let partial_responses = counter(
-            "framecache_partial_responses_total",
-            "Frame requests with a Range header, by result (partial, unsatisfiable, ignored).",
-            &["result"],
-        );
-        let bytes_saved = counter(
-            "framecache_bytes_saved_total",
-            "Frame body bytes not sent because the hub had them, by reason (not_modified, range).",
-            &["reason"],
-        );
-        let renditions = counter(
-            "framecache_renditions_total",
-            "Renditions asked of the cache, by result (hit, rendered, coalesced, failed, busy).",
-            &["result"],
-        );
-        let variant_choices = counter(
-            "framecache_variant_choices_total",
-            "Frame responses and stream frames by the rendition served and why it was chosen.",
-            &["variant", "reason"],
-        );
-        let hub_write_timeouts = counter(
-            "framecache_hub_write_timeouts_total",
-            "Hubs dropped for taking less than 16 KiB per delivery.write_timeout_ms, by route.",
-            &["route"],
-        );
-        let cache_lookups = counter(
-            "framecache_cache_lookups_total",
-            "Frame requests by how the cache answered them.",
-            &["result"],
-        );
-        let register = |c: Box<dyn prometheus::core::Collector>| {
-            registry
-                .register(c)
-                .expect("invariant: metric names are unique")
-        };
-        let plain = |name: &str, help: &str| {
-            let c = IntCounter::new(name, help).expect("invariant: metric definitions are valid");
-            register(Box::new(c.clone()));
-            c
-        };
-        let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect("invariant: metric definitions are valid");
-            register(Box::new(g.clone()));
-            g
-        };
-        let cache_key_collisions = plain(
-            "framecache_cache_key_collisions_total",
-            "Cache entries found under a request's key digest with another identity. Never served.",
-        );
-        let cache_cross_owner_hits = plain(
-            "framecache_cache_cross_owner_hits_total",
-            "Cache entries found for a request of another owner. Never served.",
-        );
-        let cache_stored_bytes = gauge(
-            "framecache_cache_stored_bytes",
-            "Frame body bytes held by the cache (each body once).",
-        );
-        let cache_entries = gauge("framecache_cache_entries", "Cache entries.");
-        let cache_max_bytes = gauge(
-            "framecache_cache_max_bytes",
-            "The cache's memory budget for frame bodies (cache.max_bytes).",
-        );
-        let build_info = IntGaugeVec::new(
-            Opts::new(
-                "framecache_build_info",
-                "Always 1; the labels name the running build.",
-            ),
-            &["version", "profile"],
-        )
-        .expect("invariant: metric definitions are valid");
-        register(Box::new(build_info.clone()));
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION"), PROFILE])
             .set(1);
         // CPU seconds, resident and virtual memory, open and maximum file descriptors, threads,
         // start time: read from /proc at each scrape.
         #[cfg(target_os = "linux")]
-        register(Box::new(
+        f.collector(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ));
-        register(Box::new(SealedCollector::new()));
-        let stream_subscribers = gauge(
-            "framecache_stream_subscribers",
-            "Hubs connected to an MJPEG stream.",
-        );
-        let stream_frames_sent = plain(
-            "framecache_stream_frames_sent_total",
-            "Frames written to MJPEG stream subscribers.",
-        );
-        let stream_frames_skipped = plain(
-            "framecache_stream_frames_skipped_total",
-            "Frames a stream subscriber did not get because a newer one was ready (slow hub or slower interval).",
-        );
-        let cache_purges = plain(
-            "framecache_cache_purges_total",
-            "Purge requests carried out (POST /admin/purge).",
-        );
-        let cache_purged_entries = plain(
-            "framecache_cache_purged_entries_total",
-            "Entries removed by purges.",
-        );
-        let cache_evictions = plain(
-            "framecache_cache_evictions_total",
-            "Entries evicted to stay within cache.max_bytes.",
-        );
-        let request_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "framecache_request_duration_seconds",
-                "Time from request header to the end of the response, by route.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["route"],
-        )
-        .expect("invariant: metric definitions are valid");
-        registry
-            .register(Box::new(request_duration.clone()))
-            .expect("invariant: metric names are unique");
-        let origin_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "framecache_origin_request_duration_seconds",
-                "Time of one origin request, connect to last byte.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-        )
-        .expect("invariant: metric definitions are valid");
-        registry
-            .register(Box::new(origin_duration.clone()))
-            .expect("invariant: metric names are unique");
-        let render_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "framecache_render_duration_seconds",
-                "Time to make one rendition (decode, resize, encode), waiting for a slot excluded.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-        )
-        .expect("invariant: metric definitions are valid");
-        registry
-            .register(Box::new(render_duration.clone()))
-            .expect("invariant: metric names are unique");
-
-        for reason in AuthError::ALL {
-            auth_failures.with_label_values(&[reason.as_str()]);
-        }
-        for outcome in Outcome::ALL {
-            origin_requests.with_label_values(&[outcome.as_str()]);
-        }
-        for reason in Rejection::ALL {
-            origin_rejections.with_label_values(&[reason.as_str()]);
-        }
-        for result in RENDITION_RESULTS {
-            renditions.with_label_values(&[result]);
-        }
-        for route in [
-            RouteLabel::Frame,
-            RouteLabel::FrameByHash,
-            RouteLabel::Stream,
-        ] {
-            hub_write_timeouts.with_label_values(&[route.as_str()]);
-        }
-        for route in [RouteLabel::Frame, RouteLabel::FrameByHash] {
-            not_modified.with_label_values(&[route.as_str()]);
-        }
-        for result in Answer::RANGE_LABELS {
-            partial_responses.with_label_values(&[result]);
-        }
-        for reason in ["not_modified", "range"] {
-            bytes_saved.with_label_values(&[reason]);
-        }
-        for result in Lookup::LABELS {
-            cache_lookups.with_label_values(&[result]);
-        }
-        for route in RouteLabel::ALL {
-            request_duration.with_label_values(&[route.as_str()]);
-        }
-
+        f.collector(Box::new(SealedCollector::new()));
         Metrics {
+            hub: HubMetrics::new(&f),
+            cache: CacheMetrics::new(&f),
+            origin: OriginMetrics::new(&f),
+            stream: StreamMetrics::new(&f),
+            rendition: RenditionMetrics::new(&f),
             registry,
-            requests,
-            request_duration,
-            auth_failures,
-            origin_requests,
-            origin_duration,
-            origin_rejections,
-            response_bytes,
-            cache_lookups,
-            cache_key_collisions,
-            cache_cross_owner_hits,
-            cache_stored_bytes,
-            cache_entries,
-            cache_evictions,
-            cache_max_bytes,
-            cache_purges,
-            cache_purged_entries,
-            not_modified,
-            partial_responses,
-            bytes_saved,
-            stream_subscribers,
-            stream_frames_sent,
-            stream_frames_skipped,
-            renditions,
-            render_duration,
-            variant_choices,
-            hub_write_timeouts,
         }
         .with_renditions(&Catalogue::built_in())
     }
@@ -333,28 +375,76 @@ impl Metrics {
     pub fn with_renditions(self, catalogue: &Catalogue) -> Metrics {
         for r in catalogue.all() {
             let name = r.variant.as_str();
-            self.response_bytes.with_label_values(&[name]);
-            for reason in CHOICE_REASONS {
-                self.variant_choices.with_label_values(&[name, reason]);
+            self.hub.response_bytes.with_label_values(&[name]);
+            for reason in Reason::ALL {
+                self.hub
+                    .variant_choices
+                    .with_label_values(&[name, reason.as_str()]);
             }
         }
         self
     }
 
+    /// Records one hub request, when it ends.
+    pub fn record_request(&self, r: &RequestRecord<'_>) {
+        let hub = &self.hub;
+        let route = r.route.as_str();
+        hub.requests.with_label_values(&[route, r.status]).inc();
+        hub.request_duration
+            .with_label_values(&[route])
+            .observe(r.duration.as_secs_f64());
+        if let Some(reason) = r.auth_failure {
+            hub.auth_failures
+                .with_label_values(&[reason.as_str()])
+                .inc();
+        }
+        if let Some(lookup) = r.lookup {
+            self.cache
+                .lookups
+                .with_label_values(&[lookup.as_str()])
+                .inc();
+        }
+        if let Some((answer, len)) = r.answer {
+            self.record_answer(route, answer, len);
+        }
+        if let Some(chosen) = r.chosen {
+            self.record_frame_sent(chosen, r.body_bytes);
+        }
+        if r.write_timed_out {
+            hub.write_timeouts.with_label_values(&[route]).inc();
+        }
+    }
+
+    /// Records a frame (or a stream's part) of `bytes` body bytes sent in `chosen`.
+    pub fn record_frame_sent(&self, chosen: Chosen, bytes: usize) {
+        let variant = chosen.rendition.variant.as_str();
+        self.hub
+            .variant_choices
+            .with_label_values(&[variant, chosen.reason.as_str()])
+            .inc();
+        if bytes > 0 {
+            self.hub
+                .response_bytes
+                .with_label_values(&[variant])
+                .inc_by(bytes as u64);
+        }
+    }
+
     /// Records how a frame of `len` bytes was answered.
-    pub fn record_answer(&self, route: &str, answer: Answer, len: usize) {
+    fn record_answer(&self, route: &str, answer: Answer, len: usize) {
+        let hub = &self.hub;
         if let Some(result) = answer.range_label() {
-            self.partial_responses.with_label_values(&[result]).inc();
+            hub.partial_responses.with_label_values(&[result]).inc();
         }
         match answer {
             Answer::NotModified => {
-                self.not_modified.with_label_values(&[route]).inc();
-                self.bytes_saved
+                hub.not_modified.with_label_values(&[route]).inc();
+                hub.bytes_saved
                     .with_label_values(&["not_modified"])
                     .inc_by(len as u64);
             }
             Answer::Partial { start, end } => {
-                self.bytes_saved
+                hub.bytes_saved
                     .with_label_values(&["range"])
                     .inc_by((len - (end - start + 1)) as u64);
             }
@@ -364,12 +454,15 @@ impl Metrics {
 
     /// Records one origin request.
     pub fn record_origin(&self, attempt: &Attempt) {
-        self.origin_requests
+        let origin = &self.origin;
+        origin
+            .requests
             .with_label_values(&[attempt.outcome.as_str()])
             .inc();
-        self.origin_duration.observe(attempt.elapsed.as_secs_f64());
+        origin.duration.observe(attempt.elapsed.as_secs_f64());
         if let Some(reason) = attempt.rejection {
-            self.origin_rejections
+            origin
+                .rejections
                 .with_label_values(&[reason.as_str()])
                 .inc();
         }

@@ -19,6 +19,7 @@ use tokio::time::{timeout_at, Instant as Deadline};
 
 use crate::config::OriginConfig;
 use crate::identity::{CameraId, ContentHash, OwnerId};
+use crate::request::FrameRef;
 
 /// Header carrying the verified owner a request is made for.
 pub const OWNER_HEADER: &str = "x-framecache-owner";
@@ -26,13 +27,6 @@ pub const OWNER_HEADER: &str = "x-framecache-owner";
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Informational (1xx) answers read before the final one; more is a misbehaving origin.
 const MAX_INFORMATIONAL: usize = 8;
-
-/// Which frame to ask for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Want {
-    Latest,
-    ByHash(ContentHash),
-}
 
 /// A frame whose origin answer passed every check.
 #[derive(Debug, Clone)]
@@ -212,10 +206,10 @@ impl Origin {
         &self,
         owner: &OwnerId,
         camera: &CameraId,
-        want: Want,
+        frame: FrameRef,
     ) -> (Result<VerifiedFrame, OriginError>, Attempt) {
         let started = Instant::now();
-        let result = self.fetch_from_any(owner, camera, want).await;
+        let result = self.fetch_from_any(owner, camera, frame).await;
         let attempt = Attempt {
             outcome: Outcome::of(&result),
             rejection: match &result {
@@ -232,16 +226,16 @@ impl Origin {
         &self,
         owner: &OwnerId,
         camera: &CameraId,
-        want: Want,
+        frame: FrameRef,
     ) -> Result<VerifiedFrame, OriginError> {
-        let path = match want {
-            Want::Latest => format!("/cameras/{camera}/frame"),
-            Want::ByHash(hash) => format!("/cameras/{camera}/frames/{hash}"),
+        let path = match frame {
+            FrameRef::Latest => format!("/cameras/{camera}/frame"),
+            FrameRef::ByHash(hash) => format!("/cameras/{camera}/frames/{hash}"),
         };
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for i in 0..self.peers.len() {
             let (addr, peer) = &self.peers[(start + i) % self.peers.len()];
-            match self.fetch_from(peer, &path, owner, camera, want).await {
+            match self.fetch_from(peer, &path, owner, camera, frame).await {
                 Exchange::Done(result) => return result,
                 Exchange::NoConnection(error) => {
                     tracing::warn!(%error, origin = %addr, "origin unreachable");
@@ -264,7 +258,7 @@ impl Origin {
         path: &str,
         owner: &OwnerId,
         camera: &CameraId,
-        want: Want,
+        frame: FrameRef,
     ) -> Exchange {
         let mut deadline = None;
         if let Some(stream) = self.connector.reused_stream(peer).await {
@@ -273,7 +267,7 @@ impl Origin {
             match timeout_at(until, self.send(&mut session, path, owner)).await {
                 Err(_) => return Exchange::Done(Err(OriginError::Timeout)),
                 Ok(Ok(())) => {
-                    let result = self.finish(peer, session, until, owner, camera, want);
+                    let result = self.finish(peer, session, until, owner, camera, frame);
                     return Exchange::Done(result.await);
                 }
                 Ok(Err(error)) => {
@@ -291,7 +285,7 @@ impl Origin {
             Err(_) => Exchange::Done(Err(OriginError::Timeout)),
             Ok(Err(error)) => Exchange::Done(Err(OriginError::Io(error.to_string()))),
             Ok(Ok(())) => {
-                let result = self.finish(peer, session, until, owner, camera, want);
+                let result = self.finish(peer, session, until, owner, camera, frame);
                 Exchange::Done(result.await)
             }
         }
@@ -306,9 +300,9 @@ impl Origin {
         deadline: Deadline,
         owner: &OwnerId,
         camera: &CameraId,
-        want: Want,
+        frame: FrameRef,
     ) -> Result<VerifiedFrame, OriginError> {
-        let frame = timeout_at(deadline, self.receive(&mut session, owner, camera, want))
+        let verified = timeout_at(deadline, self.receive(&mut session, owner, camera, frame))
             .await
             .map_err(|_| OriginError::Timeout)??;
         // The body was read to its end: the connection may serve the next request, unless the
@@ -318,7 +312,7 @@ impl Origin {
             self.connector
                 .release_stream(stream, peer.reuse_hash(), Some(IDLE_TIMEOUT));
         }
-        Ok(frame)
+        Ok(verified)
     }
 
     /// Sends the request and reads the final response header, past any informational (1xx)
@@ -353,7 +347,7 @@ impl Origin {
         session: &mut HttpSession,
         owner: &OwnerId,
         camera: &CameraId,
-        want: Want,
+        frame: FrameRef,
     ) -> Result<VerifiedFrame, OriginError> {
         use Rejection::*;
         let reject = |r| Err(OriginError::Rejected(r));
@@ -400,7 +394,7 @@ impl Origin {
 
         let body = self.read_body(session, announced).await?;
         let hash = ContentHash::of(&body);
-        if let Want::ByHash(asked) = want {
+        if let FrameRef::ByHash(asked) = frame {
             if hash != asked {
                 return reject(HashMismatch);
             }

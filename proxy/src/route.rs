@@ -14,67 +14,8 @@ use http::Method;
 use thiserror::Error;
 
 use crate::identity::{CameraId, ContentHash};
-use crate::variant::{Catalogue, Rendition};
-
-/// What the hub asked for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// `/v1/cameras/{camera}/frame`
-    Latest,
-    /// `/v1/cameras/{camera}/frames/{hash}`
-    ByHash(ContentHash),
-    /// `/v1/cameras/{camera}/stream`
-    Stream,
-}
-
-/// A parsed hub request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HubRequest {
-    pub camera: CameraId,
-    pub target: Target,
-    /// The rendition `variant=` asked for, if any.
-    pub variant: Option<Rendition>,
-    /// `HEAD`: headers only.
-    pub head: bool,
-}
-
-/// The metric label of a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RouteLabel {
-    Frame,
-    FrameByHash,
-    Stream,
-    #[default]
-    Other,
-}
-
-impl RouteLabel {
-    pub const ALL: [RouteLabel; 4] = [
-        RouteLabel::Frame,
-        RouteLabel::FrameByHash,
-        RouteLabel::Stream,
-        RouteLabel::Other,
-    ];
-
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            RouteLabel::Frame => "frame",
-            RouteLabel::FrameByHash => "frame_by_hash",
-            RouteLabel::Stream => "stream",
-            RouteLabel::Other => "other",
-        }
-    }
-}
-
-impl HubRequest {
-    pub fn label(&self) -> RouteLabel {
-        match self.target {
-            Target::Latest => RouteLabel::Frame,
-            Target::ByHash(_) => RouteLabel::FrameByHash,
-            Target::Stream => RouteLabel::Stream,
-        }
-    }
-}
+use crate::rendition::{Catalogue, Rendition};
+use crate::request::{FrameRef, HubRequest, Target};
 
 /// Why a request line was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -120,21 +61,17 @@ pub fn parse(
         return Err(BadRequest("dot segments are not allowed"));
     }
 
-    let (camera, target, label) = match segments.as_slice() {
-        ["v1", "cameras", camera, "frame"] => (camera, None, RouteLabel::Frame),
-        ["v1", "cameras", camera, "frames", hash] => (camera, Some(*hash), RouteLabel::FrameByHash),
-        ["v1", "cameras", camera, "stream"] => (camera, None, RouteLabel::Stream),
+    let (camera, target) = match segments.as_slice() {
+        ["v1", "cameras", camera, "frame"] => (*camera, Target::Frame(FrameRef::Latest)),
+        ["v1", "cameras", camera, "frames", hash] => {
+            let hash = ContentHash::parse(hash)
+                .map_err(|_| BadRequest("frame hash must be 64 lowercase hex characters"))?;
+            (*camera, Target::Frame(FrameRef::ByHash(hash)))
+        }
+        ["v1", "cameras", camera, "stream"] => (*camera, Target::Stream),
         _ => return Err(RouteError::NotFound),
     };
     let camera = CameraId::parse(camera).map_err(|_| BadRequest("camera id is not valid"))?;
-    let target = match (label, target) {
-        (RouteLabel::FrameByHash, Some(hash)) => Target::ByHash(
-            ContentHash::parse(hash)
-                .map_err(|_| BadRequest("frame hash must be 64 lowercase hex characters"))?,
-        ),
-        (RouteLabel::Stream, _) => Target::Stream,
-        _ => Target::Latest,
-    };
 
     let allow = if target == Target::Stream {
         "GET"
@@ -150,7 +87,7 @@ pub fn parse(
     Ok(HubRequest {
         camera,
         target,
-        variant: parse_query(query, renditions)?,
+        rendition: parse_query(query, renditions)?,
         head,
     })
 }
@@ -193,6 +130,7 @@ fn parse_query(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::RouteLabel;
 
     fn get(path: &str) -> Result<HubRequest, RouteError> {
         let (path, query) = match path.split_once('?') {
@@ -206,16 +144,16 @@ mod tests {
     fn the_three_routes() {
         let r = get("/v1/cameras/cam-1/frame").unwrap();
         assert_eq!(r.camera.as_str(), "cam-1");
-        assert_eq!(r.target, Target::Latest);
-        assert_eq!(r.label(), RouteLabel::Frame);
+        assert_eq!(r.target, Target::Frame(FrameRef::Latest));
+        assert_eq!(r.target.label(), RouteLabel::Frame);
         let hash = ContentHash::of(b"x");
         let r = get(&format!("/v1/cameras/cam-1/frames/{hash}")).unwrap();
-        assert_eq!(r.target, Target::ByHash(hash));
+        assert_eq!(r.target, Target::Frame(FrameRef::ByHash(hash)));
         let r = get("/v1/cameras/cam-1/stream?variant=full").unwrap();
         assert_eq!(r.target, Target::Stream);
-        assert_eq!(r.variant, Some(Rendition::FULL));
+        assert_eq!(r.rendition, Some(Rendition::FULL));
         let r = get("/v1/cameras/cam-1/frame?variant=thumb").unwrap();
-        assert_eq!(r.variant.unwrap().variant.as_str(), "thumb");
+        assert_eq!(r.rendition.unwrap().variant.as_str(), "thumb");
         let r = parse(
             &Method::HEAD,
             "/v1/cameras/cam-1/frame",
@@ -295,6 +233,6 @@ mod tests {
 
     #[test]
     fn empty_query_is_no_query() {
-        assert_eq!(get("/v1/cameras/cam-1/frame?").unwrap().variant, None);
+        assert_eq!(get("/v1/cameras/cam-1/frame?").unwrap().rendition, None);
     }
 }

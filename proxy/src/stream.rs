@@ -16,14 +16,13 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use prometheus::IntGauge;
 
-use crate::cache::key::Route;
 use crate::cache::store::StoredFrame;
 use crate::cache::FrameCache;
-use crate::config::DeliveryConfig;
-use crate::delivery::choice::ACCEPT_CH;
-use crate::delivery::{self, etag, Chosen, HubError};
-use crate::identity::{CameraId, OwnerId};
+use crate::delivery::{etag, Delivery, HubError};
 use crate::metrics::Metrics;
+use crate::rendition::choose::ACCEPT_CH;
+use crate::rendition::{self, Chosen};
+use crate::request::{FrameRef, FrameRequest};
 
 /// The multipart boundary.
 pub const BOUNDARY: &str = "framecache-frame";
@@ -68,16 +67,13 @@ fn part(frame: &StoredFrame, chosen: Chosen) -> [Bytes; 3] {
     ]
 }
 
-/// One hub watching one camera.
+/// One hub watching one camera. Each frame goes out in the rendition asked for, or the one
+/// delivery chooses for the hub's link as it is when that frame is sent.
 pub struct Subscriber<'a> {
+    pub req: &'a FrameRequest,
     pub cache: &'a Arc<FrameCache>,
-    pub owner: &'a OwnerId,
-    pub camera: &'a CameraId,
-    pub config: &'a DeliveryConfig,
+    pub delivery: &'a Delivery,
     pub metrics: &'a Metrics,
-    /// The rendition for the next frame: the one asked for, or the proxy's choice for the
-    /// hub's link as it is now.
-    pub choose: &'a (dyn Fn(&Session, &StoredFrame) -> Chosen + Sync),
 }
 
 impl Subscriber<'_> {
@@ -88,16 +84,18 @@ impl Subscriber<'_> {
         session: &Session,
         sent: Option<u64>,
     ) -> Result<Option<(Arc<StoredFrame>, Chosen)>, HubError> {
+        let req = self.req;
         let source = self
             .cache
-            .get(self.owner, self.camera, Route::Latest)
+            .get(&req.owner, &req.camera, FrameRef::Latest)
             .await?;
         if Some(source.frame.seq) == sent {
             return Ok(None);
         }
-        let chosen = (self.choose)(session, &source.frame);
-        let (served, chosen) =
-            delivery::rendition(self.cache, self.owner, self.camera, source, chosen).await?;
+        let chosen = self
+            .delivery
+            .choose(session, req, self.cache, &source.frame);
+        let (served, chosen) = rendition::serve(self.cache, req, source, chosen).await?;
         Ok(Some((served.frame, chosen)))
     }
 
@@ -108,7 +106,7 @@ impl Subscriber<'_> {
         &self,
         session: &mut Session,
     ) -> Result<(usize, Box<pingora::Error>), HubError> {
-        let (config, metrics) = (self.config, self.metrics);
+        let (config, metrics) = (&self.delivery.config, self.metrics);
         // The first frame decides the answer: no frame, no stream.
         let (mut frame, mut chosen) = self
             .latest(session, None)
@@ -124,8 +122,8 @@ impl Subscriber<'_> {
         if let Err(e) = session.write_response_header(Box::new(header), false).await {
             return Ok((0, e));
         }
-        metrics.stream_subscribers.inc();
-        let _subscribed = Subscribed(metrics.stream_subscribers.clone());
+        metrics.stream.subscribers.inc();
+        let _subscribed = Subscribed(metrics.stream.subscribers.clone());
         let mut sent = 0;
         let mut last_seq: Option<u64> = None;
         let mut next = tokio::time::Instant::now();
@@ -133,7 +131,7 @@ impl Subscriber<'_> {
             if last_seq != Some(frame.seq) {
                 if let Some(previous) = last_seq {
                     let missed = frame.seq.saturating_sub(previous).saturating_sub(1);
-                    metrics.stream_frames_skipped.inc_by(missed);
+                    metrics.stream.frames_skipped.inc_by(missed);
                 }
                 for bytes in part(&frame, chosen) {
                     let len = bytes.len();
@@ -144,16 +142,8 @@ impl Subscriber<'_> {
                     }
                     sent += len;
                 }
-                let variant = chosen.rendition.variant.as_str();
-                metrics.stream_frames_sent.inc();
-                metrics
-                    .response_bytes
-                    .with_label_values(&[variant])
-                    .inc_by(frame.body.len() as u64);
-                metrics
-                    .variant_choices
-                    .with_label_values(&[variant, chosen.reason.as_str()])
-                    .inc();
+                metrics.stream.frames_sent.inc();
+                metrics.record_frame_sent(chosen, frame.body.len());
                 last_seq = Some(frame.seq);
             }
             // A hub slower than the interval does not build up a backlog of ticks.

@@ -1,27 +1,19 @@
-//! Cache keys: the full identity of an entry, encoded without ambiguity, digested with blake3.
+//! Cache keys: the full identity of an entry (owner, camera, frame, variant), encoded without ambiguity, digested with blake3.
 //!
 //! Every field is length-prefixed, so no two distinct identities share encoded bytes (Pingora's
 //! own `CacheKey` concatenates without a separator, and leaves `user_tag` out of the hash). The
 //! digest only finds an entry; the identity stored beside it decides whether it may be served.
 
-use crate::identity::{CameraId, ContentHash, OwnerId};
-use crate::variant::Variant;
-
-/// Which route an entry answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Route {
-    /// The camera's latest frame.
-    Latest,
-    /// One frame by its content address.
-    ByHash(ContentHash),
-}
+use crate::identity::{CameraId, OwnerId};
+use crate::rendition::Variant;
+use crate::request::FrameRef;
 
 /// Everything that distinguishes one cache entry from another.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Identity {
     pub owner: OwnerId,
     pub camera: CameraId,
-    pub route: Route,
+    pub frame: FrameRef,
     pub variant: Variant,
 }
 
@@ -39,19 +31,19 @@ fn field(out: &mut Vec<u8>, bytes: &[u8]) {
 
 impl Identity {
     /// The unambiguous encoding: tag, then each field as a 4-byte big-endian length and its
-    /// bytes; the route as a one-byte kind and, for by-hash, the 32-byte address.
+    /// bytes; the frame reference as a one-byte kind and, for by-hash, the 32-byte address.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(TAG.len() + 64 + self.owner.as_str().len());
         field(&mut out, TAG);
         field(&mut out, self.owner.as_str().as_bytes());
         field(&mut out, self.camera.as_str().as_bytes());
-        match self.route {
-            Route::Latest => field(&mut out, &[0]),
-            Route::ByHash(hash) => {
-                let mut route = [0u8; 33];
-                route[0] = 1;
-                route[1..].copy_from_slice(hash.as_bytes());
-                field(&mut out, &route);
+        match self.frame {
+            FrameRef::Latest => field(&mut out, &[0]),
+            FrameRef::ByHash(hash) => {
+                let mut frame = [0u8; 33];
+                frame[0] = 1;
+                frame[1..].copy_from_slice(hash.as_bytes());
+                field(&mut out, &frame);
             }
         }
         field(&mut out, self.variant.as_str().as_bytes());
@@ -63,10 +55,10 @@ impl Identity {
         KeyDigest(*blake3::hash(&self.encode()).as_bytes())
     }
 
-    /// The same camera and variant, another route.
-    pub fn with_route(&self, route: Route) -> Identity {
+    /// The same camera and variant, another frame.
+    pub fn with_frame(&self, frame: FrameRef) -> Identity {
         Identity {
-            route,
+            frame,
             ..self.clone()
         }
     }
@@ -75,6 +67,7 @@ impl Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::ContentHash;
     use proptest::prelude::*;
 
     fn id_strategy() -> impl Strategy<Value = Identity> {
@@ -89,9 +82,9 @@ mod tests {
             .prop_map(|(owner, camera, hash, variant)| Identity {
                 owner: OwnerId::parse(&owner).unwrap(),
                 camera: CameraId::parse(&camera).unwrap(),
-                route: match hash {
-                    Some(h) => Route::ByHash(ContentHash::parse(&hex::encode(h)).unwrap()),
-                    None => Route::Latest,
+                frame: match hash {
+                    Some(h) => FrameRef::ByHash(ContentHash::parse(&hex::encode(h)).unwrap()),
+                    None => FrameRef::Latest,
                 },
                 variant,
             })
@@ -113,7 +106,7 @@ mod tests {
             let a = Identity {
                 owner: OwnerId::parse(&owner).unwrap(),
                 camera: CameraId::parse(&camera).unwrap(),
-                route: Route::Latest,
+                frame: FrameRef::Latest,
                 variant: Variant::FULL,
             };
             let b = Identity {
@@ -130,10 +123,10 @@ mod tests {
         let a = Identity {
             owner: OwnerId::parse("o").unwrap(),
             camera: CameraId::parse("c").unwrap(),
-            route: Route::Latest,
+            frame: FrameRef::Latest,
             variant: Variant::FULL,
         };
-        let b = a.with_route(Route::ByHash(ContentHash::of(b"")));
+        let b = a.with_frame(FrameRef::ByHash(ContentHash::of(b"")));
         assert_ne!(a.digest(), b.digest());
     }
 }

@@ -19,9 +19,10 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use prometheus::{IntCounter, IntGauge};
 
-use super::key::{Identity, KeyDigest, Route};
+use super::key::{Identity, KeyDigest};
 use crate::identity::{CameraId, ContentHash, OwnerId};
-use crate::variant::Variant;
+use crate::rendition::Variant;
+use crate::request::FrameRef;
 
 /// Bytes charged per entry beyond its body: the entry, the map slot, the queue slot and the
 /// frame record, as `cargo bench --bench index` measures them (as malloc chunks), rounded up.
@@ -92,7 +93,7 @@ const IN_MAIN: u8 = 2;
 /// One cache entry, kept small: the index holds one per (identity, frame).
 ///
 /// Its identity is stored in parts: the owner and camera (shared allocations with the frame
-/// record), the route (latest, or by the address of its frame: the frame's own hash, or for a
+/// record), the frame reference (latest, or by the address of its frame: the frame's own hash, or for a
 /// rendition the hash of the frame it was made from),
 /// and the rendition. [`Entry::identity`] puts them back together; [`Entry::is`] compares them
 /// with a request's without building anything.
@@ -135,9 +136,9 @@ impl Entry {
         stored_at: Instant,
         fresh_for: Duration,
     ) -> Entry {
-        let latest = match identity.route {
-            Route::Latest => true,
-            Route::ByHash(hash) => {
+        let latest = match identity.frame {
+            FrameRef::Latest => true,
+            FrameRef::ByHash(hash) => {
                 assert_eq!(
                     hash,
                     frame.address(),
@@ -174,10 +175,10 @@ impl Entry {
         Identity {
             owner: self.owner.clone(),
             camera: self.camera.clone(),
-            route: if self.latest {
-                Route::Latest
+            frame: if self.latest {
+                FrameRef::Latest
             } else {
-                Route::ByHash(self.frame.address())
+                FrameRef::ByHash(self.frame.address())
             },
             variant: Variant::from_index(self.variant)
                 .expect("invariant: entries store interned variants"),
@@ -189,9 +190,9 @@ impl Entry {
         self.owner == identity.owner
             && self.camera == identity.camera
             && self.variant == identity.variant.index()
-            && match identity.route {
-                Route::Latest => self.latest,
-                Route::ByHash(hash) => !self.latest && self.frame.address() == hash,
+            && match identity.frame {
+                FrameRef::Latest => self.latest,
+                FrameRef::ByHash(hash) => !self.latest && self.frame.address() == hash,
             }
     }
 
@@ -507,7 +508,7 @@ mod tests {
         Identity {
             owner: OwnerId::parse(&format!("owner-{owner}")).unwrap(),
             camera: CameraId::parse(&format!("cam-{camera}")).unwrap(),
-            route: by_hash.map_or(Route::Latest, Route::ByHash),
+            frame: by_hash.map_or(FrameRef::Latest, FrameRef::ByHash),
             variant: Variant::FULL,
         }
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::file::{self, Leaf, Unknown};
-use crate::variant::{Catalogue, Rendition, Variant, DEFAULT_QUALITY};
+use crate::rendition::{Catalogue, Rendition, Variant, DEFAULT_QUALITY};
 
 use super::{
     AdminConfig, AuthConfig, CacheConfig, Config, DeliveryConfig, OriginConfig, Problem, Secret,

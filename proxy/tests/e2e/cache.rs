@@ -7,8 +7,9 @@ use std::thread;
 use std::time::Duration;
 
 use camsim::Faults;
-use framecache::cache::key::{Identity, Route};
+use framecache::cache::key::Identity;
 use framecache::identity::{CameraId, OwnerId};
+use framecache::request::FrameRef;
 
 use crate::common::{metric_in, Reply, Stack};
 
@@ -415,8 +416,8 @@ fn a_corrupted_index_entry_of_another_owner_is_detected_and_never_served() {
     let identity = |owner: &str| Identity {
         owner: OwnerId::parse(owner).unwrap(),
         camera: CameraId::parse("cam-1").unwrap(),
-        route: Route::Latest,
-        variant: framecache::variant::Variant::FULL,
+        frame: FrameRef::Latest,
+        variant: framecache::rendition::Variant::FULL,
     };
     // owner-1's entry, filed under owner-2's key: the incident's shape.
     assert!(stack

@@ -8,8 +8,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use framecache::identity::ContentHash;
-use framecache::render;
-use framecache::variant::{Catalogue, Rendition, Variant};
+use framecache::rendition::render;
+use framecache::rendition::{Catalogue, Rendition, Variant};
 
 use crate::common::{wait_until, Reply, Stack};
 
@@ -290,12 +290,12 @@ fn a_purge_between_frame_and_rendition_keeps_the_rendition_out() {
     let cache = stack.proxy.shared.cache.clone();
     let thumb = built_in("thumb");
     let source = runtime
-        .block_on(cache.get(&owner, &camera, framecache::cache::key::Route::Latest))
+        .block_on(cache.get(&owner, &camera, framecache::request::FrameRef::Latest))
         .unwrap();
     let address = source.frame.hash;
     assert!(cache.purge(&owner, None) > 0);
     let served = runtime
-        .block_on(cache.rendition_of(&owner, &camera, source, thumb))
+        .block_on(cache.rendition(&owner, &camera, source, thumb))
         .unwrap();
     assert!(served.frame.is_rendition());
     // Served to the request that had the frame, but not kept past the purge.

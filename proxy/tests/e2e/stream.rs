@@ -280,12 +280,12 @@ fn a_stream_of_a_rendition_carries_that_rendition_of_the_cameras_frames() {
         // Exactly the thumb of this camera's frame of that seq (camsim's frames are
         // deterministic), without the source's metadata.
         let source = camsim::frame::render("cam-1", part.seq, 1280, 720, 80).unwrap();
-        let thumb = framecache::variant::Catalogue::built_in()
+        let thumb = framecache::rendition::Catalogue::built_in()
             .find("thumb")
             .unwrap();
         assert_eq!(
             part.body,
-            framecache::render::render(&source, &thumb).unwrap()
+            framecache::rendition::render::render(&source, &thumb).unwrap()
         );
         assert!(camsim::jpeg::read_watermark(&part.body).is_none());
     }

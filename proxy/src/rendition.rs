@@ -1,11 +1,35 @@
-//! Renditions: their names, interned, and the catalogue a proxy serves.
+//! Renditions: smaller JPEGs of a verified frame for hubs on slow links, in one place.
 //!
-//! A [`Variant`] is a one-byte handle on a rendition name, so that a cache entry can carry its
-//! rendition in a byte and a metric label needs no allocation. Names are interned once, from
-//! the configuration, never from a request: a hub asking for `variant=anything` is looked up in
-//! the [`Catalogue`] and refused there, so hubs cannot grow the table.
+//! A request's rendition goes through four steps, one module each:
+//!
+//! 1. **choose** ([`choose`]): the rendition `variant=` asked for, `full` for a content
+//!    address, or the proxy's choice from the hub's hints or its measured link.
+//! 2. **render** ([`render`]): decode, resize and re-encode, on a bounded pool of blocking
+//!    threads.
+//! 3. **cache** ([`cache`]): a rendition is kept in the owner's scope under the address of the
+//!    frame it was made from, found by the same identity-checked lookup as frames, and made once
+//!    however many hubs ask at the same time.
+//! 4. **fallback** ([`serve`]): when the proxy chose the rendition itself and it cannot be made
+//!    (the pool is busy, the frame does not decode), the full frame instead.
+//!
+//! This file names renditions: a [`Variant`] is a one-byte handle on a rendition name, so that
+//! a cache entry can carry its rendition in a byte and a metric label needs no allocation.
+//! Names are interned once, from the configuration, never from a request: a hub asking for
+//! `variant=anything` is looked up in the [`Catalogue`] and refused there, so hubs cannot grow
+//! the table.
 
-use std::sync::{Mutex, OnceLock};
+pub mod cache;
+pub mod choose;
+pub mod render;
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use thiserror::Error;
+
+use crate::cache::{FrameCache, Served};
+use crate::origin::OriginError;
+use crate::request::FrameRequest;
+use choose::Reason;
 
 /// Renditions a process can name (the configuration allows far fewer per proxy).
 const CAPACITY: usize = 256;
@@ -147,6 +171,88 @@ impl Catalogue {
 
     pub fn smallest(&self) -> Rendition {
         self.renditions[0]
+    }
+}
+
+/// Which rendition a response carries, and why.
+#[derive(Debug, Clone, Copy)]
+pub struct Chosen {
+    pub rendition: Rendition,
+    pub reason: Reason,
+}
+
+/// Why a rendition could not be served.
+#[derive(Debug, Clone, Error)]
+pub enum RenditionError {
+    #[error(transparent)]
+    Origin(#[from] OriginError),
+    #[error("the frame could not be made into this rendition: {0}")]
+    Failed(String),
+    #[error("too many renditions are being made; try again shortly")]
+    Busy,
+}
+
+/// How a rendition was had: the `result` label of `framecache_renditions_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Made {
+    /// Found in the cache.
+    Hit,
+    /// Rendered for this request.
+    Rendered,
+    /// Another request's rendering answered this one.
+    Coalesced,
+    /// The frame could not be rendered.
+    Failed,
+    /// The pool was full.
+    Busy,
+}
+
+impl Made {
+    pub const ALL: [Made; 5] = [
+        Made::Hit,
+        Made::Rendered,
+        Made::Coalesced,
+        Made::Failed,
+        Made::Busy,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Made::Hit => "hit",
+            Made::Rendered => "rendered",
+            Made::Coalesced => "coalesced",
+            Made::Failed => "failed",
+            Made::Busy => "busy",
+        }
+    }
+}
+
+/// `chosen` of `source`, a frame the cache served for `req`; when the proxy chose the rendition
+/// itself and it cannot be made (the pool is busy, the frame does not decode), the source frame
+/// instead: a hub that asked for nothing in particular gets a frame rather than an error.
+pub async fn serve(
+    cache: &Arc<FrameCache>,
+    req: &FrameRequest,
+    source: Served,
+    chosen: Chosen,
+) -> Result<(Served, Chosen), RenditionError> {
+    let fallback = (chosen.reason != Reason::Requested).then(|| source.clone());
+    match cache
+        .rendition(&req.owner, &req.camera, source, chosen.rendition)
+        .await
+    {
+        Ok(served) => Ok((served, chosen)),
+        Err(error) => match fallback {
+            Some(source) => {
+                tracing::debug!(%error, "chosen rendition not available: full frame instead");
+                let full = Chosen {
+                    rendition: Rendition::FULL,
+                    ..chosen
+                };
+                Ok((source, full))
+            }
+            None => Err(error),
+        },
     }
 }
 

@@ -8,22 +8,28 @@
 //! 3. The connection's own measurement: Linux `TCP_INFO` on the hub's socket, its delivery
 //!    rate and smoothed RTT.
 //! 4. A connection that has delivered nothing yet has no rate of its own: the link the same
-//!    hub (owner, address, `User-Agent`) measured on an earlier connection ([`LinkMemory`]),
-//!    else `full`.
+//!    hub (owner, address, `User-Agent`) measured on an earlier connection
+//!    ([`LinkMemory`](crate::delivery::link::LinkMemory)), else `full`.
+//!
+//! How a link is measured and remembered is delivery's ([`crate::delivery::link`]); this module
+//! only weighs it.
 //!
 //! With a link known, the choice is the largest rendition expected to arrive within
 //! `delivery.target_time_ms`: one RTT plus its size over the rate, the size being the cached
 //! rendition's when there is one, else the full frame's scaled by the square of the width
 //! ratio. When none fits, the smallest.
 
-use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::cell::OnceCell;
+use std::time::Duration;
 
-use dashmap::DashMap;
 use http::HeaderMap;
 
-use crate::identity::OwnerId;
-use crate::variant::{Catalogue, Rendition};
+use super::{render, Catalogue, Chosen, Rendition};
+use crate::cache::store::StoredFrame;
+use crate::cache::FrameCache;
+use crate::config::DeliveryConfig;
+use crate::delivery::link::Link;
+use crate::request::{FrameRef, FrameRequest, Target};
 
 /// Why a rendition was chosen: the `reason` label of `framecache_variant_choices_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +48,16 @@ pub enum Reason {
 }
 
 impl Reason {
+    pub const ALL: [Reason; 7] = [
+        Reason::Requested,
+        Reason::SaveData,
+        Reason::Ect,
+        Reason::Downlink,
+        Reason::Measured,
+        Reason::Remembered,
+        Reason::Unmeasured,
+    ];
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Reason::Requested => "requested",
@@ -53,146 +69,6 @@ impl Reason {
             Reason::Unmeasured => "unmeasured",
         }
     }
-}
-
-/// Bytes a connection must have had acknowledged before its busy-time average counts, and
-/// before its measurement is kept for the hub's next connections: below that, the kernel's
-/// sample alone speaks, and after a 304 or a small frame it says little.
-pub const SETTLED_BYTES: u64 = 16 * 1024;
-
-/// What is known of a hub's link.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Link {
-    /// Bytes per second; infinite when unbounded.
-    pub rate: f64,
-    pub rtt: Duration,
-}
-
-impl Link {
-    /// The expected time to deliver `bytes`.
-    pub fn time_for(&self, bytes: usize) -> Duration {
-        let transfer = bytes as f64 / self.rate;
-        self.rtt
-            .saturating_add(Duration::try_from_secs_f64(transfer).unwrap_or(Duration::MAX))
-    }
-
-    /// From the connection's `TCP_INFO`; `None` before it has delivered anything.
-    ///
-    /// The rate is the lower of the kernel's latest delivery-rate sample and the average over
-    /// the connection's busy time (bytes acknowledged over the time it had data in flight, idle
-    /// time excluded). The sample alone reacts fast but, behind a receive window that opens in
-    /// bursts, reads high; the average needs a few frames' worth of bytes to mean anything and
-    /// is used once [`SETTLED_BYTES`] have been acknowledged.
-    pub fn measured(info: &TcpInfo) -> Option<Link> {
-        if info.delivery_rate == 0 {
-            return None;
-        }
-        let average = if info.bytes_acked >= SETTLED_BYTES && info.busy_time_us > 0 {
-            info.bytes_acked as f64 * 1e6 / info.busy_time_us as f64
-        } else {
-            f64::INFINITY
-        };
-        Some(Link {
-            rate: (info.delivery_rate as f64).min(average),
-            rtt: Duration::from_micros(info.rtt_us.into()),
-        })
-    }
-}
-
-/// Which hub a connection comes from, as far as the proxy can tell: its owner, its address,
-/// and a hash of its `User-Agent`, so that a household's wired display and its tablet on a
-/// weak signal, behind one address, are told apart when they are different models.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct HubKey {
-    pub owner: OwnerId,
-    pub addr: IpAddr,
-    pub agent: u64,
-}
-
-impl HubKey {
-    pub fn new(owner: &OwnerId, addr: IpAddr, user_agent: Option<&[u8]>) -> HubKey {
-        let agent = user_agent.map_or(0, |ua| {
-            let hash = blake3::hash(ua);
-            u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 of 32 bytes"))
-        });
-        HubKey {
-            owner: owner.clone(),
-            addr,
-            agent,
-        }
-    }
-}
-
-/// Links measured on hubs' earlier connections, as the kernel keeps per-destination TCP
-/// metrics: a hub that polls less often than the idle timeout opens a new connection each
-/// time, and without this every one of its frames would be chosen blind (`full`). Keyed by
-/// [`HubKey`], owner included, so that one owner's hubs never steer another's choice, even
-/// behind one NAT address. An entry lives `ttl` from when it was learnt, so a hub's link is
-/// measured afresh at least that often. At `max` entries the expired ones are swept (at most
-/// once a second) and, while none has expired, new hubs are not remembered: no owner's hubs
-/// can push out another's.
-pub struct LinkMemory {
-    links: DashMap<HubKey, (Link, Instant)>,
-    ttl: Duration,
-    max: usize,
-    last_sweep: std::sync::Mutex<Option<Instant>>,
-}
-
-impl LinkMemory {
-    pub fn new(ttl: Duration, max: usize) -> LinkMemory {
-        LinkMemory {
-            links: DashMap::new(),
-            ttl,
-            max,
-            last_sweep: std::sync::Mutex::new(None),
-        }
-    }
-
-    /// Keeps `info`'s link for the hub's next connections, once it has settled.
-    pub fn remember(&self, hub: HubKey, info: &TcpInfo) {
-        let Some(link) = Link::measured(info).filter(|_| info.bytes_acked >= SETTLED_BYTES) else {
-            return;
-        };
-        if self.links.len() >= self.max && !self.links.contains_key(&hub) {
-            self.sweep();
-            if self.links.len() >= self.max {
-                return;
-            }
-        }
-        self.links.insert(hub, (link, Instant::now()));
-    }
-
-    /// Drops the expired entries, at most once a second.
-    fn sweep(&self) {
-        let mut last = self.last_sweep.lock().unwrap_or_else(|e| e.into_inner());
-        if last.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
-            return;
-        }
-        *last = Some(Instant::now());
-        self.links.retain(|_, (_, at)| at.elapsed() < self.ttl);
-    }
-
-    /// The link last learnt for `hub`, if it is recent.
-    pub fn recall(&self, hub: &HubKey) -> Option<Link> {
-        let (link, at) = *self.links.get(hub)?;
-        (at.elapsed() < self.ttl).then_some(link)
-    }
-}
-
-/// The fields of Linux's `TCP_INFO` the measurement uses.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TcpInfo {
-    /// `tcpi_delivery_rate`, bytes per second.
-    pub delivery_rate: u64,
-    /// `tcpi_rtt`, µs.
-    pub rtt_us: u32,
-    /// `tcpi_bytes_acked`.
-    pub bytes_acked: u64,
-    /// `tcpi_busy_time`, µs.
-    pub busy_time_us: u64,
-    /// Bytes sent and not yet acknowledged, or not yet sent (`tcpi_unacked`,
-    /// `tcpi_notsent_bytes`).
-    pub outstanding: bool,
 }
 
 /// What the request's headers say about the link, if anything.
@@ -299,9 +175,53 @@ pub fn choose(
     (largest_within(catalogue, link, target, size), reason)
 }
 
+/// The rendition of `frame` to answer `req` with: the one asked for; `full` for a content
+/// address (it names the frame with those bytes); else the proxy's choice for the hub, from its
+/// hints, from `link` (asked only when no hint decides: what the connection measured, or what
+/// the same hub's last connection measured), within `delivery.target_time_ms`.
+pub fn for_request(
+    req: &FrameRequest,
+    headers: &HeaderMap,
+    link: impl FnOnce() -> Option<(Link, Reason)>,
+    config: &DeliveryConfig,
+    cache: &FrameCache,
+    frame: &StoredFrame,
+) -> Chosen {
+    let asked = match (req.rendition, req.target) {
+        (Some(rendition), _) => Some(rendition),
+        (None, Target::Frame(FrameRef::ByHash(_))) => Some(Rendition::FULL),
+        (None, _) => None,
+    };
+    if let Some(rendition) = asked {
+        return Chosen {
+            rendition,
+            reason: Reason::Requested,
+        };
+    }
+    // Read only when a smaller rendition is weighed (a fast link settles on `full` first).
+    let source = OnceCell::new();
+    let size = |r: &Rendition| {
+        if r.variant.is_full() {
+            return frame.body.len();
+        }
+        cache
+            .cached_rendition_len(&req.owner, &req.camera, frame.hash, *r)
+            .unwrap_or_else(|| {
+                let source = source.get_or_init(|| Source {
+                    len: frame.body.len(),
+                    width: render::dimensions(&frame.body).map(|(w, _)| w),
+                });
+                estimate(r, source)
+            })
+    };
+    let (rendition, reason) = choose(&config.renditions, headers, link, config.target_time, size);
+    Chosen { rendition, reason }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::link::TcpInfo;
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -412,91 +332,6 @@ mod tests {
         let young = Link::measured(&info(2_500_000, 1_000, 4_000, 3_000_000)).unwrap();
         assert_eq!(young.rate, 2_500_000.0);
         assert_eq!(pick(&[], None), ("full".into(), Reason::Unmeasured));
-    }
-
-    #[test]
-    fn links_are_remembered_per_hub_once_settled() {
-        let memory = LinkMemory::new(Duration::from_secs(600), 4);
-        let (alice, bob) = (
-            OwnerId::parse("alice").unwrap(),
-            OwnerId::parse("bob").unwrap(),
-        );
-        let home: IpAddr = "192.0.2.7".parse().unwrap();
-        let elsewhere: IpAddr = "198.51.100.1".parse().unwrap();
-        let display = Some(&b"Display/2.1"[..]);
-        let hub = |owner: &OwnerId, addr, agent| HubKey::new(owner, addr, agent);
-        let slow = TcpInfo {
-            delivery_rate: 40_000,
-            rtt_us: 80_000,
-            bytes_acked: 94_000,
-            busy_time_us: 3_000_000,
-            outstanding: false,
-        };
-        // A 304 or a small frame says too little to keep.
-        memory.remember(
-            hub(&alice, home, display),
-            &TcpInfo {
-                bytes_acked: 600,
-                ..slow
-            },
-        );
-        assert_eq!(memory.recall(&hub(&alice, home, display)), None);
-        memory.remember(hub(&alice, home, display), &slow);
-        assert_eq!(
-            memory.recall(&hub(&alice, home, display)),
-            Link::measured(&slow)
-        );
-        // Another owner at the same address, the owner elsewhere, or another model of hub is
-        // not that hub.
-        assert_eq!(memory.recall(&hub(&bob, home, display)), None);
-        assert_eq!(memory.recall(&hub(&alice, elsewhere, display)), None);
-        assert_eq!(memory.recall(&hub(&alice, home, Some(b"Tablet/9"))), None);
-        assert_eq!(memory.recall(&hub(&alice, home, None)), None);
-        // Nothing delivered: nothing to keep.
-        memory.remember(hub(&bob, home, display), &TcpInfo::default());
-        assert_eq!(memory.recall(&hub(&bob, home, display)), None);
-    }
-
-    #[test]
-    fn remembered_links_expire_and_stay_bounded() {
-        let info = TcpInfo {
-            delivery_rate: 40_000,
-            rtt_us: 80_000,
-            bytes_acked: 94_000,
-            busy_time_us: 3_000_000,
-            outstanding: false,
-        };
-        let (alice, bob) = (
-            OwnerId::parse("alice").unwrap(),
-            OwnerId::parse("bob").unwrap(),
-        );
-        let hub = |owner: &OwnerId, i: u8| HubKey::new(owner, IpAddr::from([192, 0, 2, i]), None);
-        let expired = LinkMemory::new(Duration::ZERO, 4);
-        expired.remember(hub(&alice, 1), &info);
-        assert_eq!(expired.recall(&hub(&alice, 1)), None);
-        // Full: the hubs already known keep their links and are updated; a flood of new ones
-        // from one owner pushes none of them out.
-        let memory = LinkMemory::new(Duration::from_secs(600), 4);
-        for i in 0..3 {
-            memory.remember(hub(&bob, i), &info);
-        }
-        for i in 10..60 {
-            memory.remember(hub(&alice, i), &info);
-            assert!(memory.links.len() <= 4);
-        }
-        for i in 0..3 {
-            assert!(memory.recall(&hub(&bob, i)).is_some());
-            memory.remember(hub(&bob, i), &info);
-            assert!(memory.recall(&hub(&bob, i)).is_some());
-        }
-        // Once expired, entries make room.
-        let brief = LinkMemory::new(Duration::from_millis(1), 2);
-        brief.remember(hub(&alice, 1), &info);
-        brief.remember(hub(&alice, 2), &info);
-        std::thread::sleep(Duration::from_millis(5));
-        brief.remember(hub(&bob, 3), &info);
-        assert!(brief.links.contains_key(&hub(&bob, 3)));
-        assert_eq!(brief.links.len(), 1);
     }
 
     #[test]

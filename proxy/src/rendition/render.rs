@@ -7,7 +7,13 @@
 //! comments) is copied: the output holds only pixels. `cargo bench --bench render` measures
 //! milliseconds per frame on one core.
 //!
-//! This is CPU work: callers run it off the async workers (a blocking pool, bounded).
+//! This is CPU work: [`Pool`] runs it on tokio's blocking threads, at most `render_threads` at
+//! once, with a bounded queue behind them; past it a request is refused (`busy`) rather than
+//! queued without end.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fast_image_resize::images::Image;
@@ -15,8 +21,9 @@ use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer
 use jpeg_decoder::{Decoder, PixelFormat};
 use jpeg_encoder::{ColorType, Encoder};
 use thiserror::Error;
+use tokio::sync::Semaphore;
 
-pub use crate::variant::Rendition;
+use super::{Rendition, RenditionError};
 
 /// Why a rendition could not be made.
 #[derive(Debug, Error)]
@@ -176,6 +183,63 @@ pub fn render_with(
         .encode(&pixels.data, w, h, color)
         .map_err(|e| RenderError::Encode(e.to_string()))?;
     Ok(Bytes::from(out))
+}
+
+/// Renderings waiting for a thread, per thread, before requests are refused.
+const QUEUE_PER_THREAD: usize = 32;
+
+/// The bounded rendering pool: a semaphore over tokio's blocking threads and a queue limit.
+pub struct Pool {
+    slots: Arc<Semaphore>,
+    /// Renderings admitted and not yet finished (running or waiting for a slot).
+    admitted: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+impl Pool {
+    pub fn new(threads: usize) -> Pool {
+        let threads = threads.max(1);
+        Pool {
+            slots: Arc::new(Semaphore::new(threads)),
+            admitted: Arc::new(AtomicUsize::new(0)),
+            limit: threads * (1 + QUEUE_PER_THREAD),
+        }
+    }
+
+    /// [`render`]s `rendition` of `source` off the async workers. Returns the bytes and the
+    /// time the rendering itself took.
+    pub async fn render(
+        &self,
+        source: Bytes,
+        rendition: Rendition,
+    ) -> Result<(Bytes, Duration), RenditionError> {
+        if self.admitted.fetch_add(1, Ordering::SeqCst) >= self.limit {
+            self.admitted.fetch_sub(1, Ordering::SeqCst);
+            return Err(RenditionError::Busy);
+        }
+        let _admitted = Admitted(Arc::clone(&self.admitted));
+        let _slot = Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .expect("invariant: the semaphore is never closed");
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            render(&source, &rendition)
+                .map(|bytes| (bytes, started.elapsed()))
+                .map_err(|e| RenditionError::Failed(e.to_string()))
+        })
+        .await
+        .unwrap_or_else(|e| Err(RenditionError::Failed(format!("rendering stopped: {e}"))))
+    }
+}
+
+/// Releases a queue place when a rendering ends, however it ends.
+struct Admitted(Arc<AtomicUsize>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 #[cfg(test)]

@@ -7,103 +7,47 @@
 //! answered for the request (fresh, stale or just fetched), so a latest rendition follows the
 //! latest frame with no freshness of its own.
 //!
-//! Rendering is CPU work: it runs on tokio's blocking threads, at most `render_threads` at
-//! once, with a bounded queue behind them; past it a request is refused (`busy`) rather than
-//! queued without end. Concurrent requests for the same rendition of the same frame wait for
-//! one rendering (a flight, as for origin fetches), which runs in its own task so that no hub
-//! going away cancels it.
+//! Concurrent requests for the same rendition of the same frame wait for one rendering (a
+//! flight, as for origin fetches), which runs in its own task on the bounded [`Pool`], so that
+//! no hub going away cancels it.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
-use thiserror::Error;
-use tokio::sync::Semaphore;
-
-use super::flight::{Flight, Join};
-use super::key::{Identity, KeyDigest, Route};
-use super::store::StoredFrame;
-use super::{FlightGuard, FrameCache, Served};
+use crate::cache::flight::{Flight, Flights, Join};
+use crate::cache::key::{Identity, KeyDigest};
+use crate::cache::store::StoredFrame;
+use crate::cache::{FlightGuard, FrameCache, Served};
 use crate::identity::{CameraId, ContentHash, OwnerId};
-use crate::origin::OriginError;
-use crate::render;
-use crate::variant::Rendition;
+use crate::request::FrameRef;
 
-/// Renderings waiting for a thread, per thread, before requests are refused.
-const QUEUE_PER_THREAD: usize = 32;
-
-/// Why a rendition could not be served.
-#[derive(Debug, Clone, Error)]
-pub enum RenditionError {
-    #[error(transparent)]
-    Origin(#[from] OriginError),
-    #[error("the frame could not be made into this rendition: {0}")]
-    Failed(String),
-    #[error("too many renditions are being made; try again shortly")]
-    Busy,
-}
+use super::render::Pool;
+use super::{Made, Rendition, RenditionError};
 
 /// What a rendering ends with.
 pub type RenderResult = Result<Arc<StoredFrame>, RenditionError>;
 
-/// The bounded rendering pool: a semaphore over tokio's blocking threads and a queue limit.
-pub struct Renderer {
-    slots: Arc<Semaphore>,
-    /// Renderings admitted and not yet finished (running or waiting for a slot).
-    admitted: Arc<AtomicUsize>,
-    limit: usize,
+/// The cache's renditions being made: one rendering per rendition of a frame at a time, on a
+/// bounded pool.
+pub struct Renditions {
+    pub(crate) flights: Flights<RenderResult>,
+    pool: Pool,
 }
 
-impl Renderer {
-    pub fn new(threads: usize) -> Renderer {
-        let threads = threads.max(1);
-        Renderer {
-            slots: Arc::new(Semaphore::new(threads)),
-            admitted: Arc::new(AtomicUsize::new(0)),
-            limit: threads * (1 + QUEUE_PER_THREAD),
+impl Renditions {
+    /// Renders at most `threads` renditions at once.
+    pub fn new(threads: usize) -> Renditions {
+        Renditions {
+            flights: Flights::default(),
+            pool: Pool::new(threads),
         }
-    }
-
-    /// Makes `rendition` of `source` off the async workers. Returns the bytes and the time the
-    /// rendering itself took.
-    async fn render(
-        &self,
-        source: Bytes,
-        rendition: Rendition,
-    ) -> Result<(Bytes, Duration), RenditionError> {
-        if self.admitted.fetch_add(1, Ordering::SeqCst) >= self.limit {
-            self.admitted.fetch_sub(1, Ordering::SeqCst);
-            return Err(RenditionError::Busy);
-        }
-        let _admitted = Admitted(Arc::clone(&self.admitted));
-        let _slot = Arc::clone(&self.slots)
-            .acquire_owned()
-            .await
-            .expect("invariant: the semaphore is never closed");
-        tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            render::render(&source, &rendition)
-                .map(|bytes| (bytes, started.elapsed()))
-                .map_err(|e| RenditionError::Failed(e.to_string()))
-        })
-        .await
-        .unwrap_or_else(|e| Err(RenditionError::Failed(format!("rendering stopped: {e}"))))
-    }
-}
-
-/// Releases a queue place when a rendering ends, however it ends.
-struct Admitted(Arc<AtomicUsize>);
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 impl FrameCache {
-    /// `rendition` of `source`, a frame the cache served to `owner` for `camera`.
-    pub async fn rendition_of(
+    /// `rendition` of `source`, a frame the cache served to `owner` for `camera`: from the
+    /// cache, or made once.
+    pub async fn rendition(
         self: &Arc<Self>,
         owner: &OwnerId,
         camera: &CameraId,
@@ -116,16 +60,19 @@ impl FrameCache {
         let identity = Identity {
             owner: owner.clone(),
             camera: camera.clone(),
-            route: Route::ByHash(source.frame.hash),
+            frame: FrameRef::ByHash(source.frame.hash),
             variant: rendition.variant,
         };
         let key = self.store.key(&identity);
         let frame = match self.lookup(&key, &identity) {
             Some(entry) => {
-                self.count_rendition("hit");
+                self.count_rendition(Made::Hit);
                 Arc::clone(&entry.frame)
             }
-            None => self.render(key, identity, &source, rendition).await?,
+            None => {
+                self.join_rendering(key, identity, &source, rendition)
+                    .await?
+            }
         };
         // A camera that sends the same bytes again under a new seq: the rendition made for the
         // earlier seq carries this one's seq and capture time (the body is shared).
@@ -154,7 +101,7 @@ impl FrameCache {
         let identity = Identity {
             owner: owner.clone(),
             camera: camera.clone(),
-            route: Route::ByHash(address),
+            frame: FrameRef::ByHash(address),
             variant: rendition.variant,
         };
         // A peek: choosing is not a use, and must not keep candidates from eviction.
@@ -163,37 +110,41 @@ impl FrameCache {
     }
 
     /// Makes the rendition through its flight: leads it, or waits for it.
-    async fn render(
+    async fn join_rendering(
         self: &Arc<Self>,
         key: KeyDigest,
         identity: Identity,
         source: &Served,
         rendition: Rendition,
     ) -> RenderResult {
-        let mut done = match self.renders.join(key, &identity) {
+        let mut done = match self.renditions.flights.join(key, &identity) {
             Join::Leader(flight) => {
                 // Another rendering may have stored it between our lookup and the join.
                 if let Some(entry) = self.lookup(&key, &identity) {
                     let frame = Arc::clone(&entry.frame);
-                    self.renders.finish(&key, &flight, Ok(Arc::clone(&frame)));
-                    self.count_rendition("hit");
+                    self.renditions
+                        .flights
+                        .finish(&key, &flight, Ok(Arc::clone(&frame)));
+                    self.count_rendition(Made::Hit);
                     return Ok(frame);
                 }
                 let done = flight.subscribe();
-                self.spawn_render(key, identity, source, rendition, flight);
+                self.spawn_rendering(key, identity, source, rendition, flight);
                 done
             }
             Join::Waiter(done) => {
-                self.count_rendition("coalesced");
+                self.count_rendition(Made::Coalesced);
                 done
             }
             Join::Collision => {
-                self.metrics.cache_key_collisions.inc();
+                self.metrics.cache.key_collisions.inc();
                 tracing::error!(
                     "a rendering under the same key digest is under way for another identity"
                 );
                 // Made for this request alone, and not stored.
-                return self.make(key, &identity, source, rendition, None).await;
+                return self
+                    .render_and_keep(key, &identity, source, rendition, None)
+                    .await;
             }
         };
         // Renderings take milliseconds; one that takes longer than a request may wait for an
@@ -209,7 +160,7 @@ impl FrameCache {
         }
     }
 
-    fn spawn_render(
+    fn spawn_rendering(
         self: &Arc<Self>,
         key: KeyDigest,
         identity: Identity,
@@ -222,7 +173,7 @@ impl FrameCache {
         let purges = source.purges;
         let mut guard = FlightGuard {
             cache: Arc::clone(self),
-            flights: |cache| &cache.renders,
+            flights: |cache| &cache.renditions.flights,
             key,
             flight: Some(flight),
             abandoned: || {
@@ -235,7 +186,7 @@ impl FrameCache {
         tokio::spawn(async move {
             let result = guard
                 .cache
-                .make(key, &identity, &source, rendition, Some(purges))
+                .render_and_keep(key, &identity, &source, rendition, Some(purges))
                 .await;
             guard.finish(result);
         });
@@ -243,7 +194,7 @@ impl FrameCache {
 
     /// Renders, counts, and stores the rendition under `key` unless the source may not be
     /// stored or a purge happened since `purges_before` (`None`: never store).
-    async fn make(
+    async fn render_and_keep(
         &self,
         key: KeyDigest,
         identity: &Identity,
@@ -252,22 +203,23 @@ impl FrameCache {
         purges_before: Option<u64>,
     ) -> RenderResult {
         let made = self
-            .renderer
+            .renditions
+            .pool
             .render(source.frame.body.clone(), rendition)
             .await;
         let (body, took) = match made {
             Ok(made) => made,
             Err(error) => {
                 self.count_rendition(match error {
-                    RenditionError::Busy => "busy",
-                    _ => "failed",
+                    RenditionError::Busy => Made::Busy,
+                    _ => Made::Failed,
                 });
                 tracing::warn!(variant = %rendition.variant, %error, "rendition not made");
                 return Err(error);
             }
         };
-        self.count_rendition("rendered");
-        self.metrics.render_duration.observe(took.as_secs_f64());
+        self.count_rendition(Made::Rendered);
+        self.metrics.rendition.duration.observe(took.as_secs_f64());
         let frame = Arc::new(StoredFrame::rendition(
             &source.frame,
             ContentHash::of(&body),
@@ -281,7 +233,11 @@ impl FrameCache {
         Ok(frame)
     }
 
-    fn count_rendition(&self, result: &str) {
-        self.metrics.renditions.with_label_values(&[result]).inc();
+    fn count_rendition(&self, made: Made) {
+        self.metrics
+            .rendition
+            .results
+            .with_label_values(&[made.as_str()])
+            .inc();
     }
 }
