@@ -5,6 +5,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use framecache_protocol as protocol;
 use rand::seq::IndexedRandom;
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,9 +16,6 @@ use crate::frame::{Frame, RenderError};
 use crate::http::{self, Outcome, Request, Response};
 use crate::server::Shared;
 use crate::topology::Topology;
-
-/// Request header naming the owner the request is made for.
-pub const OWNER_HEADER: &str = "X-Framecache-Owner";
 
 /// Serves `GET`/`HEAD /cameras/{camera}/frame` (`hash` none) or `.../frames/{hash}`.
 pub(crate) async fn serve_frame(
@@ -33,12 +31,12 @@ pub(crate) async fn serve_frame(
     let reply = Reply { head_only, close };
 
     let owner = request
-        .header(&OWNER_HEADER.to_ascii_lowercase())
+        .header(protocol::OWNER)
         .map(str::trim)
         .filter(|o| !o.is_empty());
     let Some(owner) = owner else {
         return reply
-            .text(stream, 400, &format!("missing {OWNER_HEADER} header"))
+            .text(stream, 400, &format!("missing {} header", protocol::OWNER))
             .await;
     };
     if !shared.topology.has_camera(camera) {
@@ -176,13 +174,16 @@ impl Answer {
     fn headers(&self, shared: &Shared) -> Vec<(&'static str, String)> {
         let mut headers = vec![
             ("Content-Type", self.content_type.to_owned()),
-            ("X-Frame-Owner", self.owner.clone()),
-            ("X-Frame-Camera", self.camera.clone()),
-            ("X-Frame-Seq", self.frame.seq.to_string()),
-            ("X-Frame-Captured-At", self.frame.captured_at_ms.to_string()),
+            (protocol::FRAME_OWNER, self.owner.clone()),
+            (protocol::FRAME_CAMERA, self.camera.clone()),
+            (protocol::FRAME_SEQ, self.frame.seq.to_string()),
+            (
+                protocol::FRAME_CAPTURED_AT,
+                self.frame.captured_at_ms.to_string(),
+            ),
         ];
         if let Some(signature) = &self.signature {
-            headers.push(("X-Frame-Signature", signature.clone()));
+            headers.push((protocol::FRAME_SIGNATURE, signature.clone()));
         }
         if let Some(value) = &shared.cache_control {
             headers.push(("Cache-Control", value.clone()));

@@ -1,8 +1,6 @@
 //! A captured frame: JPEG bytes plus the attestation made at capture.
 //!
-//! The signature is `blake3::keyed_hash(key, message)` in hex, where `message` is
-//! `framecache-frame-v1\n{camera}\n{seq}\n{captured_at}\n{blake3 hex of body}` (SPEC,
-//! camera-backend protocol).
+//! The signature is made as the camera-backend protocol says ([`framecache_protocol::sign`]).
 
 use bytes::Bytes;
 
@@ -35,16 +33,10 @@ pub enum RenderError {
     UnknownCamera,
 }
 
-/// The text that is signed for a frame.
-pub fn signing_message(camera: &str, seq: u64, captured_at_ms: u64, body_hash_hex: &str) -> String {
-    format!("framecache-frame-v1\n{camera}\n{seq}\n{captured_at_ms}\n{body_hash_hex}")
-}
-
 /// The `X-Frame-Signature` value for a frame.
 pub fn sign(key: &[u8; 32], camera: &str, seq: u64, captured_at_ms: u64, body: &[u8]) -> String {
     let body_hash = blake3::hash(body).to_hex();
-    let message = signing_message(camera, seq, captured_at_ms, body_hash.as_str());
-    blake3::keyed_hash(key, message.as_bytes())
+    framecache_protocol::sign(key, camera, seq, captured_at_ms, body_hash.as_str())
         .to_hex()
         .to_string()
 }

@@ -70,7 +70,6 @@ pub mod stats;
 pub mod topology;
 
 pub use config::{parse_key_hex, Config, KeyError};
-pub use delivery::OWNER_HEADER;
 pub use fault::{Fault, Faults};
 pub use frame::Frame;
 pub use server::{run, start, Handle};

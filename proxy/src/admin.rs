@@ -20,8 +20,10 @@ use pingora::protocols::http::ServerSession;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
+use crate::auth;
 use crate::cache::FrameCache;
 use crate::config::Secret;
+use crate::delivery;
 use crate::identity::{CameraId, OwnerId};
 use crate::metrics::Metrics;
 
@@ -43,8 +45,7 @@ const TEXT: &str = "text/plain; charset=utf-8";
 const JSON: &str = "application/json";
 
 fn error(status: StatusCode, code: &str, message: &str) -> Answer {
-    let body = serde_json::json!({"error": code, "message": message}).to_string();
-    (status, JSON, body.into_bytes())
+    (status, JSON, delivery::error_body(code, message).to_vec())
 }
 
 #[derive(Deserialize)]
@@ -110,7 +111,7 @@ impl Admin {
         let (Some(value), None) = (values.next(), values.next()) else {
             return false;
         };
-        let Some(token) = value.as_bytes().strip_prefix(b"Bearer ") else {
+        let Some(token) = auth::bearer_credentials(value.as_bytes()) else {
             return false;
         };
         bool::from(token.ct_eq(self.token.expose()))

@@ -55,6 +55,7 @@ pub enum Command {
         ttl_secs: u64,
     },
     /// Run a simulated camera backend and the proxy on loopback, with demo keys.
+    #[cfg(feature = "demo")]
     Demo,
 }
 

@@ -316,9 +316,7 @@ impl HubError {
 
     /// The response header and body.
     pub fn response(&self) -> pingora::Result<(ResponseHeader, Bytes)> {
-        let body = Bytes::from(
-            serde_json::json!({"error": self.code, "message": self.message}).to_string(),
-        );
+        let body = error_body(self.code, &self.message);
         let mut h = ResponseHeader::build_no_case(self.status, Some(5))?;
         h.insert_header("content-type", "application/json")?;
         h.insert_header("content-length", body.len())?;
@@ -331,6 +329,11 @@ impl HubError {
         }
         Ok((h, body))
     }
+}
+
+/// The JSON body of every error answer, hub or admin: `{"error": code, "message": message}`.
+pub fn error_body(code: &str, message: &str) -> Bytes {
+    Bytes::from(serde_json::json!({"error": code, "message": message}).to_string())
 }
 
 impl HubError {

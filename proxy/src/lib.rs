@@ -69,6 +69,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod hub_listener;
 pub mod identity;

@@ -30,6 +30,7 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        #[cfg(feature = "demo")]
         (Some(Command::Demo), _) => {
             cli::init_tracing();
             framecache::demo::run()

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use framecache_protocol as protocol;
 use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::http::RequestHeader;
 use pingora::protocols::http::v1::client::HttpSession;
@@ -21,8 +22,6 @@ use crate::config::OriginConfig;
 use crate::identity::{CameraId, ContentHash, OwnerId};
 use crate::request::FrameRef;
 
-/// Header carrying the verified owner a request is made for.
-pub const OWNER_HEADER: &str = "x-framecache-owner";
 /// How long an idle origin connection stays in the pool.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Informational (1xx) answers read before the final one; more is a misbehaving origin.
@@ -153,11 +152,6 @@ pub struct Attempt {
     pub elapsed: Duration,
 }
 
-/// The signed message of SPEC's camera-backend protocol.
-pub fn signed_message(camera: &str, seq: u64, captured_at_ms: u64, body_hash: &str) -> String {
-    format!("framecache-frame-v1\n{camera}\n{seq}\n{captured_at_ms}\n{body_hash}")
-}
-
 /// Camera backends, reached through Pingora's pooled transport connector.
 pub struct Origin {
     connector: TransportConnector,
@@ -229,8 +223,8 @@ impl Origin {
         frame: FrameRef,
     ) -> Result<VerifiedFrame, OriginError> {
         let path = match frame {
-            FrameRef::Latest => format!("/cameras/{camera}/frame"),
-            FrameRef::ByHash(hash) => format!("/cameras/{camera}/frames/{hash}"),
+            FrameRef::Latest => protocol::latest_path(camera.as_str()),
+            FrameRef::ByHash(hash) => protocol::by_hash_path(camera.as_str(), &hash.hex()),
         };
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for i in 0..self.peers.len() {
@@ -327,7 +321,7 @@ impl Origin {
         let mut req = RequestHeader::build("GET", path.as_bytes(), Some(4))?;
         req.insert_header("host", "camera-backend")?;
         req.insert_header("accept", "image/jpeg")?;
-        req.insert_header(OWNER_HEADER, owner.as_str())?;
+        req.insert_header(protocol::OWNER, owner.as_str())?;
         session.write_request_header(Box::new(req)).await?;
         session.read_response().await?;
         for _ in 0..MAX_INFORMATIONAL {
@@ -369,15 +363,17 @@ impl Origin {
         if !header("content-type").is_some_and(is_jpeg) {
             return reject(BadContentType);
         }
-        if header("x-frame-owner") != Some(owner.as_str()) {
+        if header(protocol::FRAME_OWNER) != Some(owner.as_str()) {
             return reject(OwnerMismatch);
         }
-        if header("x-frame-camera") != Some(camera.as_str()) {
+        if header(protocol::FRAME_CAMERA) != Some(camera.as_str()) {
             return reject(CameraMismatch);
         }
         let number = |name| header(name).and_then(|v| v.parse::<u64>().ok());
-        let (seq, captured_at_ms) = (number("x-frame-seq"), number("x-frame-captured-at"));
-        let signature = header("x-frame-signature").and_then(|v| blake3::Hash::from_hex(v).ok());
+        let seq = number(protocol::FRAME_SEQ);
+        let captured_at_ms = number(protocol::FRAME_CAPTURED_AT);
+        let signature =
+            header(protocol::FRAME_SIGNATURE).and_then(|v| blake3::Hash::from_hex(v).ok());
         // Every `Cache-Control` line counts: a `no-store` on the second line is as binding as
         // one on the first.
         let cache_control_lines: Vec<String> = resp
@@ -403,9 +399,8 @@ impl Origin {
         else {
             return reject(BadSignature);
         };
-        let message = signed_message(camera.as_str(), seq, captured_at_ms, &hash.to_hex());
-        // blake3::Hash compares in constant time.
-        if blake3::keyed_hash(&self.signing_key, message.as_bytes()) != signature {
+        let (key, hex) = (&self.signing_key, hash.hex());
+        if !protocol::verify(key, camera.as_str(), seq, captured_at_ms, &hex, &signature) {
             return reject(BadSignature);
         }
         Ok(VerifiedFrame {
@@ -476,14 +471,6 @@ fn cache_control(value: &str) -> (Option<Duration>, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn message_is_spec_exact() {
-        assert_eq!(
-            signed_message("cam-1", 7, 1700000000123, "ab"),
-            "framecache-frame-v1\ncam-1\n7\n1700000000123\nab"
-        );
-    }
 
     #[test]
     fn cache_control_directives() {

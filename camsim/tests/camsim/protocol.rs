@@ -169,7 +169,7 @@ async fn requests_are_refused_with_the_right_status() {
         .await;
     assert_eq!(no_owner.status, 400);
     assert!(
-        no_owner.text().contains("X-Framecache-Owner"),
+        no_owner.text().contains(framecache_protocol::OWNER),
         "{}",
         no_owner.text()
     );

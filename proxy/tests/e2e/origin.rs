@@ -387,7 +387,7 @@ fn signed_frame(seen: &Seen, extra: &str) -> Vec<u8> {
     let body = raw_body(&seen.camera);
     let hash = blake3::hash(&body).to_hex();
     let (seq, captured_at) = (7, 1_700_000_000_123u64);
-    let message = framecache::origin::signed_message(&seen.camera, seq, captured_at, &hash);
+    let message = framecache_protocol::signed_message(&seen.camera, seq, captured_at, &hash);
     let signature = blake3::keyed_hash(&SIGNING_KEY, message.as_bytes()).to_hex();
     let mut bytes = format!(
         "HTTP/1.1 200 OK\r\n\
