@@ -27,7 +27,6 @@ pub(crate) async fn serve_frame(
 ) -> io::Result<Outcome> {
     let head_only = request.method == "HEAD";
     let close = !request.keep_alive;
-    let after = if close { Outcome::Close } else { Outcome::Open };
     let reply = Reply { head_only, close };
 
     let owner = request
@@ -98,9 +97,22 @@ pub(crate) async fn serve_frame(
         shared.recorder.fault(*fault);
     }
 
+    write_answer(shared, stream, &answer, &plan, &reply).await
+}
+
+/// Writes a frame answer as `plan` damages it: cut short, reset, or throttled.
+async fn write_answer(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    answer: &Answer,
+    plan: &Plan,
+    reply: &Reply,
+) -> io::Result<Outcome> {
+    let close = reply.close;
+    let after = if close { Outcome::Close } else { Outcome::Open };
     let head = http::head(200, &answer.headers(shared), answer.frame.body.len(), close);
     stream.write_all(&head).await?;
-    if head_only {
+    if reply.head_only {
         stream.flush().await?;
         return Ok(after);
     }

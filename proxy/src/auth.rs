@@ -217,7 +217,7 @@ impl TokenVerifier {
 }
 
 /// The credentials of `Bearer <credentials>`: the scheme is case-insensitive (RFC 7235); the
-/// spaces after it are not part of them. Whether they are a token, [`b64token`] says.
+/// spaces after it are not part of them. Whether they are a token, `b64token` says.
 pub fn bearer_credentials(header: &[u8]) -> Option<&[u8]> {
     let (scheme, rest) = header.split_at_checked(b"bearer ".len())?;
     if !scheme.eq_ignore_ascii_case(b"bearer ") {

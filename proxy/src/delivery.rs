@@ -209,38 +209,15 @@ pub fn frame_response(
         );
     }
     h.insert(header::ETAG, HeaderValue::try_from(etag)?);
-    let cache_control = match req.target {
-        Target::Frame(FrameRef::ByHash(_)) => HeaderValue::from_static(IMMUTABLE),
-        _ if served.no_store => HeaderValue::from_static("private, no-store"),
-        _ if matches!(served.lookup, Lookup::Stale | Lookup::Revalidating) => {
-            HeaderValue::from_static("private, max-age=0")
-        }
-        _ => HeaderValue::try_from(format!(
-            "private, max-age={}",
-            max_age(served.age, served.fresh_for)
-        ))?,
-    };
-    h.insert(header::CACHE_CONTROL, cache_control);
+    h.insert(header::CACHE_CONTROL, cache_control(served, req)?);
     h.insert(
         name::CACHE_STATUS,
         HeaderValue::from_static(served.lookup.cache_status()),
     );
     h.insert(header::AGE, HeaderValue::from(served.age.as_secs()));
     let variant = chosen.rendition.variant;
-    if req.target == Target::Frame(FrameRef::Latest) || !variant.is_full() {
-        let query = if variant.is_full() {
-            String::new()
-        } else {
-            format!("?variant={variant}")
-        };
-        h.insert(
-            header::CONTENT_LOCATION,
-            HeaderValue::try_from(format!(
-                "/v1/cameras/{}/frames/{}{query}",
-                req.camera,
-                &*frame.address().hex()
-            ))?,
-        );
+    if let Some(location) = content_location(req, frame, chosen) {
+        h.insert(header::CONTENT_LOCATION, location?);
     }
     if chosen.reason != Reason::Requested {
         // Another hint, or another link, may get another rendition at this URL.
@@ -265,6 +242,51 @@ pub fn frame_response(
         );
     }
     Ok((ResponseHeader::from(parts), body))
+}
+
+/// `Cache-Control` of a frame answer: immutable by hash; else the latest frame's remaining
+/// freshness, none when stale, and `no-store` when the origin said so.
+fn cache_control(
+    served: &Served,
+    req: &FrameRequest,
+) -> Result<http::HeaderValue, http::header::InvalidHeaderValue> {
+    use http::HeaderValue;
+    Ok(match req.target {
+        Target::Frame(FrameRef::ByHash(_)) => HeaderValue::from_static(IMMUTABLE),
+        _ if served.no_store => HeaderValue::from_static("private, no-store"),
+        _ if matches!(served.lookup, Lookup::Stale | Lookup::Revalidating) => {
+            HeaderValue::from_static("private, max-age=0")
+        }
+        _ => HeaderValue::try_from(format!(
+            "private, max-age={}",
+            max_age(served.age, served.fresh_for)
+        ))?,
+    })
+}
+
+/// `Content-Location` of a frame answer: the by-hash address of the bytes served, for a latest
+/// frame or a rendition (a by-hash `full` answer is at its own address already).
+fn content_location(
+    req: &FrameRequest,
+    frame: &StoredFrame,
+    chosen: Chosen,
+) -> Option<Result<http::HeaderValue, http::header::InvalidHeaderValue>> {
+    let variant = chosen.rendition.variant;
+    if req.target != Target::Frame(FrameRef::Latest) && variant.is_full() {
+        return None;
+    }
+    let query = if variant.is_full() {
+        String::new()
+    } else {
+        format!("?variant={variant}")
+    };
+    let address = frame.address();
+    let location = format!(
+        "/v1/cameras/{}/frames/{}{query}",
+        req.camera,
+        &*address.hex()
+    );
+    Some(http::HeaderValue::try_from(location))
 }
 
 /// The `max-age` of a frame `age` old and fresh for `lifetime`, sent beside `Age` (`age` in whole

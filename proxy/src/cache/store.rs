@@ -314,12 +314,12 @@ impl Store {
         key
     }
 
-    /// The entry under `key`; counts as a use for eviction.
     /// The entry under `key`, without counting it as a use.
     pub fn peek(&self, key: &KeyDigest) -> Option<Arc<Entry>> {
         Some(Arc::clone(self.map.get(key)?.value()))
     }
 
+    /// The entry under `key`; counts as a use for eviction.
     pub fn get(&self, key: &KeyDigest) -> Option<Arc<Entry>> {
         let entry = Arc::clone(self.map.get(key)?.value());
         let freq = entry.freq.load(Ordering::Relaxed);

@@ -178,7 +178,7 @@ impl LinkMemory {
         Some((link, Reason::Remembered))
     }
 
-    /// Waits (at most [`LEARN_WAIT`], and not while the proxy shuts down) until the frame just
+    /// Waits (at most ten seconds, and not while the proxy shuts down) until the frame just
     /// written has been acknowledged, then keeps the link it measured for the hub's next
     /// connection. The frame may still sit in the kernel's send buffer; a hub reads it before
     /// it asks anything more of this connection, so the wait delays its next request by at
