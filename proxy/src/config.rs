@@ -3,6 +3,9 @@
 //! `file` mirrors the TOML with serde; `validate` turns it into typed values, reading the secret
 //! files it names (relative to the configuration file's folder) and collecting every problem with
 //! its key path, so an operator fixes a file in one round.
+//!
+//! Defaults live in one place: the `impl Default` of each section below. Validation takes from
+//! it every key a file leaves out, and [`Config::local`] builds on it.
 
 mod file;
 mod validate;
@@ -17,7 +20,7 @@ use crate::rendition::Catalogue;
 pub use validate::parse_signing_key;
 
 /// A validated configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub server: ServerConfig,
     pub auth: AuthConfig,
@@ -27,87 +30,158 @@ pub struct Config {
     pub delivery: DeliveryConfig,
 }
 
-/// `[delivery]`
-#[derive(Debug, Clone)]
-pub struct DeliveryConfig {
-    /// How often an MJPEG stream looks for a newer frame. Default 1000 ms.
-    pub stream_interval: Duration,
-    /// A hub that accepts no bytes for this long is dropped. Default 10000 ms.
-    pub write_timeout: Duration,
-    /// A kept-alive hub connection idle this long between requests is closed. Default 60 s.
-    pub idle_timeout: Duration,
-    /// Automatic choice picks the largest rendition expected to arrive within this. Default
-    /// 1000 ms.
-    pub target_time: Duration,
-    /// Renditions rendered at once, off the async workers. Default: the cores, at most 4.
-    pub render_threads: usize,
-    /// `full`, the built-in `medium` and `thumb`, and `[[delivery.variants]]`.
-    pub renditions: Catalogue,
-}
-
 /// `[server]`
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
-    /// Hub-facing HTTP listener. Default `127.0.0.1:8080`.
+    /// Hub-facing HTTP listener (`listen`). Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
-    /// `/metrics`, `/healthz`, `/readyz`, `/admin/*`. Default `127.0.0.1:9100`.
+    /// `/metrics`, `/healthz`, `/readyz`, `/admin/*` (`admin_listen`). Default `127.0.0.1:9100`.
     pub admin_listen: SocketAddr,
-    /// Worker threads of the hub listener. Default 2.
+    /// Worker threads of the hub listener (`threads`). Default 2.
     pub threads: usize,
-    /// After SIGTERM, how long in-flight requests may finish (`grace_period_secs`, default 5).
+    /// After SIGTERM, how long in-flight requests may finish (`grace_period_secs`). Default 5 s.
     pub grace_period: Duration,
-    /// `SO_SNDBUF` of hub connections (`send_buffer_bytes`); `None`, the default, leaves the
-    /// kernel's autotuning on. Set, it bounds the kernel memory a hub that stops reading holds.
+    /// `SO_SNDBUF` of hub connections (`send_buffer_bytes`). Default `None`: the kernel's
+    /// autotuning stays on. Set, it bounds the kernel memory a hub that stops reading holds.
     pub send_buffer: Option<usize>,
 }
 
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
+            threads: 2,
+            grace_period: Duration::from_secs(5),
+            send_buffer: None,
+        }
+    }
+}
+
 /// `[auth]`
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthConfig {
-    /// HS256 secret: the file's bytes, one trailing newline dropped; at least 32 bytes.
+    /// HS256 secret (`secret_file`): the file's bytes, one trailing newline dropped; at least 32
+    /// bytes. Required: the default is empty, which validation never accepts.
     pub secret: Secret,
-    /// Required `aud` claim. Default `framecache`.
+    /// Required `aud` claim (`audience`). Default `framecache`.
     pub audience: String,
-    /// Clock skew allowed on `exp`. Default 30 s.
+    /// Clock skew allowed on `exp` (`leeway_secs`). Default 30 s.
     pub leeway: Duration,
 }
 
+impl Default for AuthConfig {
+    fn default() -> AuthConfig {
+        AuthConfig {
+            secret: Secret::default(),
+            audience: "framecache".to_string(),
+            leeway: Duration::from_secs(30),
+        }
+    }
+}
+
 /// `[admin]`
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminConfig {
-    /// Bearer token for `/admin/*`.
+    /// Bearer token for `/admin/*` (`token_file`): at least 16 printable bytes. Required.
     pub token: Secret,
 }
 
 /// `[origin]`
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OriginConfig {
-    /// Camera backends, tried in turn when one cannot be reached.
+    /// Camera backends, tried in turn when one cannot be reached (`addresses`). Required: the
+    /// default is empty, which validation never accepts.
     pub addresses: Vec<SocketAddr>,
-    /// Default 500 ms.
+    /// How long connecting to one address may take before the next is tried
+    /// (`connect_timeout_ms`). Default 500 ms.
     pub connect_timeout: Duration,
-    /// The whole response, request sent to last byte. Default 3000 ms.
+    /// The whole response, request sent to last byte (`response_timeout_ms`). Default 3000 ms.
     pub response_timeout: Duration,
-    /// Key of the frames' keyed blake3 signatures.
+    /// Key of the frames' keyed blake3 signatures (`signing_key_file`). Required: the default,
+    /// all zeros, is a placeholder that validation and [`Config::local`] always replace.
     pub signing_key: [u8; 32],
-    /// Largest acceptable frame body. Default 4 MiB.
+    /// Largest acceptable frame body (`max_frame_bytes`). Default 4194304 (4 MiB).
     pub max_frame_bytes: usize,
 }
 
+impl Default for OriginConfig {
+    fn default() -> OriginConfig {
+        OriginConfig {
+            addresses: Vec::new(),
+            connect_timeout: Duration::from_millis(500),
+            response_timeout: Duration::from_millis(3000),
+            signing_key: [0; 32],
+            max_frame_bytes: 4 << 20,
+        }
+    }
+}
+
 /// `[cache]`
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheConfig {
-    /// Memory budget for frame bodies. Default 256 MiB.
+    /// Memory budget for frame bodies (`max_bytes`). Default 268435456 (256 MiB).
     pub max_bytes: u64,
-    /// How long a latest frame is served without asking the origin. Default 1000 ms.
+    /// How long a latest frame is served without asking the origin (`latest_fresh_ms`).
+    /// Default 1000 ms.
     pub latest_fresh: Duration,
-    /// How long a latest frame may be served when the origin fails. Default 30 s.
+    /// How long a latest frame may be served when the origin fails (`stale_if_error_secs`).
+    /// Default 30 s.
     pub stale_if_error: Duration,
-    /// Longest a request waits for another request's origin fetch. Default 3000 ms.
+    /// Longest a request waits for another request's origin fetch (`coalesce_wait_ms`).
+    /// Default 3000 ms.
     pub coalesce_wait: Duration,
     /// How long after a latest frame goes stale it is still served at once while one
-    /// background fetch refreshes it (`stale_while_revalidate_ms`, default 1000; 0: never).
+    /// background fetch refreshes it (`stale_while_revalidate_ms`; 0: never). Default 1000 ms.
     pub stale_while_revalidate: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> CacheConfig {
+        CacheConfig {
+            max_bytes: 256 << 20,
+            latest_fresh: Duration::from_millis(1000),
+            stale_if_error: Duration::from_secs(30),
+            coalesce_wait: Duration::from_millis(3000),
+            stale_while_revalidate: Duration::from_millis(1000),
+        }
+    }
+}
+
+/// `[delivery]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryConfig {
+    /// How often an MJPEG stream looks for a newer frame (`stream_interval_ms`). Default
+    /// 1000 ms.
+    pub stream_interval: Duration,
+    /// A hub must take at least 16 KiB per this long, or it is dropped (`write_timeout_ms`).
+    /// Default 10000 ms.
+    pub write_timeout: Duration,
+    /// A kept-alive hub connection idle this long between requests is closed
+    /// (`idle_timeout_secs`). Default 60 s.
+    pub idle_timeout: Duration,
+    /// Automatic choice picks the largest rendition expected to arrive within this
+    /// (`target_time_ms`). Default 1000 ms.
+    pub target_time: Duration,
+    /// Renditions rendered at once, off the async workers (`render_threads`). Default: the
+    /// cores, at most 4 (2 when the count cannot be read).
+    pub render_threads: usize,
+    /// `full` and the renditions it may be made into (`[[delivery.variants]]` redefine or join
+    /// them). Default [`Catalogue::built_in`]: `medium` and `thumb`.
+    pub renditions: Catalogue,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> DeliveryConfig {
+        DeliveryConfig {
+            stream_interval: Duration::from_millis(1000),
+            write_timeout: Duration::from_millis(10_000),
+            idle_timeout: Duration::from_secs(60),
+            target_time: Duration::from_millis(1000),
+            render_threads: std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
+            renditions: Catalogue::built_in(),
+        }
+    }
 }
 
 /// Secret bytes; never printed.
@@ -202,7 +276,9 @@ impl Config {
     }
 
     /// A configuration for running on loopback with keys given in code: the demo and tests.
-    /// Listeners default to port 0 (any free port).
+    ///
+    /// The defaults, except: both listeners on `127.0.0.1:0` (each gets a free port), no grace
+    /// period, 2 render threads on every machine, and the origin address and keys given here.
     pub fn local(
         origin: SocketAddr,
         hub_secret: &[u8],
@@ -214,39 +290,25 @@ impl Config {
             server: ServerConfig {
                 listen: loopback,
                 admin_listen: loopback,
-                threads: 2,
-                grace_period: Duration::from_secs(0),
-                send_buffer: None,
+                grace_period: Duration::ZERO,
+                ..ServerConfig::default()
             },
             auth: AuthConfig {
                 secret: Secret(hub_secret.to_vec()),
-                audience: "framecache".to_string(),
-                leeway: Duration::from_secs(30),
+                ..AuthConfig::default()
             },
             admin: AdminConfig {
                 token: Secret(admin_token.to_vec()),
             },
             origin: OriginConfig {
                 addresses: vec![origin],
-                connect_timeout: Duration::from_millis(500),
-                response_timeout: Duration::from_millis(3000),
                 signing_key,
-                max_frame_bytes: 4 << 20,
+                ..OriginConfig::default()
             },
-            cache: CacheConfig {
-                max_bytes: 256 << 20,
-                latest_fresh: Duration::from_millis(1000),
-                stale_if_error: Duration::from_secs(30),
-                coalesce_wait: Duration::from_millis(3000),
-                stale_while_revalidate: Duration::from_millis(1000),
-            },
+            cache: CacheConfig::default(),
             delivery: DeliveryConfig {
-                stream_interval: Duration::from_millis(1000),
-                write_timeout: Duration::from_millis(10_000),
-                idle_timeout: Duration::from_secs(60),
-                target_time: Duration::from_millis(1000),
                 render_threads: 2,
-                renditions: Catalogue::built_in(),
+                ..DeliveryConfig::default()
             },
         }
     }
@@ -356,6 +418,83 @@ signing_key_file = "keys/signing.key"
         let text = text.replace("65536", "12");
         let err = Config::parse(&text, &dir.config()).expect_err("too small");
         assert_eq!(keys(err), ["server.send_buffer_bytes"]);
+    }
+
+    /// Only the keys without a default.
+    const REQUIRED_ONLY: &str = r#"
+[auth]
+secret_file = "keys/hub.secret"
+[admin]
+token_file = "keys/admin.token"
+[origin]
+addresses = ["127.0.0.1:9090"]
+signing_key_file = "keys/signing.key"
+"#;
+
+    #[test]
+    fn left_out_keys_take_the_section_defaults() {
+        let dir = Dir::new("required-only");
+        let config = Config::parse(REQUIRED_ONLY, &dir.config()).expect("valid");
+        assert_eq!(config.server, ServerConfig::default());
+        assert_eq!(
+            config.auth,
+            AuthConfig {
+                secret: Secret(vec![b'h'; 40]),
+                ..AuthConfig::default()
+            }
+        );
+        assert_eq!(
+            config.origin,
+            OriginConfig {
+                addresses: vec![SocketAddr::from(([127, 0, 0, 1], 9090))],
+                signing_key: [0xab; 32],
+                ..OriginConfig::default()
+            }
+        );
+        assert_eq!(config.cache, CacheConfig::default());
+        assert_eq!(config.delivery, DeliveryConfig::default());
+    }
+
+    #[test]
+    fn local_differs_from_the_defaults_only_as_documented() {
+        let dir = Dir::new("local");
+        let mut expected = Config::parse(REQUIRED_ONLY, &dir.config()).expect("valid");
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        expected.server.listen = any_port;
+        expected.server.admin_listen = any_port;
+        expected.server.grace_period = Duration::ZERO;
+        expected.delivery.render_threads = 2;
+        let local = Config::local(
+            SocketAddr::from(([127, 0, 0, 1], 9090)),
+            &[b'h'; 40],
+            b"admin-token-0123456789",
+            [0xab; 32],
+        );
+        assert_eq!(local, expected);
+    }
+
+    #[test]
+    fn the_shipped_file_shows_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/framecache.toml");
+        let config = Config::load(&path).expect("valid");
+        assert_eq!(config.server, ServerConfig::default());
+        assert_eq!(
+            config.auth,
+            AuthConfig {
+                secret: config.auth.secret.clone(),
+                ..AuthConfig::default()
+            }
+        );
+        assert_eq!(
+            config.origin,
+            OriginConfig {
+                addresses: config.origin.addresses.clone(),
+                signing_key: config.origin.signing_key,
+                ..OriginConfig::default()
+            }
+        );
+        assert_eq!(config.cache, CacheConfig::default());
+        assert_eq!(config.delivery, DeliveryConfig::default());
     }
 
     #[test]

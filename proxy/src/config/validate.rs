@@ -1,23 +1,381 @@
 //! From the file mirror to a validated [`Config`], collecting every problem on the way.
+//!
+//! One function per TOML table reads its keys; a key left out, or one with a problem, takes its
+//! value from the section's `Default`, the one place defaults live. [`cross_checks`] then
+//! compares keys with one another, once every table is read.
 
 use std::io::Read;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::ops::RangeInclusive;
+use std::path::Path;
 use std::time::Duration;
 
 use super::file::{self, Leaf, Unknown};
-use crate::rendition::{Catalogue, Rendition, Variant, DEFAULT_QUALITY};
-
 use super::{
     AdminConfig, AuthConfig, CacheConfig, Config, DeliveryConfig, OriginConfig, Problem, Secret,
     ServerConfig,
 };
+use crate::cache::store::ENTRY_OVERHEAD;
+use crate::rendition::{Catalogue, Rendition, Variant, DEFAULT_QUALITY};
 
 /// Largest secret or key file read. Real ones are tens of bytes; the cap keeps a wrong path
 /// (a device such as `/dev/zero`, a log file) from hanging or exhausting `check-config`.
 const MAX_FILE_BYTES: u64 = 64 * 1024;
 
-/// Collects problems while values are read.
+/// Renditions one proxy may serve, `full` included.
+const MAX_RENDITIONS: usize = 16;
+
+pub(super) fn validate(file: &file::File, source: &Path) -> Result<Config, Vec<Problem>> {
+    let mut c = Checker {
+        dir: source.parent().unwrap_or(Path::new(".")),
+        problems: Vec::new(),
+    };
+    c.unknown("", &file.unknown);
+    // Fields are read in the order written, so problems come table by table.
+    let config = Config {
+        server: server(&mut c, &file.server),
+        auth: auth(&mut c, &file.auth),
+        admin: admin(&mut c, &file.admin),
+        origin: origin(&mut c, &file.origin),
+        cache: cache(&mut c, &file.cache),
+        delivery: delivery(&mut c, &file.delivery),
+    };
+    cross_checks(&mut c, &config);
+    if c.problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(c.problems)
+    }
+}
+
+/// `[server]`
+fn server(c: &mut Checker, leaf: &Leaf<file::Server>) -> ServerConfig {
+    let t = c.table("server", leaf);
+    c.unknown("server", &t.unknown);
+    let d = ServerConfig::default();
+    ServerConfig {
+        listen: c.addr("server.listen", &t.listen).unwrap_or(d.listen),
+        admin_listen: c
+            .addr("server.admin_listen", &t.admin_listen)
+            .unwrap_or(d.admin_listen),
+        threads: c
+            .int("server.threads", &t.threads, 1..=1024)
+            .map_or(d.threads, |v| v as usize),
+        grace_period: c
+            .secs("server.grace_period_secs", &t.grace_period_secs, 0..=3600)
+            .unwrap_or(d.grace_period),
+        send_buffer: c
+            .int(
+                "server.send_buffer_bytes",
+                &t.send_buffer_bytes,
+                4096..=(64 << 20),
+            )
+            .map(|v| v as usize)
+            .or(d.send_buffer),
+    }
+}
+
+/// `[auth]`
+fn auth(c: &mut Checker, leaf: &Leaf<file::Auth>) -> AuthConfig {
+    let t = c.table("auth", leaf);
+    c.unknown("auth", &t.unknown);
+    let d = AuthConfig::default();
+    if let Some(algorithm) = c.leaf("auth.algorithm", &t.algorithm) {
+        if algorithm != "HS256" {
+            c.problem(
+                "auth.algorithm",
+                format!("must be \"HS256\", got {algorithm:?}"),
+            );
+        }
+    }
+    let audience = c.leaf("auth.audience", &t.audience).unwrap_or(d.audience);
+    if audience.is_empty() || audience.len() > 256 {
+        c.problem(
+            "auth.audience",
+            format!("must be 1 to 256 characters, got {audience:?}"),
+        );
+    }
+    AuthConfig {
+        // RFC 7518 §3.2: an HS256 key must be at least as long as the hash output.
+        secret: c.secret("auth.secret_file", &t.secret_file, 32),
+        audience,
+        leeway: c
+            .secs("auth.leeway_secs", &t.leeway_secs, 0..=300)
+            .unwrap_or(d.leeway),
+    }
+}
+
+/// `[admin]`
+fn admin(c: &mut Checker, leaf: &Leaf<file::Admin>) -> AdminConfig {
+    let t = c.table("admin", leaf);
+    c.unknown("admin", &t.unknown);
+    let token = c.secret("admin.token_file", &t.token_file, 16);
+    if !token.0.iter().all(|b| b.is_ascii_graphic()) {
+        c.problem(
+            "admin.token_file",
+            "must hold printable ASCII without spaces (it is sent in a header)",
+        );
+    }
+    AdminConfig { token }
+}
+
+/// `[origin]`
+fn origin(c: &mut Checker, leaf: &Leaf<file::Origin>) -> OriginConfig {
+    let t = c.table("origin", leaf);
+    c.unknown("origin", &t.unknown);
+    let d = OriginConfig::default();
+    let mut addresses = Vec::new();
+    if let Some(list) = c.required("origin.addresses", &t.addresses) {
+        if list.is_empty() {
+            c.problem("origin.addresses", "must name at least one address, got []");
+        }
+        for (i, text) in list.iter().enumerate() {
+            addresses.extend(c.socket_addr(&format!("origin.addresses[{i}]"), text));
+        }
+    }
+    let signing_key = c
+        .file("origin.signing_key_file", &t.signing_key_file)
+        .and_then(|bytes| {
+            parse_signing_key(&String::from_utf8_lossy(&bytes))
+                .map_err(|message| c.problem("origin.signing_key_file", message))
+                .ok()
+        })
+        .unwrap_or(d.signing_key);
+    OriginConfig {
+        addresses,
+        signing_key,
+        connect_timeout: c
+            .millis(
+                "origin.connect_timeout_ms",
+                &t.connect_timeout_ms,
+                1..=60_000,
+            )
+            .unwrap_or(d.connect_timeout),
+        response_timeout: c
+            .millis(
+                "origin.response_timeout_ms",
+                &t.response_timeout_ms,
+                1..=600_000,
+            )
+            .unwrap_or(d.response_timeout),
+        max_frame_bytes: c
+            .int(
+                "origin.max_frame_bytes",
+                &t.max_frame_bytes,
+                1..=(256 << 20),
+            )
+            .map_or(d.max_frame_bytes, |v| v as usize),
+    }
+}
+
+/// `[cache]`
+fn cache(c: &mut Checker, leaf: &Leaf<file::Cache>) -> CacheConfig {
+    let t = c.table("cache", leaf);
+    c.unknown("cache", &t.unknown);
+    let d = CacheConfig::default();
+    CacheConfig {
+        max_bytes: c
+            .int("cache.max_bytes", &t.max_bytes, 1..=(1 << 40))
+            .map_or(d.max_bytes, |v| v as u64),
+        latest_fresh: c
+            .millis("cache.latest_fresh_ms", &t.latest_fresh_ms, 0..=3_600_000)
+            .unwrap_or(d.latest_fresh),
+        stale_if_error: c
+            .secs(
+                "cache.stale_if_error_secs",
+                &t.stale_if_error_secs,
+                0..=86_400,
+            )
+            .unwrap_or(d.stale_if_error),
+        coalesce_wait: c
+            .millis("cache.coalesce_wait_ms", &t.coalesce_wait_ms, 0..=60_000)
+            .unwrap_or(d.coalesce_wait),
+        stale_while_revalidate: c
+            .millis(
+                "cache.stale_while_revalidate_ms",
+                &t.stale_while_revalidate_ms,
+                0..=3_600_000,
+            )
+            .unwrap_or(d.stale_while_revalidate),
+    }
+}
+
+/// `[delivery]`
+fn delivery(c: &mut Checker, leaf: &Leaf<file::Delivery>) -> DeliveryConfig {
+    let t = c.table("delivery", leaf);
+    c.unknown("delivery", &t.unknown);
+    let d = DeliveryConfig::default();
+    DeliveryConfig {
+        stream_interval: c
+            .millis(
+                "delivery.stream_interval_ms",
+                &t.stream_interval_ms,
+                10..=60_000,
+            )
+            .unwrap_or(d.stream_interval),
+        write_timeout: c
+            .millis(
+                "delivery.write_timeout_ms",
+                &t.write_timeout_ms,
+                1..=600_000,
+            )
+            .unwrap_or(d.write_timeout),
+        idle_timeout: c
+            .secs("delivery.idle_timeout_secs", &t.idle_timeout_secs, 1..=3600)
+            .unwrap_or(d.idle_timeout),
+        target_time: c
+            .millis("delivery.target_time_ms", &t.target_time_ms, 50..=60_000)
+            .unwrap_or(d.target_time),
+        render_threads: c
+            .int("delivery.render_threads", &t.render_threads, 1..=64)
+            .map_or(d.render_threads, |v| v as usize),
+        renditions: renditions(c, &t.variants, &d.renditions),
+    }
+}
+
+/// `[[delivery.variants]]`: the default renditions, redefined or joined by the tables.
+fn renditions(
+    c: &mut Checker,
+    leaf: &Leaf<Vec<Leaf<file::Variant>>>,
+    defaults: &Catalogue,
+) -> Catalogue {
+    let tables = c.leaf("delivery.variants", leaf).unwrap_or_default();
+    let mut configured: Vec<Rendition> = Vec::new();
+    for (i, table) in tables.iter().enumerate() {
+        let at = format!("delivery.variants[{i}]");
+        let Some(rendition) = variant(c, &at, table) else {
+            continue;
+        };
+        if configured.iter().any(|r| r.variant == rendition.variant) {
+            let name = rendition.variant.as_str();
+            c.problem(&format!("{at}.name"), format!("{name:?} is defined twice"));
+            continue;
+        }
+        configured.push(rendition);
+    }
+    let kept: Vec<Rendition> = defaults
+        .all()
+        .iter()
+        .filter(|built_in| !configured.iter().any(|r| r.variant == built_in.variant))
+        .copied()
+        .collect();
+    let catalogue = Catalogue::new(kept.into_iter().chain(configured));
+    if catalogue.all().len() > MAX_RENDITIONS {
+        c.problem(
+            "delivery.variants",
+            format!(
+                "at most {MAX_RENDITIONS} renditions in all (full and the built-ins count), got {}",
+                catalogue.all().len()
+            ),
+        );
+    }
+    catalogue
+}
+
+/// One `[[delivery.variants]]` table, at key path `at`; `None` when it has a problem.
+fn variant(c: &mut Checker, at: &str, leaf: &Leaf<file::Variant>) -> Option<Rendition> {
+    let Leaf::Value(t) = leaf else {
+        // Not a table: say so, without also reporting its keys missing.
+        c.table(at, leaf);
+        return None;
+    };
+    c.unknown(at, &t.unknown);
+    let name_key = format!("{at}.name");
+    let name = c.required(&name_key, &t.name)?;
+    let well_formed = (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !well_formed {
+        let message = format!("must be 1 to 32 of a-z, 0-9, - and _, got {name:?}");
+        c.problem(&name_key, message);
+        return None;
+    }
+    if name == "full" {
+        let message = "\"full\" is the verified original and cannot be redefined";
+        c.problem(&name_key, message);
+        return None;
+    }
+    let width_key = format!("{at}.max_width");
+    let max_width = c.required(&width_key, &t.max_width)?;
+    if !(16..=8192).contains(&max_width) {
+        let message = format!("must be between 16 and 8192, got {max_width}");
+        c.problem(&width_key, message);
+        return None;
+    }
+    let quality = c
+        .int(&format!("{at}.quality"), &t.quality, 1..=100)
+        .map_or(DEFAULT_QUALITY, |v| v as u8);
+    let Some(variant) = Variant::intern(&name) else {
+        c.problem(
+            &name_key,
+            "too many distinct rendition names in this process",
+        );
+        return None;
+    };
+    Some(Rendition {
+        variant,
+        max_width: max_width as u32,
+        quality,
+    })
+}
+
+/// Checks that compare keys with one another, once every table is read.
+fn cross_checks(c: &mut Checker, config: &Config) {
+    let Config {
+        server,
+        origin,
+        cache,
+        ..
+    } = config;
+    if listeners_conflict(server.listen, server.admin_listen) {
+        c.problem(
+            "server.admin_listen",
+            format!(
+                "must not share a port with server.listen ({}), got {}",
+                server.listen, server.admin_listen
+            ),
+        );
+    }
+    // The largest frame the origin may send must fit the cache twice over (its latest and its
+    // by-hash entry, each charged its body and overhead), or such frames are fetched, served
+    // and never kept. Only compared when both values were read without a problem of their own.
+    let read_ok = |key: &str| !c.problems.iter().any(|p| p.key == key);
+    let needed = 2 * (origin.max_frame_bytes as u64 + ENTRY_OVERHEAD as u64);
+    if read_ok("cache.max_bytes") && read_ok("origin.max_frame_bytes") && cache.max_bytes < needed {
+        c.problem(
+            "cache.max_bytes",
+            format!(
+                "must be at least twice origin.max_frame_bytes ({}) plus entry overhead, {needed}, got {}",
+                origin.max_frame_bytes, cache.max_bytes
+            ),
+        );
+    }
+}
+
+/// Whether two listeners would compete for one socket: the same non-zero port on the same
+/// address, or on any address when either is the unspecified one (`0.0.0.0`, `::`), which
+/// covers every address (on Linux `[::]` covers IPv4 too, so the families are not told apart).
+fn listeners_conflict(a: SocketAddr, b: SocketAddr) -> bool {
+    let (ip_a, ip_b) = (a.ip().to_canonical(), b.ip().to_canonical());
+    a.port() == b.port()
+        && a.port() != 0
+        && (ip_a == ip_b || ip_a.is_unspecified() || ip_b.is_unspecified())
+}
+
+/// Parses a signing key: 64 hex characters, whitespace around ignored.
+pub fn parse_signing_key(text: &str) -> Result<[u8; 32], String> {
+    let text = text.trim();
+    let mut key = [0u8; 32];
+    if text.len() != 64 {
+        return Err(format!("must be 64 hex characters, got {}", text.len()));
+    }
+    hex::decode_to_slice(text, &mut key).map_err(|_| "must be 64 hex characters".to_string())?;
+    Ok(key)
+}
+
+/// Collects problems while values are read. Each reader reports what is wrong with a key and
+/// returns `None` for a key absent or wrong, which then takes its default.
 struct Checker<'a> {
     dir: &'a Path,
     problems: Vec<Problem>,
@@ -72,30 +430,36 @@ impl Checker<'_> {
         self.leaf(key, leaf)
     }
 
-    fn int(&mut self, key: &str, leaf: &Leaf<i64>, default: i64, min: i64, max: i64) -> i64 {
-        let Some(v) = self.leaf(key, leaf) else {
-            return default;
-        };
-        if v < min || v > max {
+    fn int(&mut self, key: &str, leaf: &Leaf<i64>, range: RangeInclusive<i64>) -> Option<i64> {
+        let v = self.leaf(key, leaf)?;
+        if !range.contains(&v) {
+            let (min, max) = range.into_inner();
             self.problem(key, format!("must be between {min} and {max}, got {v}"));
-            return default;
+            return None;
         }
-        v
+        Some(v)
     }
 
+    /// Milliseconds; `range` is never negative.
     fn millis(
         &mut self,
         key: &str,
         leaf: &Leaf<i64>,
-        default: i64,
-        min: i64,
-        max: i64,
-    ) -> Duration {
-        Duration::from_millis(self.int(key, leaf, default, min, max) as u64)
+        range: RangeInclusive<i64>,
+    ) -> Option<Duration> {
+        let v = self.int(key, leaf, range)?;
+        Some(Duration::from_millis(v as u64))
     }
 
-    fn secs(&mut self, key: &str, leaf: &Leaf<i64>, default: i64, min: i64, max: i64) -> Duration {
-        Duration::from_secs(self.int(key, leaf, default, min, max) as u64)
+    /// Seconds; `range` is never negative.
+    fn secs(
+        &mut self,
+        key: &str,
+        leaf: &Leaf<i64>,
+        range: RangeInclusive<i64>,
+    ) -> Option<Duration> {
+        let v = self.int(key, leaf, range)?;
+        Some(Duration::from_secs(v as u64))
     }
 
     fn socket_addr(&mut self, key: &str, text: &str) -> Option<SocketAddr> {
@@ -111,19 +475,17 @@ impl Checker<'_> {
         }
     }
 
-    fn addr(&mut self, key: &str, leaf: &Leaf<String>, default: &str) -> SocketAddr {
-        let text = self.leaf(key, leaf).unwrap_or_else(|| default.to_string());
+    fn addr(&mut self, key: &str, leaf: &Leaf<String>) -> Option<SocketAddr> {
+        let text = self.leaf(key, leaf)?;
         self.socket_addr(key, &text)
-            .unwrap_or_else(|| default.parse().expect("invariant: defaults parse"))
     }
 
     /// Reads a file named by a required key, relative to the configuration's folder, at most
     /// [`MAX_FILE_BYTES`] of it.
-    fn file(&mut self, key: &str, leaf: &Leaf<String>) -> Option<(PathBuf, Vec<u8>)> {
+    fn file(&mut self, key: &str, leaf: &Leaf<String>) -> Option<Vec<u8>> {
         let name = self.required(key, leaf)?;
-        let path = self.dir.join(&name);
-        match read_capped(&path, MAX_FILE_BYTES) {
-            Ok(Some(bytes)) => Some((path, bytes)),
+        match read_capped(&self.dir.join(&name), MAX_FILE_BYTES) {
+            Ok(Some(bytes)) => Some(bytes),
             Ok(None) => {
                 self.problem(
                     key,
@@ -141,7 +503,7 @@ impl Checker<'_> {
     /// A secret file: its bytes with one trailing newline dropped (SPEC: just the `\n`; a `\r`
     /// before it stays part of the secret), at least `min` bytes long.
     fn secret(&mut self, key: &str, leaf: &Leaf<String>, min: usize) -> Secret {
-        let Some((_, mut bytes)) = self.file(key, leaf) else {
+        let Some(mut bytes) = self.file(key, leaf) else {
             return Secret::default();
         };
         if bytes.last() == Some(&b'\n') {
@@ -165,342 +527,6 @@ fn read_capped(path: &Path, cap: u64) -> std::io::Result<Option<Vec<u8>>> {
         .take(cap + 1)
         .read_to_end(&mut bytes)?;
     Ok((bytes.len() as u64 <= cap).then_some(bytes))
-}
-
-/// Whether two listeners would compete for one socket: the same non-zero port on the same
-/// address, or on any address when either is the unspecified one (`0.0.0.0`, `::`), which
-/// covers every address (on Linux `[::]` covers IPv4 too, so the families are not told apart).
-fn listeners_conflict(a: SocketAddr, b: SocketAddr) -> bool {
-    let (ip_a, ip_b) = (a.ip().to_canonical(), b.ip().to_canonical());
-    a.port() == b.port()
-        && a.port() != 0
-        && (ip_a == ip_b || ip_a.is_unspecified() || ip_b.is_unspecified())
-}
-
-/// Parses a signing key: 64 hex characters, whitespace around ignored.
-pub fn parse_signing_key(text: &str) -> Result<[u8; 32], String> {
-    let text = text.trim();
-    let mut key = [0u8; 32];
-    if text.len() != 64 {
-        return Err(format!("must be 64 hex characters, got {}", text.len()));
-    }
-    hex::decode_to_slice(text, &mut key).map_err(|_| "must be 64 hex characters".to_string())?;
-    Ok(key)
-}
-
-pub(super) fn validate(file: &file::File, source: &Path) -> Result<Config, Vec<Problem>> {
-    let dir = source.parent().unwrap_or(Path::new("."));
-    let mut c = Checker {
-        dir,
-        problems: Vec::new(),
-    };
-    c.unknown("", &file.unknown);
-
-    let s = c.table("server", &file.server);
-    c.unknown("server", &s.unknown);
-    let server = ServerConfig {
-        listen: c.addr("server.listen", &s.listen, "127.0.0.1:8080"),
-        admin_listen: c.addr("server.admin_listen", &s.admin_listen, "127.0.0.1:9100"),
-        threads: c.int("server.threads", &s.threads, 2, 1, 1024) as usize,
-        grace_period: c.secs("server.grace_period_secs", &s.grace_period_secs, 5, 0, 3600),
-        send_buffer: matches!(s.send_buffer_bytes, Leaf::Value(_) | Leaf::Bad { .. }).then(|| {
-            c.int(
-                "server.send_buffer_bytes",
-                &s.send_buffer_bytes,
-                0,
-                4096,
-                64 << 20,
-            ) as usize
-        }),
-    };
-    if listeners_conflict(server.listen, server.admin_listen) {
-        c.problem(
-            "server.admin_listen",
-            format!(
-                "must not share a port with server.listen ({}), got {}",
-                server.listen, server.admin_listen
-            ),
-        );
-    }
-
-    let a = c.table("auth", &file.auth);
-    c.unknown("auth", &a.unknown);
-    if let Some(algorithm) = c.leaf("auth.algorithm", &a.algorithm) {
-        if algorithm != "HS256" {
-            c.problem(
-                "auth.algorithm",
-                format!("must be \"HS256\", got {algorithm:?}"),
-            );
-        }
-    }
-    let audience = c
-        .leaf("auth.audience", &a.audience)
-        .unwrap_or_else(|| "framecache".to_string());
-    if audience.is_empty() || audience.len() > 256 {
-        c.problem(
-            "auth.audience",
-            format!("must be 1 to 256 characters, got {audience:?}"),
-        );
-    }
-    let auth = AuthConfig {
-        // RFC 7518 §3.2: an HS256 key must be at least as long as the hash output.
-        secret: c.secret("auth.secret_file", &a.secret_file, 32),
-        audience,
-        leeway: c.secs("auth.leeway_secs", &a.leeway_secs, 30, 0, 300),
-    };
-
-    let m = c.table("admin", &file.admin);
-    c.unknown("admin", &m.unknown);
-    let admin = AdminConfig {
-        token: c.secret("admin.token_file", &m.token_file, 16),
-    };
-    if !admin.token.0.iter().all(|b| b.is_ascii_graphic()) {
-        c.problem(
-            "admin.token_file",
-            "must hold printable ASCII without spaces (it is sent in a header)",
-        );
-    }
-
-    let o = c.table("origin", &file.origin);
-    c.unknown("origin", &o.unknown);
-    let mut addresses = Vec::new();
-    if let Some(list) = c.required("origin.addresses", &o.addresses) {
-        if list.is_empty() {
-            c.problem("origin.addresses", "must name at least one address, got []");
-        }
-        for (i, text) in list.iter().enumerate() {
-            if let Some(addr) = c.socket_addr(&format!("origin.addresses[{i}]"), text) {
-                addresses.push(addr);
-            }
-        }
-    }
-    let signing_key = match c.file("origin.signing_key_file", &o.signing_key_file) {
-        Some((_, bytes)) => match parse_signing_key(&String::from_utf8_lossy(&bytes)) {
-            Ok(key) => key,
-            Err(message) => {
-                c.problem("origin.signing_key_file", message);
-                [0; 32]
-            }
-        },
-        None => [0; 32],
-    };
-    let origin = OriginConfig {
-        addresses,
-        connect_timeout: c.millis(
-            "origin.connect_timeout_ms",
-            &o.connect_timeout_ms,
-            500,
-            1,
-            60_000,
-        ),
-        response_timeout: c.millis(
-            "origin.response_timeout_ms",
-            &o.response_timeout_ms,
-            3000,
-            1,
-            600_000,
-        ),
-        signing_key,
-        max_frame_bytes: c.int(
-            "origin.max_frame_bytes",
-            &o.max_frame_bytes,
-            4 << 20,
-            1,
-            256 << 20,
-        ) as usize,
-    };
-
-    let k = c.table("cache", &file.cache);
-    c.unknown("cache", &k.unknown);
-    let cache = CacheConfig {
-        max_bytes: c.int("cache.max_bytes", &k.max_bytes, 256 << 20, 1, 1 << 40) as u64,
-        latest_fresh: c.millis(
-            "cache.latest_fresh_ms",
-            &k.latest_fresh_ms,
-            1000,
-            0,
-            3_600_000,
-        ),
-        stale_if_error: c.secs(
-            "cache.stale_if_error_secs",
-            &k.stale_if_error_secs,
-            30,
-            0,
-            86_400,
-        ),
-        coalesce_wait: c.millis(
-            "cache.coalesce_wait_ms",
-            &k.coalesce_wait_ms,
-            3000,
-            0,
-            60_000,
-        ),
-        stale_while_revalidate: c.millis(
-            "cache.stale_while_revalidate_ms",
-            &k.stale_while_revalidate_ms,
-            1000,
-            0,
-            3_600_000,
-        ),
-    };
-
-    let d = c.table("delivery", &file.delivery);
-    c.unknown("delivery", &d.unknown);
-    let delivery = DeliveryConfig {
-        stream_interval: c.millis(
-            "delivery.stream_interval_ms",
-            &d.stream_interval_ms,
-            1000,
-            10,
-            60_000,
-        ),
-        write_timeout: c.millis(
-            "delivery.write_timeout_ms",
-            &d.write_timeout_ms,
-            10_000,
-            1,
-            600_000,
-        ),
-        idle_timeout: c.secs(
-            "delivery.idle_timeout_secs",
-            &d.idle_timeout_secs,
-            60,
-            1,
-            3600,
-        ),
-        target_time: c.millis(
-            "delivery.target_time_ms",
-            &d.target_time_ms,
-            1000,
-            50,
-            60_000,
-        ),
-        render_threads: c.int(
-            "delivery.render_threads",
-            &d.render_threads,
-            std::thread::available_parallelism().map_or(2, |n| n.get().min(4)) as i64,
-            1,
-            64,
-        ) as usize,
-        renditions: renditions(&mut c, &d.variants),
-    };
-
-    // The largest frame the origin may send must fit the cache twice over (its latest and its
-    // by-hash entry, each charged its body and overhead), or such frames are fetched, served
-    // and never kept. Only compared when both values were read without a problem of their own.
-    let read_ok = |key: &str| !c.problems.iter().any(|p| p.key == key);
-    let needed = 2 * (origin.max_frame_bytes as u64 + crate::cache::store::ENTRY_OVERHEAD as u64);
-    if read_ok("cache.max_bytes") && read_ok("origin.max_frame_bytes") && cache.max_bytes < needed {
-        c.problem(
-            "cache.max_bytes",
-            format!(
-                "must be at least twice origin.max_frame_bytes ({}) plus entry overhead, {needed}, got {}",
-                origin.max_frame_bytes, cache.max_bytes
-            ),
-        );
-    }
-
-    if c.problems.is_empty() {
-        Ok(Config {
-            server,
-            auth,
-            admin,
-            origin,
-            cache,
-            delivery,
-        })
-    } else {
-        Err(c.problems)
-    }
-}
-
-/// Renditions one proxy may serve, `full` included.
-const MAX_RENDITIONS: usize = 16;
-
-/// The built-in renditions, redefined or joined by `[[delivery.variants]]`.
-fn renditions(c: &mut Checker, leaf: &Leaf<Vec<Leaf<file::Variant>>>) -> Catalogue {
-    let tables = c.leaf("delivery.variants", leaf).unwrap_or_default();
-    let mut configured: Vec<Rendition> = Vec::new();
-    for (i, table) in tables.iter().enumerate() {
-        let at = format!("delivery.variants[{i}]");
-        if matches!(table, Leaf::Bad { .. }) {
-            c.table(&at, table);
-            continue;
-        }
-        let t = c.table(&at, table);
-        c.unknown(&at, &t.unknown);
-        let key = format!("{at}.name");
-        let Some(name) = c.required(&key, &t.name) else {
-            continue;
-        };
-        let well_formed = (1..=32).contains(&name.len())
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-        if !well_formed {
-            c.problem(
-                &key,
-                format!("must be 1 to 32 of a-z, 0-9, - and _, got {name:?}"),
-            );
-            continue;
-        }
-        if name == "full" {
-            c.problem(
-                &key,
-                "\"full\" is the verified original and cannot be redefined",
-            );
-            continue;
-        }
-        let max_width_key = format!("{at}.max_width");
-        let Some(max_width) = c.required(&max_width_key, &t.max_width) else {
-            continue;
-        };
-        if !(16..=8192).contains(&max_width) {
-            c.problem(
-                &max_width_key,
-                format!("must be between 16 and 8192, got {max_width}"),
-            );
-            continue;
-        }
-        let quality = c.int(
-            &format!("{at}.quality"),
-            &t.quality,
-            DEFAULT_QUALITY.into(),
-            1,
-            100,
-        );
-        let Some(variant) = Variant::intern(&name) else {
-            c.problem(&key, "too many distinct rendition names in this process");
-            continue;
-        };
-        if configured.iter().any(|r| r.variant == variant) {
-            c.problem(&key, format!("{name:?} is defined twice"));
-            continue;
-        }
-        configured.push(Rendition {
-            variant,
-            max_width: max_width as u32,
-            quality: quality as u8,
-        });
-    }
-    let built_in = Catalogue::built_in();
-    let kept: Vec<Rendition> = built_in
-        .all()
-        .iter()
-        .filter(|r| !configured.iter().any(|c| c.variant == r.variant))
-        .copied()
-        .collect();
-    let catalogue = Catalogue::new(kept.into_iter().chain(configured));
-    if catalogue.all().len() > MAX_RENDITIONS {
-        c.problem(
-            "delivery.variants",
-            format!(
-                "at most {MAX_RENDITIONS} renditions in all (full and the built-ins count), got {}",
-                catalogue.all().len()
-            ),
-        );
-    }
-    catalogue
 }
 
 #[cfg(test)]
