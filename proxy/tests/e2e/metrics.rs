@@ -249,8 +249,9 @@ fn series_do_not_grow_with_owners_or_cameras() {
     fill_and_scrape(100);
 }
 
-/// The figure in the README: scrape size and time with 10,000 cached entries (5,000 owners, one
-/// camera each). `cargo test -p framecache --test e2e -- --ignored --nocapture scrape_figures`
+/// The figure in docs/benchmarks.md: scrape size and time with 10,000 cached entries (5,000
+/// owners, one camera each). `cargo test -p framecache --test e2e -- --ignored --nocapture
+/// scrape_figures`
 #[test]
 #[ignore = "a figure, not a check: fills 10,000 entries"]
 fn scrape_figures_at_10000_entries() {
