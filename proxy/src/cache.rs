@@ -48,7 +48,13 @@ pub enum Lookup {
 }
 
 impl Lookup {
-    pub const LABELS: [&'static str; 4] = ["hit", "miss", "stale", "coalesced"];
+    /// One lookup of each `result` label.
+    pub const ALL: [Lookup; 4] = [
+        Lookup::Hit,
+        Lookup::Miss { stored: false },
+        Lookup::Stale,
+        Lookup::Coalesced { stored: false },
+    ];
 
     /// The `result` label of `framecache_cache_lookups_total`.
     pub fn as_str(&self) -> &'static str {

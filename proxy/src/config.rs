@@ -431,28 +431,33 @@ addresses = ["127.0.0.1:9090"]
 signing_key_file = "keys/signing.key"
 "#;
 
+    /// Asserts that every key of `config` a file may leave out holds its section's default.
+    fn assert_defaults(config: &Config) {
+        assert_eq!(config.server, ServerConfig::default());
+        let auth = AuthConfig {
+            secret: config.auth.secret.clone(),
+            ..AuthConfig::default()
+        };
+        assert_eq!(config.auth, auth);
+        let origin = OriginConfig {
+            addresses: config.origin.addresses.clone(),
+            signing_key: config.origin.signing_key,
+            ..OriginConfig::default()
+        };
+        assert_eq!(config.origin, origin);
+        assert_eq!(config.cache, CacheConfig::default());
+        assert_eq!(config.delivery, DeliveryConfig::default());
+    }
+
     #[test]
     fn left_out_keys_take_the_section_defaults() {
         let dir = Dir::new("required-only");
         let config = Config::parse(REQUIRED_ONLY, &dir.config()).expect("valid");
-        assert_eq!(config.server, ServerConfig::default());
-        assert_eq!(
-            config.auth,
-            AuthConfig {
-                secret: Secret(vec![b'h'; 40]),
-                ..AuthConfig::default()
-            }
-        );
-        assert_eq!(
-            config.origin,
-            OriginConfig {
-                addresses: vec![SocketAddr::from(([127, 0, 0, 1], 9090))],
-                signing_key: [0xab; 32],
-                ..OriginConfig::default()
-            }
-        );
-        assert_eq!(config.cache, CacheConfig::default());
-        assert_eq!(config.delivery, DeliveryConfig::default());
+        assert_defaults(&config);
+        assert_eq!(config.auth.secret, Secret(vec![b'h'; 40]));
+        let origin = SocketAddr::from(([127, 0, 0, 1], 9090));
+        assert_eq!(config.origin.addresses, [origin]);
+        assert_eq!(config.origin.signing_key, [0xab; 32]);
     }
 
     #[test]
@@ -476,25 +481,7 @@ signing_key_file = "keys/signing.key"
     #[test]
     fn the_shipped_file_shows_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/framecache.toml");
-        let config = Config::load(&path).expect("valid");
-        assert_eq!(config.server, ServerConfig::default());
-        assert_eq!(
-            config.auth,
-            AuthConfig {
-                secret: config.auth.secret.clone(),
-                ..AuthConfig::default()
-            }
-        );
-        assert_eq!(
-            config.origin,
-            OriginConfig {
-                addresses: config.origin.addresses.clone(),
-                signing_key: config.origin.signing_key,
-                ..OriginConfig::default()
-            }
-        );
-        assert_eq!(config.cache, CacheConfig::default());
-        assert_eq!(config.delivery, DeliveryConfig::default());
+        assert_defaults(&Config::load(&path).expect("valid"));
     }
 
     #[test]

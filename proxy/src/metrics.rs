@@ -209,7 +209,7 @@ impl HubMetrics {
                 "framecache_partial_responses_total",
                 "Frame requests with a Range header, by result (partial, unsatisfiable, ignored).",
                 &["result"],
-                Answer::RANGE_LABELS,
+                Answer::RANGED.iter().filter_map(Answer::range_label),
             ),
             bytes_saved: f.counter_of(
                 "framecache_bytes_saved_total",
@@ -242,7 +242,7 @@ impl CacheMetrics {
                 "framecache_cache_lookups_total",
                 "Frame requests by how the cache answered them.",
                 &["result"],
-                Lookup::LABELS,
+                Lookup::ALL.iter().map(Lookup::as_str),
             ),
             key_collisions: f.plain(
                 "framecache_cache_key_collisions_total",

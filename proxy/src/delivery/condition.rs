@@ -52,8 +52,12 @@ impl Answer {
         }
     }
 
-    /// Every value of [`Answer::range_label`].
-    pub const RANGE_LABELS: [&'static str; 3] = ["partial", "unsatisfiable", "ignored"];
+    /// One answer of each kind a range request can get: every [`Answer::range_label`].
+    pub const RANGED: [Answer; 3] = [
+        Answer::Partial { start: 0, end: 0 },
+        Answer::Unsatisfiable,
+        Answer::FullIgnoringRange,
+    ];
 
     /// The label of `framecache_partial_responses_total`, for answers to a range request.
     pub fn range_label(&self) -> Option<&'static str> {
