@@ -6,8 +6,8 @@
     report.py compare --dir D                       the peers' table from the rounds in D
 
 Python 3.11 standard library only. `scenario` exits 1 when an invariant fails: cross-owner hits
-or key collisions counted, privacy checks failed or never run, or (chaos) no origin answer
-rejected.
+or key collisions counted, privacy checks failed or never run, a 200 on the frame routes that
+the privacy checks did not see, or (chaos) no origin answer rejected.
 """
 
 from __future__ import annotations
@@ -150,6 +150,21 @@ def failed_thresholds(summary: dict) -> list[str]:
     return failed
 
 
+# The frame routes, on which every 200 goes through privacy_checked_answers (lib/scenario.js).
+FRAME_ROUTES = ("frame", "frame_by_hash")
+
+
+def answers_seen(summary: dict) -> tuple[int, int, int]:
+    """(200s k6 counted on the frame routes, of them privacy-checked, of them discarded unread)
+    from the `http_reqs{route:R,status:200}` sub-metrics and the privacy_checked_answers rate."""
+    metrics = summary.get("metrics", {})
+    answered = sum(
+        int(metrics.get(f"http_reqs{{route:{route},status:200}}", {}).get("count", 0)) for route in FRAME_ROUTES
+    )
+    rate = metrics.get("privacy_checked_answers", {})
+    return answered, int(rate.get("passes", 0)), int(rate.get("fails", 0))
+
+
 def distinct_frames(path: Path) -> int | None:
     """Distinct (owner, camera, seq) frames hubs received, from k6's `frames_received` samples."""
     if not path.exists():
@@ -264,6 +279,7 @@ def cmd_scenario(args) -> int:
     privacy_passes = sum(c["passes"] for c in privacy.values())
     privacy_fails = sum(c["fails"] for c in privacy.values())
     checked_frames = metrics.get("privacy_checked_frames", {}).get("count", 0)
+    answered, answers_checked, answers_unread = answers_seen(summary)
 
     latency = {"all": trend(summary, "http_req_duration")}
     for metric in metrics:
@@ -290,6 +306,13 @@ def cmd_scenario(args) -> int:
             problems.append(f"slow subscribers: privacy violations {slow['violations'][:5]}")
         if not slow["parts"]:
             problems.append("slow subscribers received no frame")
+    # Every 200 on the frame routes must have gone through the checks' own count, checked or
+    # (where a script samples) discarded unread: one that reached neither went unchecked.
+    if answered != answers_checked + answers_unread:
+        problems.append(
+            f"200 answers on the frame routes: k6 counted {answered}, the privacy checks saw "
+            f"{answers_checked + answers_unread}"
+        )
     if privacy_fails:
         problems.append(f"privacy checks failed: {privacy_fails}")
     if not privacy_passes:
@@ -330,6 +353,7 @@ def cmd_scenario(args) -> int:
         "cross_owner_hits": int(cross_owner),
         "key_collisions": int(collisions),
         "privacy_checks": {"passes": privacy_passes, "fails": privacy_fails, "frames": int(checked_frames)},
+        "frame_answers_200": {"answered": answered, "checked": answers_checked, "unread": answers_unread},
         "checks": checks,
         "slow_subscribers": slow,
         "failed_thresholds": thresholds,
@@ -385,6 +409,8 @@ def render_scenario(r: dict) -> str:
         row("faults camsim injected", ", ".join(f"{k} {fmt(v)}" for k, v in sorted(r["camsim_faults_injected"].items())))
     p = r["privacy_checks"]
     row("privacy checks passed / failed (frames checked)", f"{fmt(p['passes'])} / {fmt(p['fails'])} ({fmt(p['frames'])})")
+    a = r["frame_answers_200"]
+    row("200s on the frame routes: privacy-checked / answered", f"{fmt(a['checked'])} / {fmt(a['answered'])}")
     if r["target"] == "framecache":
         row("cross-owner hits / key collisions", f"{r['cross_owner_hits']} / {r['key_collisions']}")
     other = {n: c for n, c in r["checks"].items() if not n.startswith("privacy:")}
@@ -470,6 +496,7 @@ def cmd_compare(args) -> int:
                 k6_cpu = children_cpu(d / f"{name}.k6times.before", d / f"{name}.k6times.after")
                 checks = k6_checks(summary)
                 privacy = [c for n, c in checks.items() if n.startswith("privacy:")]
+                answered, answers_checked, answers_unread = answers_seen(summary)
                 requests = m["http_reqs{route:frame}"]["count"]
                 rows.append({
                     "workload": workload,
@@ -486,6 +513,9 @@ def cmd_compare(args) -> int:
                     "origin_requests": sum(sa["frame_requests"].values()) - sum(sb["frame_requests"].values()),
                     "privacy_passes": sum(c["passes"] for c in privacy),
                     "privacy_fails": sum(c["fails"] for c in privacy),
+                    "answers_200": answered,
+                    "answers_checked": answers_checked,
+                    "answers_unread": answers_unread,
                 })
     rows.sort(key=lambda r: (r["workload"] != "hit", r["round"], r["position"]))
     means = {}
@@ -517,10 +547,13 @@ def cmd_compare(args) -> int:
     print(text, end="")
     print(f"\nreports: {d / 'report.md'}, {d / 'report.json'}")
     fails = sum(r["privacy_fails"] for r in rows)
+    unseen = [f"{r['workload']} round {r['round']} {r['target']}" for r in rows
+              if r["answers_200"] != r["answers_checked"] + r["answers_unread"]]
     if fails:
         print(f"FAILED: {fails} privacy checks failed", file=sys.stderr)
-        return 1
-    return 0
+    if unseen:
+        print(f"FAILED: 200 answers the privacy checks did not see in {', '.join(unseen)}", file=sys.stderr)
+    return 1 if fails or unseen else 0
 
 
 def render_compare(report: dict, means: dict) -> str:

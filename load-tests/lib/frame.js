@@ -54,9 +54,11 @@ export const PRIVACY = { privacy: 'yes' };
  */
 export function checkFrame(body, seqHeader, hub, camera, route) {
   const mark = watermark(body);
+  const whole = isWholeJpeg(body);
   check(
     mark,
     {
+      'privacy: frame is a whole JPEG (SOI to EOI)': () => whole,
       'privacy: frame carries a watermark': (m) => m !== null,
       'privacy: watermark camera is the camera asked for': (m) => m !== null && m.camera === camera,
       'privacy: watermark camera is granted by the token': (m) =>
@@ -66,6 +68,14 @@ export function checkFrame(body, seqHeader, hub, camera, route) {
     Object.assign({ route }, PRIVACY),
   );
   return mark;
+}
+
+/** Does `body` (an ArrayBuffer) start with a JPEG's SOI marker and end with its EOI? */
+export function isWholeJpeg(body) {
+  if (!body || typeof body === 'string' || body.byteLength < 4) return false;
+  const bytes = new Uint8Array(body);
+  const n = bytes.length;
+  return bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[n - 2] === 0xff && bytes[n - 1] === 0xd9;
 }
 
 /** The hash of a Content-Location `/v1/cameras/{camera}/frames/{hash}[?…]`, or null. */

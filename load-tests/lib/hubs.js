@@ -66,7 +66,10 @@ export function streamUrl(camera, query = '') {
   return `${BASE_URL}/v1/cameras/${camera}/stream${query ? `?${query}` : ''}`;
 }
 
-/** Is this a response framecache (or a peer) answered with a frame body? */
+/**
+ * Is this a response framecache (or a peer) answered with a frame body (a 200 image/jpeg)? Not
+ * what decides whether an answer is privacy-checked: every 200 is (lib/scenario.js).
+ */
 export function isFrame(res) {
   return res.status === 200 && (res.headers['Content-Type'] || '').startsWith('image/jpeg');
 }

@@ -1,9 +1,9 @@
-// What every scenario shares: its length and size from the command line, thresholds of the
-// privacy checks, and the frame fetches with their checks.
+// What every scenario shares: its length and size from the command line, the thresholds of
+// its checks, and the frame fetches with their checks.
 
 import http from 'k6/http';
 import { check } from 'k6';
-import { Counter } from 'k6/metrics';
+import { Counter, Rate } from 'k6/metrics';
 
 import { BASE_URL, num } from './env.js';
 import { PRIVACY, checkFrame, locationHash } from './frame.js';
@@ -19,11 +19,27 @@ export function vus(fallback) {
   return num('VUS', fallback);
 }
 
-/** A single privacy violation fails the run; so does a run without any privacy check. */
-export const PRIVACY_THRESHOLDS = {
-  'checks{privacy:yes}': ['rate==1'],
-  privacy_checked_frames: ['count>0'],
-};
+/**
+ * The thresholds every scenario starts from. A single privacy violation fails the run; so does
+ * a run without any privacy check, and one where fewer of the frame answers were privacy-checked
+ * than the script intends: `share` of them (1, every one, unless a script samples on purpose).
+ * k6 passes a Rate threshold that saw no sample, hence the count.
+ */
+export function checkThresholds(share = 1) {
+  return {
+    'checks{privacy:yes}': ['rate==1'],
+    privacy_checked_frames: ['count>0'],
+    privacy_checked_answers: [share >= 1 ? 'rate==1' : `rate>=${share}`],
+    // Not limits: k6 exports a sub-metric only when it has a threshold, and the runner's
+    // report.py compares these, k6's own count of 200s on the frame routes, with the answers
+    // privacy_checked_answers saw (a 200 that reached neither fails the run there).
+    'http_reqs{route:frame,status:200}': ['count>=0'],
+    'http_reqs{route:frame_by_hash,status:200}': ['count>=0'],
+  };
+}
+
+/** The thresholds of a scenario that privacy-checks every frame answer. */
+export const CHECK_THRESHOLDS = checkThresholds(1);
 
 /**
  * Frames hubs received, tagged `frame=owner/camera/seq` when RECORD_FRAMES is set: the runner
@@ -34,6 +50,13 @@ const RECORD_FRAMES = __ENV.RECORD_FRAMES === '1';
 
 /** Frames that went through the privacy checks. */
 export const checkedFrames = new Counter('privacy_checked_frames');
+
+/**
+ * Every 200 answer on the frame routes (latest and by hash): true when it went through the
+ * privacy checks, false when it was discarded unread. Stream parts are counted in
+ * privacy_checked_frames only.
+ */
+export const checkedAnswers = new Rate('privacy_checked_answers');
 
 /** Random integer in [lo, hi]. */
 export function between(lo, hi) {
@@ -49,13 +72,20 @@ export function newHubState() {
 }
 
 /**
- * The privacy checks of a frame answer. A full frame (X-Frame-Variant `full`, or no such
- * header) is checked by its own watermark. A rendition is re-encoded without camsim's comment,
- * so it is checked through its source: its Content-Location names the source full frame by
- * hash; that frame is fetched (`variant=full`) and checked by its watermark, and both must
- * carry the same X-Frame-Seq. Returns true for a full frame.
+ * The privacy checks of a 200 answer on a frame route, whatever it claims to be: it must be an
+ * `image/jpeg` frame. A full frame (X-Frame-Variant `full`, or no such header) is checked by its
+ * own watermark. A rendition is re-encoded without camsim's comment, so it is checked through
+ * its source: its Content-Location names the source full frame by hash; that frame is fetched
+ * (`variant=full`) and checked by its watermark, and both must carry the same X-Frame-Seq.
+ * Returns true for a full frame.
  */
 export function checkAnswer(res, hub, route) {
+  checkedAnswers.add(true);
+  check(
+    res,
+    { 'privacy: a 200 answer is an image/jpeg frame': (r) => isFrame(r) },
+    Object.assign({ route }, PRIVACY),
+  );
   const variant = res.headers['X-Frame-Variant'];
   if (!variant || variant === 'full') {
     checkFrame(res.body, res.headers['X-Frame-Seq'], hub, hub.camera, route);
@@ -85,6 +115,7 @@ export function checkRendition(res, hub, variant) {
   );
   const ok = isFrame(source) && (source.headers['X-Frame-Variant'] || 'full') === 'full';
   check(source, { 'privacy: the source of a rendition is a full frame': () => ok }, PRIVACY);
+  if (source.status === 200) checkedAnswers.add(true);
   if (!ok) return null;
   checkFrame(source.body, source.headers['X-Frame-Seq'], hub, hub.camera, 'frame_by_hash');
   checkedFrames.add(1);
@@ -119,9 +150,12 @@ export function fetchLatest(hub, state, extra = {}) {
   return res;
 }
 
-/** Checks and records a latest-frame answer (also for answers of http.batch). */
+/**
+ * Checks and records a latest-frame answer (also for answers of http.batch): every 200 is
+ * privacy-checked, whatever its Content-Type.
+ */
 export function afterLatest(res, hub, state) {
-  if (isFrame(res)) {
+  if (res.status === 200) {
     state.full = checkAnswer(res, hub, 'frame');
     state.etag = res.headers.Etag || null;
     state.location = res.headers['Content-Location'] || null;
@@ -140,7 +174,7 @@ export function afterLatest(res, hub, state) {
 export function fetchByHash(hub, state, extra = {}) {
   if (!state.hash || !state.location) return null;
   const res = http.get(`${BASE_URL}${state.location}`, params(hub, 'frame_by_hash', extra));
-  if (isFrame(res)) {
+  if (res.status === 200) {
     checkAnswer(res, hub, 'frame_by_hash');
     check(res, { 'by-hash answer is the frame held': (r) => r.headers.Etag === state.etag });
   }
@@ -149,8 +183,8 @@ export function fetchByHash(hub, state, extra = {}) {
 
 /**
  * Fetch the full frame the hub holds (or whose rendition it holds) in two ranges, the second
- * a resume with If-Range, and check the reassembled body like any frame. Returns true when
- * both parts arrived.
+ * a resume with If-Range, and check the reassembled body like any frame. A range answered 200
+ * is privacy-checked like any. Returns true when both parts arrived.
  */
 export function fetchResumed(hub, state, extra = {}) {
   if (!state.hash) return false;
@@ -162,6 +196,7 @@ export function fetchResumed(hub, state, extra = {}) {
     url,
     params(hub, 'frame_by_hash', Object.assign({}, extra, { headers: { Range: `bytes=0-${split - 1}` } })),
   );
+  if (first.status === 200) checkAnswer(first, hub, 'frame_by_hash');
   if (first.status !== 206) return false;
   const second = http.get(
     url,
@@ -172,6 +207,7 @@ export function fetchResumed(hub, state, extra = {}) {
     ),
   );
   check(second, { 'resume with If-Range answers 206': (r) => r.status === 206 });
+  if (second.status === 200) checkAnswer(second, hub, 'frame_by_hash');
   if (second.status !== 206) return false;
   const whole = new Uint8Array(first.body.byteLength + second.body.byteLength);
   whole.set(new Uint8Array(first.body), 0);

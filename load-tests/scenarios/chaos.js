@@ -14,7 +14,7 @@ import { check, sleep } from 'k6';
 import { clearFaults, setFaults } from '../lib/camsim.js';
 import { hub, owners, pairs, streamUrl, params } from '../lib/hubs.js';
 import {
-  PRIVACY_THRESHOLDS,
+  CHECK_THRESHOLDS,
   between,
   duration,
   fetchByHash,
@@ -47,7 +47,7 @@ export const options = {
   scenarios: {
     chaos: { executor: 'constant-vus', vus: vus(24), duration: duration('30s'), gracefulStop: '10s' },
   },
-  thresholds: Object.assign({}, PRIVACY_THRESHOLDS, {
+  thresholds: Object.assign({}, CHECK_THRESHOLDS, {
     // Requests a hub did not abandon on purpose: gateway errors are expected, nothing else.
     'http_req_failed{hangup:no}': ['rate<0.01'],
     'checks{kind:status}': ['rate==1'],

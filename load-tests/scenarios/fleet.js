@@ -8,7 +8,7 @@ import { sleep } from 'k6';
 
 import { hub, owners, pairs } from '../lib/hubs.js';
 import {
-  PRIVACY_THRESHOLDS,
+  CHECK_THRESHOLDS,
   duration,
   fetchByHash,
   fetchLatest,
@@ -31,7 +31,7 @@ export const options = {
       gracefulRampDown: '10s',
     },
   },
-  thresholds: Object.assign({}, PRIVACY_THRESHOLDS, {
+  thresholds: Object.assign({}, CHECK_THRESHOLDS, {
     http_req_failed: ['rate<0.001'],
     'http_req_duration{route:frame}': ['p(95)<100', 'p(99)<500'],
     'http_req_duration{route:frame_by_hash}': ['p(95)<100', 'p(99)<500'],

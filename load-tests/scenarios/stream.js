@@ -11,7 +11,7 @@ import { Counter } from 'k6/metrics';
 
 import { checkFrame, mjpegParts } from '../lib/frame.js';
 import { hub, owners, pairs, params, streamUrl } from '../lib/hubs.js';
-import { PRIVACY_THRESHOLDS, between, checkedFrames, duration, vus } from '../lib/scenario.js';
+import { CHECK_THRESHOLDS, between, checkedFrames, duration, vus } from '../lib/scenario.js';
 
 const partsReceived = new Counter('stream_parts_received');
 
@@ -19,7 +19,7 @@ export const options = {
   scenarios: {
     stream: { executor: 'constant-vus', vus: vus(100), duration: duration('30s'), gracefulStop: '20s' },
   },
-  thresholds: Object.assign({}, PRIVACY_THRESHOLDS, {
+  thresholds: Object.assign({}, CHECK_THRESHOLDS, {
     stream_parts_received: ['count>0'],
     // Time to the response head (every stream ends in a deliberate hang-up, so no error rate).
     'http_req_waiting{route:stream}': ['p(95)<500', 'p(99)<1500'],
