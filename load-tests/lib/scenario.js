@@ -20,13 +20,15 @@ export function vus(fallback) {
 }
 
 /**
- * The thresholds every scenario starts from. A single privacy violation fails the run; so does
- * a run without any privacy check, and one where fewer of the frame answers were privacy-checked
- * than the script intends: `share` of them (1, every one, unless a script samples on purpose).
- * k6 passes a Rate threshold that saw no sample, hence the count.
+ * The thresholds every scenario starts from. A single failed check fails the run (a check
+ * without a threshold could not), a privacy check above all; so does a run without any privacy
+ * check, and one where fewer of the frame answers were privacy-checked than the script intends:
+ * `share` of them (1, every one, unless a script samples on purpose). k6 passes a Rate
+ * threshold that saw no sample, hence the count.
  */
 export function checkThresholds(share = 1) {
   return {
+    checks: ['rate==1'],
     'checks{privacy:yes}': ['rate==1'],
     privacy_checked_frames: ['count>0'],
     privacy_checked_answers: [share >= 1 ? 'rate==1' : `rate>=${share}`],
@@ -68,7 +70,7 @@ export function between(lo, hi) {
  * hash of the full frame it is or comes from, and whether it is the full frame itself).
  */
 export function newHubState() {
-  return { etag: null, seq: null, location: null, hash: null, full: true };
+  return { held: false, etag: null, seq: null, location: null, hash: null, full: true };
 }
 
 /**
@@ -156,6 +158,7 @@ export function fetchLatest(hub, state, extra = {}) {
  */
 export function afterLatest(res, hub, state) {
   if (res.status === 200) {
+    state.held = true;
     state.full = checkAnswer(res, hub, 'frame');
     state.etag = res.headers.Etag || null;
     state.location = res.headers['Content-Location'] || null;
@@ -168,11 +171,28 @@ export function afterLatest(res, hub, state) {
 }
 
 /**
+ * Whether the hub holds a frame to follow by its content address. A hub that holds none yet
+ * (every answer so far a 304, an error or abandoned) has nothing to follow; a hub that holds one
+ * without a Content-Location naming it fails a check, as its by-hash and resume requests would
+ * silently not be made.
+ */
+export function canFollow(hub, state) {
+  if (!state.held) return false;
+  check(
+    state,
+    { 'a frame held names its content address in Content-Location': (s) => s.hash !== null },
+    { kind: 'follow' },
+  );
+  return state.hash !== null;
+}
+
+/**
  * GET the held frame where its Content-Location points (by content address, with the
- * rendition's variant if it is one); checks it. Returns the response, or null.
+ * rendition's variant if it is one); checks it. Returns the response, or null when the hub holds
+ * nothing to follow (see `canFollow`).
  */
 export function fetchByHash(hub, state, extra = {}) {
-  if (!state.hash || !state.location) return null;
+  if (!canFollow(hub, state)) return null;
   const res = http.get(`${BASE_URL}${state.location}`, params(hub, 'frame_by_hash', extra));
   if (res.status === 200) {
     checkAnswer(res, hub, 'frame_by_hash');
@@ -183,11 +203,12 @@ export function fetchByHash(hub, state, extra = {}) {
 
 /**
  * Fetch the full frame the hub holds (or whose rendition it holds) in two ranges, the second
- * a resume with If-Range, and check the reassembled body like any frame. A range answered 200
- * is privacy-checked like any. Returns true when both parts arrived.
+ * a resume with If-Range, and check the reassembled body like any frame. The first range must
+ * be answered 206, or with a gateway error (which the scenario's expected statuses judge); a
+ * 200 is privacy-checked like any. Returns true when both parts arrived.
  */
 export function fetchResumed(hub, state, extra = {}) {
-  if (!state.hash) return false;
+  if (!canFollow(hub, state)) return false;
   // A full frame's ETag is its content address. `variant=full` only where renditions exist.
   const url = byHashUrl(hub.camera, state.hash, state.full ? '' : 'variant=full');
   const etag = `"${state.hash}"`;
@@ -196,6 +217,9 @@ export function fetchResumed(hub, state, extra = {}) {
     url,
     params(hub, 'frame_by_hash', Object.assign({}, extra, { headers: { Range: `bytes=0-${split - 1}` } })),
   );
+  check(first, {
+    'a range request answers 206 or a gateway error': (r) => [206, 502, 503, 504].indexOf(r.status) >= 0,
+  });
   if (first.status === 200) checkAnswer(first, hub, 'frame_by_hash');
   if (first.status !== 206) return false;
   const second = http.get(

@@ -12,6 +12,7 @@ import { hub, latestUrl, owners, pairs, params } from '../lib/hubs.js';
 import {
   CHECK_THRESHOLDS,
   afterLatest,
+  canFollow,
   checkAnswer,
   duration,
   newHubState,
@@ -61,7 +62,7 @@ export default function (data) {
   );
   answers.forEach((res, i) => afterLatest(res, hubs[i].hub, hubs[i].state));
   // One hub in ten follows Content-Location to the frame by hash (a cache hit).
-  const follow = hubs.filter(({ state }) => state.location && Math.random() < 0.1);
+  const follow = hubs.filter(({ hub: h, state }) => Math.random() < 0.1 && canFollow(h, state));
   if (follow.length) {
     const byHash = http.batch(
       follow.map(({ hub: h, state }) => [

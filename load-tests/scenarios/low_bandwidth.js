@@ -86,6 +86,7 @@ export default function (data) {
     // Full frames by their watermark; renditions through their source (lib/scenario.js). An
     // answer without X-Frame-Variant is taken for a full frame: a rendition passed off as one
     // carries no watermark and fails.
+    state.held = true;
     state.full = checkAnswer(res, h, 'frame');
     state.etag = res.headers.Etag || null;
     state.location = res.headers['Content-Location'] || null;
@@ -106,6 +107,7 @@ export default function (data) {
 function resumeRendition(h) {
   if (!state.renditionUrl) return;
   const whole = http.get(state.renditionUrl, params(h, 'frame_by_hash', { responseCallback: OK }));
+  check(whole, { 'a rendition by hash answers 200': (r) => r.status === 200 }, RENDITION);
   if (whole.status !== 200) return;
   checkAnswer(whole, h, 'frame_by_hash');
   const len = whole.body.byteLength;
