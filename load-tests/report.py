@@ -7,7 +7,8 @@
 
 Python 3.11 standard library only. `scenario` exits 1 when an invariant fails: cross-owner hits
 or key collisions counted, privacy checks failed or never run, a 200 on the frame routes that
-the privacy checks did not see, or (chaos) no origin answer rejected.
+the privacy checks did not see, any failed k6 threshold, (stream) slow subscribers that did not
+report or hit an error, or (chaos) no origin answer rejected.
 """
 
 from __future__ import annotations
@@ -219,6 +220,10 @@ USED_METRICS = [
 ]
 
 
+# Scenarios `load-tests/run` starts slow_subscribers.py beside (it writes slow.json).
+SLOW_SUBSCRIBER_SCENARIOS = {"stream"}
+
+
 def cmd_scenario(args) -> int:
     d = Path(args.dir)
     summary = json.loads((d / "k6.summary.json").read_text())
@@ -272,6 +277,8 @@ def cmd_scenario(args) -> int:
         if "frames_served" in camsim_after and served_again is not None else None
     )
 
+    # The scenarios the runner starts slow subscribers for: their report must be there.
+    slow_expected = args.scenario in SLOW_SUBSCRIBER_SCENARIOS
     slow = json.loads((d / "slow.json").read_text()) if (d / "slow.json").exists() else None
 
     checks = k6_checks(summary)
@@ -298,6 +305,8 @@ def cmd_scenario(args) -> int:
         problems.append(f"cache key collisions counted: {int(collisions)}")
     if proxy and args.scenario == "chaos" and not sum(rejections.values()):
         problems.append("chaos: the proxy rejected no origin answer (the faults did not reach it)")
+    if slow_expected and slow is None:
+        problems.append("slow subscribers wrote no slow.json (they did not run, or crashed; see slow.log)")
     if slow is not None:
         privacy_passes += slow["privacy_passes"]
         privacy_fails += slow["privacy_fails"]
@@ -306,6 +315,10 @@ def cmd_scenario(args) -> int:
             problems.append(f"slow subscribers: privacy violations {slow['violations'][:5]}")
         if not slow["parts"]:
             problems.append("slow subscribers received no frame")
+        if slow.get("errors", 0):
+            problems.append(f"slow subscribers: {slow['errors']} errors {slow.get('exceptions', [])[:5]}")
+        if slow.get("unfinished", 0):
+            problems.append(f"slow subscribers: {slow['unfinished']} did not finish in time")
     # Every 200 on the frame routes must have gone through the checks' own count, checked or
     # (where a script samples) discarded unread: one that reached neither went unchecked.
     if answered != answers_checked + answers_unread:
