@@ -10,16 +10,26 @@ Run by grafana/test after the promtool checks. It
    listener every second and evaluating grafana/alerts/*.rules.yml every second;
 3. sends hub traffic: several owners, hits and misses, 304s, ranges, by-hash frames, an MJPEG
    subscriber, auth failures, unknown paths; then switches camsim's faults on (frames of another
-   camera under the requested camera's headers, wrong cameras, errors) and purges an owner;
+   camera under the requested camera's headers, wrong cameras, errors) and purges an owner.
+   Every frame the hubs receive is checked as a hub would: a 200 must be an image/jpeg frame
+   whose watermark (camsim's JPEG comment `framecache-sim camera={camera} seq={seq}`) names the
+   camera asked for, granted by the token, with the seq of X-Frame-Seq; a rendition, which
+   carries no watermark, through the source frame its Content-Location names; a range must be
+   the bytes of the frame held; every stream part likewise; a refusal must be the refusal;
 4. waits until the alert FramecacheOriginIdentityRejected fires, and checks the cross-owner and
    collision alerts stay silent;
 5. evaluates every dashboard expression (template variables substituted) and every rule
    expression through /api/v1/query: each must parse, every dashboard target must return series,
    and the panels the traffic exercises must show a value above zero; every metric name used
    must be in the live scrape; every rule must evaluate without error; every label_values()
-   variable must find the proxy's instance.
+   variable must find the proxy's instance;
+6. stops the traffic and, in a last scrape, requires framecache_cache_cross_owner_hits_total and
+   framecache_cache_key_collisions_total to be there and 0 (an alert that did not happen to fire
+   at the moment of looking proves nothing).
 
-Everything it starts is stopped at the end, whatever happens. Python 3 standard library only.
+Any exception in a traffic thread, a frame that fails its checks, or a hub request that fails
+fails the test. Everything it starts is stopped at the end, whatever happens. Python 3 standard
+library only.
 """
 
 import base64
@@ -38,6 +48,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import urllib.parse
 from pathlib import Path
 
@@ -93,6 +104,13 @@ EXERCISED = {
 
 # Every reason of framecache_auth_failures_total; the traffic provokes each.
 AUTH_REASONS = ("missing", "malformed", "expired", "bad_signature", "wrong_audience", "camera_not_granted")
+
+# The privacy counters, required in the last scrape and 0.
+PRIVACY_COUNTERS = ("framecache_cache_cross_owner_hits_total", "framecache_cache_key_collisions_total")
+
+# camsim's watermark (camsim/src/jpeg.rs), and an MJPEG part's head (proxy/src/stream.rs).
+WATERMARK = re.compile(rb"framecache-sim camera=([A-Za-z0-9._-]+) seq=(\d+)")
+PART_HEAD = re.compile(rb"--framecache-frame\r\n(.*?)\r\n\r\n", re.S)
 
 HUB_SECRET = secrets.token_hex(24).encode()
 ADMIN_TOKEN = secrets.token_hex(16)
@@ -275,7 +293,8 @@ def token(owner, cameras, secret=HUB_SECRET, audience="framecache", ttl=3600):
 
 
 class Traffic:
-    """Hub requests in a loop until stopped; counts answers by status."""
+    """Hub requests in a loop until stopped; counts answers by status and checks every frame
+    answer as a hub would (see `check_frame`). Anything a thread raises is an error too."""
 
     def __init__(self, hub, topology):
         self.hub = hub
@@ -283,18 +302,98 @@ class Traffic:
         self.stop = threading.Event()
         self.statuses = {}
         self.errors = []
+        self.violations = []  # frames that failed their checks
+        self.checked = {}  # kind -> frames that passed their checks
         self.lock = threading.Lock()
 
+    def error(self, message):
+        with self.lock:
+            self.errors.append(message)
+
+    def violation(self, message):
+        with self.lock:
+            self.violations.append(message)
+
+    def passed(self, kind):
+        with self.lock:
+            self.checked[kind] = self.checked.get(kind, 0) + 1
+
     def get(self, path, headers):
+        """GET `path`: (status, lower-cased headers, body), or (None, {}, b"") when the request
+        failed (counted as an error)."""
         try:
-            status, resp_headers, _ = request(self.hub, "GET", path, headers)
-        except OSError as e:
-            with self.lock:
-                self.errors.append(f"GET {path}: {e}")
-            return None, {}
+            status, resp_headers, body = request(self.hub, "GET", path, headers)
+        except (OSError, http.client.HTTPException) as e:
+            self.error(f"GET {path}: {type(e).__name__}: {e}")
+            return None, {}, b""
         with self.lock:
             self.statuses[status] = self.statuses.get(status, 0) + 1
-        return status, {k.lower(): v for k, v in resp_headers.items()}
+        return status, {k.lower(): v for k, v in resp_headers.items()}, body
+
+    def check_frame(self, what, cameras, camera, h, body, auth):
+        """The checks of a 200 frame answer `h`, `body` for `camera` under a token granting
+        `cameras`: an image/jpeg frame; a full frame carries the watermark of `camera` with the
+        seq of X-Frame-Seq; a rendition (no watermark) names its source frame in
+        Content-Location, and that frame, fetched by hash, passes as a full frame with the same
+        seq. Returns True when it passed."""
+        if not h.get("content-type", "").startswith("image/jpeg"):
+            self.violation(f"{what}: a 200 of Content-Type {h.get('content-type')!r}")
+            return False
+        variant = h.get("x-frame-variant", "full")
+        if variant == "full":
+            return self.check_watermark(what, cameras, camera, h.get("x-frame-seq"), body, "frame")
+        location = h.get("content-location", "")
+        m = re.fullmatch(rf"/v1/cameras/{re.escape(camera)}/frames/([0-9a-f]{{64}})\?variant={re.escape(variant)}",
+                         location)
+        if not m:
+            self.violation(f"{what}: a {variant} rendition with Content-Location {location!r}")
+            return False
+        # The source may be gone from the small cache while camsim's faults make the origin fail:
+        # a gateway error is tried again a few times. A rendition whose source cannot be had is
+        # not a pass.
+        for _ in range(5):
+            status, sh, source = self.get(f"/v1/cameras/{camera}/frames/{m.group(1)}?variant=full", auth)
+            if status not in (502, 503, 504):
+                break
+            time.sleep(0.1)
+        if status is None:
+            return False  # counted as an error
+        if status != 200:
+            self.violation(f"{what}: the source of a {variant} rendition answered {status}")
+            return False
+        if sh.get("x-frame-variant", "full") != "full" or not sh.get("content-type", "").startswith("image/jpeg"):
+            self.violation(f"{what}: the source of a {variant} rendition is {sh.get('x-frame-variant')} "
+                           f"{sh.get('content-type')}")
+            return False
+        if sh.get("x-frame-seq") != h.get("x-frame-seq"):
+            self.violation(f"{what}: a {variant} rendition of seq {h.get('x-frame-seq')} names a source "
+                           f"of seq {sh.get('x-frame-seq')}")
+            return False
+        if not self.check_watermark(f"{what} (source)", cameras, camera, sh.get("x-frame-seq"), source, "frame"):
+            return False
+        self.passed("rendition")
+        return True
+
+    def check_watermark(self, what, cameras, camera, seq, body, kind):
+        """A whole JPEG whose watermark names `camera` (granted: in `cameras`) and `seq`."""
+        mark = WATERMARK.search(body)
+        found = (mark.group(1).decode(), mark.group(2).decode()) if mark else None
+        if not (body.startswith(b"\xff\xd8") and body.endswith(b"\xff\xd9")):
+            self.violation(f"{what}: not a whole JPEG ({len(body)} bytes)")
+            return False
+        if found is None or found[0] != camera or found[0] not in cameras or found[1] != seq:
+            self.violation(f"{what}: asked for {camera} (X-Frame-Seq {seq}), the watermark says {found}")
+            return False
+        self.passed(kind)
+        return True
+
+    def check_range(self, what, h, body, held_etag, held_body, start):
+        """A 206 of the frame held (its ETag, body): the bytes from `start` of that body."""
+        if h.get("etag") != held_etag or body != held_body[start:start + len(body)] or not body:
+            self.violation(f"{what}: a 206 ({h.get('content-range')}, ETag {h.get('etag')}) that is not "
+                           f"part of the frame held (ETag {held_etag})")
+            return
+        self.passed("range")
 
     def frames(self):
         while not self.stop.is_set():
@@ -302,17 +401,30 @@ class Traffic:
                 auth = {"Authorization": f"Bearer {token(owner, cameras)}"}
                 for camera in cameras:
                     latest = f"/v1/cameras/{camera}/frame"
-                    status, h = self.get(latest, auth)
-                    self.get(latest, auth)  # mostly a hit
+                    status, h, body = self.get(latest, auth)
+                    if status == 200:
+                        self.check_frame(f"{owner} GET {latest}", cameras, camera, h, body, auth)
+                    again, h2, body2 = self.get(latest, auth)  # mostly a hit
+                    if again == 200:
+                        self.check_frame(f"{owner} GET {latest} (again)", cameras, camera, h2, body2, auth)
                     if status != 200:
+                        continue
+                    if "etag" not in h or "content-location" not in h:
+                        self.violation(f"{owner} GET {latest}: a 200 without ETag or Content-Location: {h}")
                         continue
                     self.get(latest, {**auth, "If-None-Match": h["etag"]})
                     by_hash = h["content-location"]
-                    self.get(by_hash, {**auth, "Range": "bytes=0-99"})
+                    part, hp, partial = self.get(by_hash, {**auth, "Range": "bytes=0-99"})
+                    if part == 206:
+                        self.check_range(f"{owner} GET {by_hash} (bytes=0-99)", hp, partial, h["etag"], body, 0)
+                    elif part == 200:
+                        self.check_frame(f"{owner} GET {by_hash} (bytes=0-99)", cameras, camera, hp, partial, auth)
                     self.get(by_hash, {**auth, "If-None-Match": h["etag"]})
                     self.get(by_hash, {**auth, "Range": "bytes=99999999-"})
-                    self.get(f"{latest}?variant=thumb", auth)
-                    self.get(latest, {**auth, "Save-Data": "on"})
+                    for path, extra in ((f"{latest}?variant=thumb", {}), (latest, {"Save-Data": "on"})):
+                        status, h3, body3 = self.get(path, {**auth, **extra})
+                        if status == 200:
+                            self.check_frame(f"{owner} GET {path} {extra}", cameras, camera, h3, body3, auth)
                 if self.stop.wait(0.05):
                     return
 
@@ -320,43 +432,89 @@ class Traffic:
         owner, cameras = next(iter(self.topology.items()))
         camera = cameras[0]
         path = f"/v1/cameras/{camera}/frame"
+        # Each with the answer it must get.
         bad = [
-            {},
-            {"Authorization": "Bearer not-a-token"},
-            {"Authorization": f"Bearer {token(owner, cameras, secret=b'another-secret-another-secret-00')}"},
-            {"Authorization": f"Bearer {token(owner, cameras, ttl=-3600)}"},
-            {"Authorization": f"Bearer {token(owner, cameras, audience='elsewhere')}"},
-            {"Authorization": f"Bearer {token(owner, ['cam-elsewhere'])}"},
+            ({}, 401),
+            ({"Authorization": "Bearer not-a-token"}, 401),
+            ({"Authorization": f"Bearer {token(owner, cameras, secret=b'another-secret-another-secret-00')}"}, 401),
+            ({"Authorization": f"Bearer {token(owner, cameras, ttl=-3600)}"}, 401),
+            ({"Authorization": f"Bearer {token(owner, cameras, audience='elsewhere')}"}, 401),
+            ({"Authorization": f"Bearer {token(owner, ['cam-elsewhere'])}"}, 403),
         ]
         while not self.stop.is_set():
-            for headers in bad:
-                self.get(path, headers)
-            self.get("/v1/cameras/../frame", {"Authorization": f"Bearer {token(owner, cameras)}"})
+            for headers, expected in bad:
+                status, _, _ = self.get(path, headers)
+                if status is not None and status != expected:
+                    self.violation(f"GET {path} with {headers or 'no Authorization'}: {status}, not {expected}")
+            status, _, _ = self.get("/v1/cameras/../frame", {"Authorization": f"Bearer {token(owner, cameras)}"})
+            if status is not None and status not in (400, 404):
+                self.violation(f"GET /v1/cameras/../frame: {status}, not 400 or 404")
             if self.stop.wait(0.5):
                 return
 
     def stream(self):
+        """An MJPEG subscriber that checks every part. It asks for variant=full: a rendition
+        part carries no watermark and names no source frame to check it through."""
         owner, cameras = next(iter(self.topology.items()))
+        camera = cameras[0]
         host, port = self.hub
+        path = f"/v1/cameras/{camera}/stream?variant=full"
         while not self.stop.is_set():
-            conn = http.client.HTTPConnection(host, port, timeout=5)
+            # A new part at least every stream_interval_ms while camsim's frames get through;
+            # 15 s without one is a failure, not a hiccup.
+            conn = http.client.HTTPConnection(host, port, timeout=15)
             try:
-                conn.request(
-                    "GET",
-                    f"/v1/cameras/{cameras[0]}/stream",
-                    headers={"Authorization": f"Bearer {token(owner, cameras)}"},
-                )
+                conn.request("GET", path, headers={"Authorization": f"Bearer {token(owner, cameras)}"})
                 resp = conn.getresponse()
-                while not self.stop.is_set() and resp.read1(65536):
-                    pass
-            except OSError:
-                self.stop.wait(0.5)
+                if resp.status != 200:
+                    self.violation(f"GET {path}: {resp.status}")
+                    self.stop.wait(0.5)
+                    continue
+                buf = b""
+                while not self.stop.is_set():
+                    data = resp.read1(65536)
+                    if not data:
+                        break
+                    buf = self.check_parts(path, cameras, camera, buf + data)
+            except (OSError, http.client.HTTPException) as e:
+                if not self.stop.is_set():
+                    self.error(f"GET {path}: {type(e).__name__}: {e}")
+                    self.stop.wait(0.5)
             finally:
                 conn.close()
 
+    def check_parts(self, what, cameras, camera, buf):
+        """Checks every complete part at the start of `buf`; returns the rest."""
+        while True:
+            m = PART_HEAD.search(buf)
+            if not m:
+                return buf
+            head = m.group(1).decode("latin-1")
+            length = re.search(r"(?i)content-length:\s*(\d+)", head)
+            seq = re.search(r"(?i)x-frame-seq:\s*(\d+)", head)
+            variant = re.search(r"(?i)x-frame-variant:\s*(\S+)", head)
+            if not length or not seq:
+                raise ValueError(f"{what}: a part head without Content-Length or X-Frame-Seq: {head!r}")
+            end = m.end() + int(length.group(1))
+            if len(buf) < end:
+                return buf
+            if variant and variant.group(1) != "full":
+                self.violation(f"{what}: a {variant.group(1)} part")
+            else:
+                self.check_watermark(what, cameras, camera, seq.group(1), buf[m.end():end], "stream part")
+            buf = buf[end:]
+
+    def guarded(self, work):
+        """Runs `work`; whatever it raises is recorded as an error, never lost with the thread."""
+        try:
+            work()
+        except Exception:  # noqa: BLE001 - every exception is a failure of the test
+            self.error(f"traffic thread {work.__name__} died:\n{traceback.format_exc()}")
+
     def start(self):
         self.threads = [
-            threading.Thread(target=f, daemon=True) for f in (self.frames, self.refusals, self.stream)
+            threading.Thread(target=self.guarded, args=(f,), name=f.__name__, daemon=True)
+            for f in (self.frames, self.refusals, self.stream)
         ]
         for t in self.threads:
             t.start()
@@ -364,7 +522,23 @@ class Traffic:
     def finish(self):
         self.stop.set()
         for t in self.threads:
-            t.join(timeout=15)
+            t.join(timeout=20)
+        for t in self.threads:
+            if t.is_alive():
+                self.error(f"traffic thread {t.name} did not stop")
+        self.threads = []
+
+
+def privacy_counters(scrape):
+    """Problems with the privacy counters in a /metrics text: each must be there, and 0."""
+    problems = []
+    for name in PRIVACY_COUNTERS:
+        values = [float(v) for v in re.findall(rf"^{name}(?:\{{[^}}]*\}})?\s+(\S+)", scrape, re.M)]
+        if not values:
+            problems.append(f"{name} is missing from the last scrape")
+        elif sum(values) != 0:
+            problems.append(f"{name} is {sum(values):g} in the last scrape: the proxy served such a thing")
+    return problems
 
 
 # --- Prometheus --------------------------------------------------------------------------------
@@ -517,9 +691,12 @@ scrape_configs:
         # The budget holds only a few frames and other owners' traffic evicts, so the purged
         # owner's frame is fetched just before each try; a try that finds nothing is repeated.
         purge_owner, purge_cameras = list(topology.items())[-1]
+        purge_auth = {"Authorization": f"Bearer {token(purge_owner, purge_cameras)}"}
         for _ in range(20):
-            request(hub, "GET", f"/v1/cameras/{purge_cameras[0]}/frame",
-                    {"Authorization": f"Bearer {token(purge_owner, purge_cameras)}"})
+            path = f"/v1/cameras/{purge_cameras[0]}/frame"
+            status, h, body = traffic.get(path, purge_auth)
+            if status == 200:
+                traffic.check_frame(f"{purge_owner} GET {path}", purge_cameras, purge_cameras[0], h, body, purge_auth)
             status, _, body = request(
                 admin, "POST", "/admin/purge",
                 {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
@@ -609,9 +786,22 @@ scrape_configs:
             f"{len(targets)} dashboard expressions and {len(rules)} rule expressions evaluated; "
             f"hub answers by status: {dict(sorted(traffic.statuses.items()))}"
         )
-        if traffic.errors:
-            problems.append(f"{len(traffic.errors)} hub requests failed, e.g. {traffic.errors[:3]}")
+
+        # 6. The traffic stopped, the privacy counters in a last scrape; the traffic's own checks.
+        traffic.finish()
         procs.check_alive()
+        problems += privacy_counters(request(admin, "GET", "/metrics")[2].decode())
+        log(f"frames that passed their checks: {dict(sorted(traffic.checked.items()))}; "
+            f"failed: {len(traffic.violations)}")
+        if traffic.violations:
+            problems.append(f"{len(traffic.violations)} frame answers failed their checks, e.g.\n  "
+                            + "\n  ".join(traffic.violations[:5]))
+        for kind in ("frame", "rendition", "range", "stream part"):
+            if not traffic.checked.get(kind):
+                problems.append(f"no {kind} passed its checks: the traffic did not exercise them")
+        if traffic.errors:
+            problems.append(f"{len(traffic.errors)} errors in the hub traffic, e.g.\n  "
+                            + "\n  ".join(traffic.errors[:3]))
         if problems:
             raise Failed("\n".join(problems))
         ok = True
