@@ -121,7 +121,8 @@ impl Shared {
                 Origin::new(&config.origin),
                 metrics.clone(),
             )
-            .with_render_threads(config.delivery.render_threads),
+            .with_render_threads(config.delivery.render_threads)
+            .with_limits(&config.limits),
         );
         Shared { metrics, cache }
     }

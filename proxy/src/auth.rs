@@ -69,12 +69,20 @@ impl AuthError {
 pub struct Grant {
     owner: OwnerId,
     cameras: HashSet<CameraId>,
+    /// Unix seconds after which the token is no longer accepted: its `exp` plus the leeway.
+    valid_until: u64,
 }
 
 impl Grant {
     /// The verified owner.
     pub fn owner(&self) -> &OwnerId {
         &self.owner
+    }
+
+    /// Unix seconds after which the token is no longer accepted (`exp` plus the leeway): what
+    /// it grants ends then, streams included.
+    pub fn valid_until(&self) -> u64 {
+        self.valid_until
     }
 
     /// Checks that the token grants `camera`.
@@ -197,6 +205,11 @@ impl TokenVerifier {
                 _ => AuthError::Malformed,
             },
         )?;
+        // RFC 7515 §4.1.11: critical extensions the recipient does not understand make the
+        // token invalid, and this proxy understands none.
+        if data.header.crit.is_some() {
+            return Err(AuthError::Malformed);
+        }
         let claims = data.claims;
         let owner = OwnerId::parse(&claims.sub).map_err(|_| AuthError::Malformed)?;
         if claims.cams.len() > MAX_CAMERAS {
@@ -209,7 +222,11 @@ impl TokenVerifier {
             .collect::<Result<HashSet<_>, _>>()
             .map_err(|_| AuthError::Malformed)?;
         Ok(Verified {
-            grant: Arc::new(Grant { owner, cameras }),
+            grant: Arc::new(Grant {
+                owner,
+                cameras,
+                valid_until: claims.exp.saturating_add(self.leeway),
+            }),
             exp: claims.exp,
             nbf: claims.nbf,
         })

@@ -5,11 +5,16 @@
 //! - [`store`]: the size-bounded index (DashMap + S3-FIFO) from digest to entry; bodies are
 //!   shared `Bytes`.
 //! - [`flight`]: one origin fetch per key at a time, waiters of the same identity only.
+//! - [`absent`]: frames by hash the origin said it does not have, per owner, for a while.
+//!
+//! Each owner's origin requests are bounded by a budget (`limits.owner_origin_rps`); an origin
+//! 403 evicts that owner's entries of the camera at once.
 //!
 //! Every hit compares the stored identity with the request's before anything is served. A
 //! mismatch is a key collision (same digest, other identity) or a cross-owner hit (other owner):
 //! it is counted, logged at error level, evicted, and the request continues as a miss.
 
+pub mod absent;
 pub mod flight;
 pub mod key;
 pub mod store;
@@ -21,11 +26,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use self::absent::NotFound;
 use self::flight::{Flights, Join};
 use self::key::{Identity, KeyDigest};
 use self::store::{Entry, Store, StoredFrame};
-use crate::config::CacheConfig;
+use crate::config::{CacheConfig, LimitsConfig};
 use crate::identity::{CameraId, OwnerId};
+use crate::limit::{Limit, OriginBudget};
 use crate::metrics::Metrics;
 use crate::origin::{Origin, OriginError};
 use crate::rendition::cache::Renditions;
@@ -117,6 +124,10 @@ pub struct FrameCache {
     purges: AtomicU64,
     /// Renditions being made ([`crate::rendition::cache`]).
     pub(crate) renditions: Renditions,
+    /// Origin requests each owner may still cause.
+    budget: OriginBudget,
+    /// Frames by hash the origin said it does not have, per owner, for `limits.not_found_ttl_ms`.
+    not_found: NotFound,
 }
 
 impl FrameCache {
@@ -138,7 +149,17 @@ impl FrameCache {
             config,
             purges: AtomicU64::new(0),
             renditions: Renditions::new(2),
+            budget: OriginBudget::new(LimitsConfig::default().owner_origin_rps),
+            not_found: NotFound::new(LimitsConfig::default().not_found_ttl),
         }
+    }
+
+    /// Applies `limits`: each owner's origin request budget, and how long an origin 404 for a
+    /// frame by hash is remembered (the defaults of `[limits]` until called).
+    pub fn with_limits(mut self, limits: &LimitsConfig) -> FrameCache {
+        self.budget = OriginBudget::new(limits.owner_origin_rps);
+        self.not_found = NotFound::new(limits.not_found_ttl);
+        self
     }
 
     /// Renders at most `threads` renditions at once (default 2).
@@ -181,6 +202,9 @@ impl FrameCache {
                 }
                 return Ok(served(&entry, Lookup::Revalidating, age, purges));
             }
+        }
+        if self.not_found.remembers(&key, &identity) {
+            return Err(OriginError::NotFound);
         }
         match self.fetch(key, &identity).await {
             (Ok(fetched), lookup) => Ok(Served {
@@ -338,6 +362,10 @@ impl FrameCache {
         identity: &Identity,
         purges_before: u64,
     ) -> Result<Fetched, OriginError> {
+        if let Err(retry_after) = self.budget.take(&identity.owner) {
+            self.metrics.record_limited(Limit::OwnerOriginRps);
+            return Err(OriginError::Limited { retry_after });
+        }
         let (result, attempt) = self
             .origin
             .fetch(&identity.owner, &identity.camera, identity.frame)
@@ -345,6 +373,18 @@ impl FrameCache {
         self.metrics.record_origin(&attempt);
         if let Some(reason) = attempt.rejection {
             tracing::warn!(reason = reason.as_str(), camera = %identity.camera, "origin answer rejected");
+        }
+        match &result {
+            Err(OriginError::NotFound) if matches!(identity.frame, FrameRef::ByHash(_)) => {
+                self.not_found.remember(key, identity.clone());
+            }
+            // The backend no longer shares this camera with this owner: what is cached of it
+            // for them is not served again, stale or fresh.
+            Err(OriginError::Forbidden) => {
+                let revoked = self.remove(&identity.owner, Some(&identity.camera));
+                tracing::info!(camera = %identity.camera, revoked, "origin refused the owner: entries evicted");
+            }
+            _ => {}
         }
         let v = result?;
         let fresh_for = v.max_age.map_or(self.config.latest_fresh, |m| {
@@ -417,6 +457,15 @@ impl FrameCache {
     /// Removes every entry of `owner` (of one camera when given), stale copies included, and
     /// keeps fills already under way from storing. Returns the number of entries removed.
     pub fn purge(&self, owner: &OwnerId, camera: Option<&CameraId>) -> usize {
+        let purged = self.remove(owner, camera);
+        self.metrics.cache.purges.inc();
+        self.metrics.cache.purged_entries.inc_by(purged as u64);
+        purged
+    }
+
+    /// What [`FrameCache::purge`] does, uncounted: also how an origin's 403 revokes an owner's
+    /// entries of a camera.
+    fn remove(&self, owner: &OwnerId, camera: Option<&CameraId>) -> usize {
         self.purges.fetch_add(1, Ordering::SeqCst);
         let matches = |identity: &Identity| {
             identity.owner == *owner && camera.is_none_or(|c| identity.camera == *c)
@@ -424,10 +473,8 @@ impl FrameCache {
         // Requests from now on start their own fetch rather than join one begun before.
         self.flights.retire(matches);
         self.renditions.flights.retire(matches);
-        let purged = self.store.purge(matches);
-        self.metrics.cache.purges.inc();
-        self.metrics.cache.purged_entries.inc_by(purged as u64);
-        purged
+        self.not_found.forget(matches);
+        self.store.purge(matches)
     }
 
     /// Entries and weighted bytes.

@@ -28,6 +28,7 @@ pub struct Config {
     pub origin: OriginConfig,
     pub cache: CacheConfig,
     pub delivery: DeliveryConfig,
+    pub limits: LimitsConfig,
 }
 
 /// `[server]`
@@ -184,6 +185,48 @@ impl Default for DeliveryConfig {
     }
 }
 
+/// `[limits]`: what one client, one owner or the whole internet may hold of the edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Hub connections open at once; beyond it new ones are refused (`max_connections`).
+    /// Default 20000.
+    pub max_connections: usize,
+    /// Hub connections open at once from one client address (`max_connections_per_ip`).
+    /// Default 512.
+    pub max_connections_per_ip: usize,
+    /// Largest request head; a larger one gets 431 and the connection is closed
+    /// (`header_bytes`). Default 16384.
+    pub header_bytes: usize,
+    /// The whole request head must arrive within this, or the connection is closed
+    /// (`header_timeout_ms`); a trickle of bytes does not extend it. Default 10000 ms.
+    pub header_timeout: Duration,
+    /// Origin requests one owner may cause per second, with a burst of twice that; beyond it
+    /// 429 with `Retry-After` (`owner_origin_rps`). Default 20.
+    pub owner_origin_rps: u32,
+    /// MJPEG streams open at once per owner; beyond it 429 (`streams_per_owner`). Default 16.
+    pub streams_per_owner: usize,
+    /// A stream ends after this, and when its token expires (`stream_max_secs`). Default 3600 s.
+    pub stream_max: Duration,
+    /// How long an origin 404 for a frame by hash is remembered, per owner
+    /// (`not_found_ttl_ms`; 0: never). Default 10000 ms.
+    pub not_found_ttl: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> LimitsConfig {
+        LimitsConfig {
+            max_connections: 20_000,
+            max_connections_per_ip: 512,
+            header_bytes: 16 * 1024,
+            header_timeout: Duration::from_millis(10_000),
+            owner_origin_rps: 20,
+            streams_per_owner: 16,
+            stream_max: Duration::from_secs(3600),
+            not_found_ttl: Duration::from_millis(10_000),
+        }
+    }
+}
+
 /// Secret bytes; never printed.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(pub Vec<u8>);
@@ -310,6 +353,7 @@ impl Config {
                 render_threads: 2,
                 ..DeliveryConfig::default()
             },
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -447,6 +491,7 @@ signing_key_file = "keys/signing.key"
         assert_eq!(config.origin, origin);
         assert_eq!(config.cache, CacheConfig::default());
         assert_eq!(config.delivery, DeliveryConfig::default());
+        assert_eq!(config.limits, LimitsConfig::default());
     }
 
     #[test]

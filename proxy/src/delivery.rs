@@ -359,6 +359,14 @@ pub fn error_body(code: &str, message: &str) -> Bytes {
 }
 
 impl HubError {
+    /// 429: a limit of `[limits]` refused the request; try again in a second.
+    pub fn too_many(message: &str) -> HubError {
+        HubError {
+            header: Some(("retry-after", "1".to_string())),
+            ..HubError::new(429, "too_many_requests", message)
+        }
+    }
+
     /// 416 for a range outside a frame of `len` bytes.
     pub fn unsatisfiable(len: usize) -> HubError {
         HubError {
@@ -405,6 +413,13 @@ impl From<OriginError> for HubError {
             }
             OriginError::Unreachable => HubError::new(503, "origin_unavailable", message),
             OriginError::Timeout => HubError::new(504, "origin_timeout", message),
+            OriginError::Limited { retry_after } => HubError {
+                header: Some((
+                    "retry-after",
+                    retry_after.as_secs_f64().ceil().max(1.0).to_string(),
+                )),
+                ..HubError::new(429, "too_many_requests", message)
+            },
         }
     }
 }

@@ -24,6 +24,8 @@
 //! - [`auth`] — hub tokens (JWT HS256) → a [`auth::Grant`] of one owner and some cameras.
 //! - [`cache`] — the owner-scoped frame cache: [`cache::key`] (identities and their digests),
 //!   [`cache::store`] (the byte-bounded index), [`cache::flight`] (one fetch per key).
+//! - [`limit`] — what one owner may cause or hold: origin request budgets, streams open, and the
+//!   `limit` label of refusals.
 //! - [`origin`] — camera-backend requests through Pingora's connector, and attestation (the
 //!   protocol itself is the `framecache-protocol` crate, shared with camsim).
 //! - [`rendition`] — smaller JPEGs for slow links: [`rendition::choose`] →
@@ -85,6 +87,7 @@ pub mod delivery;
 pub mod demo;
 pub mod hub_listener;
 pub mod identity;
+pub mod limit;
 pub mod metrics;
 pub mod origin;
 pub mod proxy;

@@ -20,6 +20,7 @@ use prometheus::{
 use crate::auth::AuthError;
 use crate::cache::Lookup;
 use crate::delivery::condition::Answer;
+use crate::limit::Limit;
 use crate::origin::{Attempt, Outcome, Rejection};
 use crate::rendition::choose::Reason;
 use crate::rendition::{Catalogue, Chosen, Made};
@@ -58,6 +59,10 @@ pub struct HubMetrics {
     pub bytes_saved: IntCounterVec,
     pub variant_choices: IntCounterVec,
     pub write_timeouts: IntCounterVec,
+    /// Requests, streams and connections refused or ended by a `[limits]` limit.
+    pub limited: IntCounterVec,
+    /// Hub connections refused at accept, by reason.
+    pub connections_refused: IntCounterVec,
 }
 
 /// The frame cache.
@@ -230,6 +235,18 @@ impl HubMetrics {
                     .iter()
                     .chain([&RouteLabel::Stream])
                     .map(RouteLabel::as_str),
+            ),
+            limited: f.counter_of(
+                "framecache_limited_total",
+                "Requests and streams refused or ended by a [limits] limit, by limit.",
+                &["limit"],
+                Limit::ALL.iter().map(Limit::as_str),
+            ),
+            connections_refused: f.counter_of(
+                "framecache_connections_refused_total",
+                "Hub connections refused at accept, by reason (max_connections, per_ip).",
+                &["reason"],
+                ["max_connections", "per_ip"],
             ),
         }
     }
@@ -450,6 +467,11 @@ impl Metrics {
             }
             _ => {}
         }
+    }
+
+    /// Records a refusal (or an end) by `limit`.
+    pub fn record_limited(&self, limit: Limit) {
+        self.hub.limited.with_label_values(&[limit.as_str()]).inc();
     }
 
     /// Records one origin request.

@@ -105,6 +105,10 @@ pub enum OriginError {
     Unreachable,
     #[error("the origin connection failed: {0}")]
     Io(String),
+    /// Not the origin's doing: the owner's origin request budget (`limits.owner_origin_rps`) is
+    /// spent, and no request was made.
+    #[error("too many origin requests for this owner; try again shortly")]
+    Limited { retry_after: Duration },
 }
 
 /// The outcome label of one origin request.
@@ -139,7 +143,9 @@ impl Outcome {
             Ok(_) | Err(OriginError::NotFound | OriginError::Forbidden) => Outcome::Ok,
             Err(OriginError::Rejected(_)) => Outcome::Rejected,
             Err(OriginError::Timeout) => Outcome::Timeout,
-            Err(OriginError::Unreachable | OriginError::Io(_)) => Outcome::Error,
+            Err(OriginError::Unreachable | OriginError::Io(_) | OriginError::Limited { .. }) => {
+                Outcome::Error
+            }
         }
     }
 }

@@ -9,7 +9,7 @@
 //! are recorded where they complete.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora::modules::http::HttpModules;
@@ -21,6 +21,7 @@ use crate::auth::{AuthError, TokenVerifier};
 use crate::cache::{FrameCache, Lookup};
 use crate::config::Config;
 use crate::delivery::{self, Delivery, HubError, Sent};
+use crate::limit::{Limit, StreamSlots};
 use crate::metrics::{Metrics, RequestRecord};
 use crate::rendition::{self, Chosen};
 use crate::request::{FrameRequest, RouteLabel, Target};
@@ -46,6 +47,10 @@ pub struct Edge {
     cache: Arc<FrameCache>,
     delivery: Delivery,
     metrics: Arc<Metrics>,
+    /// MJPEG streams open per owner.
+    streams: StreamSlots,
+    /// The longest a stream lasts.
+    stream_max: Duration,
 }
 
 impl Edge {
@@ -59,6 +64,8 @@ impl Edge {
             cache,
             delivery: Delivery::new(config.delivery.clone()),
             metrics,
+            streams: StreamSlots::new(config.limits.streams_per_owner),
+            stream_max: config.limits.stream_max,
         }
     }
 
@@ -103,15 +110,25 @@ impl Edge {
         ctx: &mut RequestCtx,
         req: &FrameRequest,
     ) -> Result<(), HubError> {
+        let Some(_slot) = self.streams.acquire(&req.owner) else {
+            self.metrics.record_limited(Limit::StreamsPerOwner);
+            return Err(HubError::too_many(
+                "this owner has as many streams open as limits.streams_per_owner allows",
+            ));
+        };
         let subscriber = stream::Subscriber {
             req,
             cache: &self.cache,
             delivery: &self.delivery,
             metrics: &self.metrics,
+            max: self.stream_max,
         };
-        let (sent, ended_by) = subscriber.serve(session).await?;
+        let (sent, ended) = subscriber.serve(session).await?;
         ctx.sent.body_bytes = sent;
-        ctx.sent.write_error = Some(ended_by);
+        match ended {
+            stream::Ended::Hub(error) => ctx.sent.write_error = Some(error),
+            stream::Ended::Limit(limit) => self.metrics.record_limited(limit),
+        }
         Ok(())
     }
 
@@ -126,15 +143,15 @@ impl Edge {
         )?;
         ctx.route = req.target.label();
         let values = header.headers.get_all(http::header::AUTHORIZATION);
-        let owner = self
+        let grant = self
             .tokens
             .verify(values.into_iter().map(|v| v.as_bytes()))
-            .and_then(|grant| grant.camera(&req.camera).map(|()| grant.owner().clone()))
+            .and_then(|grant| grant.camera(&req.camera).map(|()| grant))
             .map_err(|e| {
                 ctx.auth_failure = Some(e);
                 HubError::from(e)
             })?;
-        Ok(req.authorised(owner))
+        Ok(req.authorised(grant.owner().clone(), grant.valid_until()))
     }
 }
 

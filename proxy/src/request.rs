@@ -70,10 +70,12 @@ pub struct HubRequest {
 }
 
 impl HubRequest {
-    /// The request made for `owner`, whose verified token grants the camera.
-    pub fn authorised(self, owner: OwnerId) -> FrameRequest {
+    /// The request made for `owner`, whose verified token grants the camera until
+    /// `valid_until` (unix seconds).
+    pub fn authorised(self, owner: OwnerId, valid_until: u64) -> FrameRequest {
         FrameRequest {
             owner,
+            valid_until,
             camera: self.camera,
             target: self.target,
             rendition: self.rendition,
@@ -87,6 +89,8 @@ impl HubRequest {
 pub struct FrameRequest {
     /// From the verified token, never from a header or the path.
     pub owner: OwnerId,
+    /// Unix seconds after which the token is no longer accepted: a stream ends then.
+    pub valid_until: u64,
     pub camera: CameraId,
     pub target: Target,
     /// The rendition `variant=` asked for, if any.

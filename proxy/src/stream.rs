@@ -10,6 +10,7 @@
 //! the one chosen for the hub's link as it is when that frame is sent.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
@@ -19,6 +20,7 @@ use prometheus::IntGauge;
 use crate::cache::store::StoredFrame;
 use crate::cache::FrameCache;
 use crate::delivery::{etag, Delivery, HubError};
+use crate::limit::Limit;
 use crate::metrics::Metrics;
 use crate::rendition::choose::ACCEPT_CH;
 use crate::rendition::{self, Chosen};
@@ -74,9 +76,37 @@ pub struct Subscriber<'a> {
     pub cache: &'a Arc<FrameCache>,
     pub delivery: &'a Delivery,
     pub metrics: &'a Metrics,
+    /// The longest a stream lasts (`limits.stream_max_secs`).
+    pub max: Duration,
+}
+
+/// Why a stream ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// Writing to the hub failed: it went away, or took too little for too long.
+    Hub(Box<pingora::Error>),
+    /// The stream reached `limits.stream_max_secs` or its token expired; it was closed after a
+    /// whole part, with the multipart's closing delimiter.
+    Limit(Limit),
 }
 
 impl Subscriber<'_> {
+    /// When the stream must end, and by which limit: its maximum duration from `started`, or
+    /// the moment its token stops being accepted, whichever comes first.
+    fn end(&self, started: Instant) -> (Instant, Limit) {
+        let by_max = started + self.max;
+        let now_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let left = Duration::from_secs(self.req.valid_until).saturating_sub(now_unix);
+        let by_token = Instant::now() + left;
+        if by_token < by_max {
+            (by_token, Limit::TokenExpired)
+        } else {
+            (by_max, Limit::StreamMax)
+        }
+    }
+
     /// The latest frame in the rendition chosen for it, and that choice; `None` when its seq
     /// is `sent` (the frame the hub already has).
     async fn latest(
@@ -99,14 +129,12 @@ impl Subscriber<'_> {
         Ok(Some((served.frame, chosen)))
     }
 
-    /// Serves the stream until the hub goes away or stalls. Returns the body bytes sent and the
-    /// write error that ended the stream; an `Err` (only before the first byte) is the answer
+    /// Serves the stream until the hub goes away or stalls, or a limit ends it. Returns the body
+    /// bytes sent and why the stream ended; an `Err` (only before the first byte) is the answer
     /// to give instead.
-    pub async fn serve(
-        &self,
-        session: &mut Session,
-    ) -> Result<(usize, Box<pingora::Error>), HubError> {
+    pub async fn serve(&self, session: &mut Session) -> Result<(usize, Ended), HubError> {
         let (config, metrics) = (&self.delivery.config, self.metrics);
+        let (end, limit) = self.end(Instant::now());
         // The first frame decides the answer: no frame, no stream.
         let (mut frame, mut chosen) = self
             .latest(session, None)
@@ -120,7 +148,7 @@ impl Subscriber<'_> {
             ));
         };
         if let Err(e) = session.write_response_header(Box::new(header), false).await {
-            return Ok((0, e));
+            return Ok((0, Ended::Hub(e)));
         }
         metrics.stream.subscribers.inc();
         let _subscribed = Subscribed(metrics.stream.subscribers.clone());
@@ -138,7 +166,7 @@ impl Subscriber<'_> {
                     // The hub went away or took too little for too long (the session's minimum
                     // send rate): the stream ends.
                     if let Err(e) = session.write_response_body(Some(bytes), false).await {
-                        return Ok((sent, e));
+                        return Ok((sent, Ended::Hub(e)));
                     }
                     sent += len;
                 }
@@ -148,6 +176,15 @@ impl Subscriber<'_> {
             }
             // A hub slower than the interval does not build up a backlog of ticks.
             next = (next + config.stream_interval).max(tokio::time::Instant::now());
+            if next >= end.into() {
+                tokio::time::sleep_until(end.into()).await;
+                let closing = Bytes::from(format!("--{BOUNDARY}--\r\n"));
+                let ended = match session.write_response_body(Some(closing), true).await {
+                    Ok(()) => Ended::Limit(limit),
+                    Err(e) => Ended::Hub(e),
+                };
+                return Ok((sent, ended));
+            }
             tokio::time::sleep_until(next).await;
             // An origin hiccup keeps the last frame on screen; the next tick tries again.
             if let Ok(Some(newer)) = self.latest(session, Some(frame.seq)).await {

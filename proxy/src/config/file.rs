@@ -52,6 +52,8 @@ pub struct File {
     pub cache: Leaf<Cache>,
     #[serde(default)]
     pub delivery: Leaf<Delivery>,
+    #[serde(default)]
+    pub limits: Leaf<Limits>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -146,6 +148,29 @@ pub struct Delivery {
     pub render_threads: Leaf<i64>,
     #[serde(default)]
     pub variants: Leaf<Vec<Leaf<Variant>>>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `[limits]`
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct Limits {
+    #[serde(default)]
+    pub max_connections: Leaf<i64>,
+    #[serde(default)]
+    pub max_connections_per_ip: Leaf<i64>,
+    #[serde(default)]
+    pub header_bytes: Leaf<i64>,
+    #[serde(default)]
+    pub header_timeout_ms: Leaf<i64>,
+    #[serde(default)]
+    pub owner_origin_rps: Leaf<i64>,
+    #[serde(default)]
+    pub streams_per_owner: Leaf<i64>,
+    #[serde(default)]
+    pub stream_max_secs: Leaf<i64>,
+    #[serde(default)]
+    pub not_found_ttl_ms: Leaf<i64>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

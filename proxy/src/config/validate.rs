@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use super::file::{self, Leaf, Unknown};
 use super::{
-    AdminConfig, AuthConfig, CacheConfig, Config, DeliveryConfig, OriginConfig, Problem, Secret,
-    ServerConfig,
+    AdminConfig, AuthConfig, CacheConfig, Config, DeliveryConfig, LimitsConfig, OriginConfig,
+    Problem, Secret, ServerConfig,
 };
 use crate::cache::store::ENTRY_OVERHEAD;
 use crate::rendition::{Catalogue, Rendition, Variant, DEFAULT_QUALITY};
@@ -39,6 +39,7 @@ pub(super) fn validate(file: &file::File, source: &Path) -> Result<Config, Vec<P
         origin: origin(&mut c, &file.origin),
         cache: cache(&mut c, &file.cache),
         delivery: delivery(&mut c, &file.delivery),
+        limits: limits(&mut c, &file.limits),
     };
     cross_checks(&mut c, &config);
     if c.problems.is_empty() {
@@ -230,6 +231,70 @@ fn delivery(c: &mut Checker, leaf: &Leaf<file::Delivery>) -> DeliveryConfig {
             .int("delivery.render_threads", &t.render_threads, 1..=64)
             .map_or(d.render_threads, |v| v as usize),
         renditions: renditions(c, &t.variants, &d.renditions),
+    }
+}
+
+/// `[limits]`
+fn limits(c: &mut Checker, leaf: &Leaf<file::Limits>) -> LimitsConfig {
+    let t = c.table("limits", leaf);
+    c.unknown("limits", &t.unknown);
+    let d = LimitsConfig::default();
+    let count = |c: &mut Checker, key: &str, leaf: &Leaf<i64>, range, default: usize| {
+        c.int(key, leaf, range).map_or(default, |v| v as usize)
+    };
+    LimitsConfig {
+        max_connections: count(
+            c,
+            "limits.max_connections",
+            &t.max_connections,
+            1..=10_000_000,
+            d.max_connections,
+        ),
+        max_connections_per_ip: count(
+            c,
+            "limits.max_connections_per_ip",
+            &t.max_connections_per_ip,
+            1..=10_000_000,
+            d.max_connections_per_ip,
+        ),
+        header_bytes: count(
+            c,
+            "limits.header_bytes",
+            &t.header_bytes,
+            1024..=(1 << 20),
+            d.header_bytes,
+        ),
+        header_timeout: c
+            .millis(
+                "limits.header_timeout_ms",
+                &t.header_timeout_ms,
+                100..=600_000,
+            )
+            .unwrap_or(d.header_timeout),
+        owner_origin_rps: c
+            .int(
+                "limits.owner_origin_rps",
+                &t.owner_origin_rps,
+                1..=1_000_000,
+            )
+            .map_or(d.owner_origin_rps, |v| v as u32),
+        streams_per_owner: count(
+            c,
+            "limits.streams_per_owner",
+            &t.streams_per_owner,
+            1..=100_000,
+            d.streams_per_owner,
+        ),
+        stream_max: c
+            .secs("limits.stream_max_secs", &t.stream_max_secs, 1..=604_800)
+            .unwrap_or(d.stream_max),
+        not_found_ttl: c
+            .millis(
+                "limits.not_found_ttl_ms",
+                &t.not_found_ttl_ms,
+                0..=3_600_000,
+            )
+            .unwrap_or(d.not_found_ttl),
     }
 }
 

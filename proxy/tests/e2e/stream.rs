@@ -178,6 +178,7 @@ fn twenty_subscribers_share_the_origin_polls() {
             c.delivery.stream_interval = interval;
             c.cache.latest_fresh = interval;
             c.server.threads = 2;
+            c.limits.streams_per_owner = 20;
         },
         |o| o.fps = 10.0,
     ));
