@@ -25,6 +25,7 @@ use pingora::services::{ServiceReadyNotifier, ServiceWithDependents};
 use crate::admin::Admin;
 use crate::cache::FrameCache;
 use crate::config::Config;
+use crate::hub::HubApp;
 use crate::hub_listener::HubListener;
 use crate::metrics::Metrics;
 use crate::origin::Origin;
@@ -160,7 +161,13 @@ pub fn run(
         &server.configuration,
         Edge::new(&config, shared.cache.clone(), shared.metrics.clone()),
     );
-    server.add_service(HubListener::new("framecache hub", listeners.hub, edge));
+    let hub = HubApp::new(
+        edge,
+        &config.limits,
+        config.delivery.idle_timeout,
+        shared.metrics.clone(),
+    );
+    server.add_service(HubListener::new("framecache hub", listeners.hub, hub));
 
     let mut admin = Service::new(
         "framecache admin".to_string(),

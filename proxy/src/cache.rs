@@ -378,11 +378,11 @@ impl FrameCache {
             Err(OriginError::NotFound) if matches!(identity.frame, FrameRef::ByHash(_)) => {
                 self.not_found.remember(key, identity.clone());
             }
-            // The backend no longer shares this camera with this owner: what is cached of it
-            // for them is not served again, stale or fresh.
-            Err(OriginError::Forbidden) => {
+            // The backend no longer shares this camera with this owner, or has no such camera:
+            // what is cached of it for them is not served again, stale or fresh.
+            Err(OriginError::Forbidden | OriginError::NotFound) => {
                 let revoked = self.remove(&identity.owner, Some(&identity.camera));
-                tracing::info!(camera = %identity.camera, revoked, "origin refused the owner: entries evicted");
+                tracing::info!(camera = %identity.camera, revoked, "origin refused the camera: entries evicted");
             }
             _ => {}
         }

@@ -14,6 +14,9 @@
 //! - [`config`] — the TOML file, its serde mirror and validation into [`config::Config`].
 //! - [`app`] — binds the listeners and runs the Pingora server: [`app::run`] is what the binary
 //!   and the end-to-end tests start.
+//! - [`hub`] — hub connections before the proxy: admission (`limits.max_connections`, per
+//!   address) and each HTTP/1.1 request head read whole within `limits.header_bytes` and
+//!   `limits.header_timeout_ms`, refused in JSON when malformed.
 //! - [`hub_listener`] — accepts hub connections and hands them to Pingora as virtual sockets
 //!   that send sealed bodies with `sendfile`.
 //! - [`identity`] — `OwnerId`, `CameraId`, `ContentHash`: identities as types.
@@ -46,8 +49,9 @@
 //!
 //! A hub sends `GET /v1/cameras/cam-1/frame` with `Authorization: Bearer <token>`.
 //!
-//! 1. [`hub_listener`] accepted the connection; Pingora parses the HTTP/1.1 request and calls
-//!    [`proxy::Edge`]'s `request_filter`, before any other phase.
+//! 1. [`hub_listener`] accepted the connection and [`hub`] admitted it and read the request
+//!    head within the edge's limits; Pingora parses it and calls [`proxy::Edge`]'s
+//!    `request_filter`, before any other phase.
 //! 2. [`route::parse`] turns the raw path and query into a [`request::HubRequest`], or refuses
 //!    it (400, 404, 405) without normalising anything.
 //! 3. [`auth::TokenVerifier::verify`] checks the token's signature, audience, expiry and claim
@@ -85,6 +89,7 @@ pub mod config;
 pub mod delivery;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod hub;
 pub mod hub_listener;
 pub mod identity;
 pub mod limit;

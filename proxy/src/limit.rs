@@ -4,13 +4,16 @@
 //! - [`OriginBudget`]: origin requests per owner per second, a token bucket with a burst of
 //!   twice the rate. Beyond it a request that would have to ask the origin is answered 429.
 //! - [`StreamSlots`]: MJPEG streams open at once per owner.
+//! - [`Admission`]: hub connections open at once, in all and per client address.
 //! - [`Limit`]: the `limit` label of `framecache_limited_total`, for these and the limits
 //!   enforced elsewhere (request heads, stream lifetimes).
 //!
 //! Owners come only from verified tokens, so the maps here grow with real owners, not with
 //! what a client sends; they are swept all the same.
 
-use std::sync::Mutex;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -171,6 +174,93 @@ impl Drop for StreamSlot<'_> {
     }
 }
 
+/// Why a hub connection was refused at accept: the `reason` label of
+/// `framecache_connections_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// `limits.max_connections` are open.
+    MaxConnections,
+    /// `limits.max_connections_per_ip` are open from the client's address.
+    PerIp,
+}
+
+impl Refused {
+    pub const ALL: [Refused; 2] = [Refused::MaxConnections, Refused::PerIp];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Refused::MaxConnections => "max_connections",
+            Refused::PerIp => "per_ip",
+        }
+    }
+}
+
+/// Hub connections open at once: at most `max` in all, `per_ip` from one client address.
+pub struct Admission {
+    max: usize,
+    per_ip: usize,
+    open: AtomicUsize,
+    by_ip: DashMap<IpAddr, usize>,
+}
+
+/// A connection's place, given back when it closes.
+pub struct Admitted {
+    admission: Arc<Admission>,
+    ip: Option<IpAddr>,
+}
+
+impl Admission {
+    pub fn new(max: usize, per_ip: usize) -> Admission {
+        Admission {
+            max,
+            per_ip,
+            open: AtomicUsize::new(0),
+            by_ip: DashMap::new(),
+        }
+    }
+
+    /// Admits a connection from `ip` (unknown for a peer without an IP address), or says why
+    /// not.
+    pub fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<Admitted, Refused> {
+        if self.open.fetch_add(1, Ordering::SeqCst) >= self.max {
+            self.open.fetch_sub(1, Ordering::SeqCst);
+            return Err(Refused::MaxConnections);
+        }
+        // Built now, so that an early return below gives the place back.
+        let mut admitted = Admitted {
+            admission: Arc::clone(self),
+            ip: None,
+        };
+        if let Some(ip) = ip {
+            let mut open = self.by_ip.entry(ip).or_insert(0);
+            if *open >= self.per_ip {
+                return Err(Refused::PerIp);
+            }
+            *open += 1;
+            admitted.ip = Some(ip);
+        }
+        Ok(admitted)
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let admission = &self.admission;
+        if let Some(ip) = self.ip {
+            admission.by_ip.remove_if_mut(&ip, |_, open| {
+                *open = open.saturating_sub(1);
+                *open == 0
+            });
+        }
+        admission.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +316,25 @@ mod tests {
         assert_eq!(slots.open(&alice), 1);
         let _a3 = slots.acquire(&alice).unwrap();
         assert!(slots.acquire(&alice).is_none());
+    }
+
+    #[test]
+    fn admission_bounds_all_and_each_address() {
+        let admission = Arc::new(Admission::new(3, 2));
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let a1 = admission.admit(Some(a)).unwrap();
+        let _a2 = admission.admit(Some(a)).unwrap();
+        assert_eq!(admission.admit(Some(a)).err(), Some(Refused::PerIp));
+        let _b1 = admission.admit(Some(b)).unwrap();
+        assert_eq!(
+            admission.admit(Some(b)).err(),
+            Some(Refused::MaxConnections)
+        );
+        assert_eq!(admission.open(), 3);
+        drop(a1);
+        assert_eq!(admission.open(), 2);
+        let _a3 = admission.admit(Some(a)).unwrap();
+        assert_eq!(admission.admit(None).err(), Some(Refused::MaxConnections));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use prometheus::{
 use crate::auth::AuthError;
 use crate::cache::Lookup;
 use crate::delivery::condition::Answer;
-use crate::limit::Limit;
+use crate::limit::{Limit, Refused};
 use crate::origin::{Attempt, Outcome, Rejection};
 use crate::rendition::choose::Reason;
 use crate::rendition::{Catalogue, Chosen, Made};
@@ -246,7 +246,7 @@ impl HubMetrics {
                 "framecache_connections_refused_total",
                 "Hub connections refused at accept, by reason (max_connections, per_ip).",
                 &["reason"],
-                ["max_connections", "per_ip"],
+                Refused::ALL.iter().map(Refused::as_str),
             ),
         }
     }
@@ -472,6 +472,14 @@ impl Metrics {
     /// Records a refusal (or an end) by `limit`.
     pub fn record_limited(&self, limit: Limit) {
         self.hub.limited.with_label_values(&[limit.as_str()]).inc();
+    }
+
+    /// Records a hub connection refused at accept.
+    pub fn record_refused(&self, refused: Refused) {
+        self.hub
+            .connections_refused
+            .with_label_values(&[refused.as_str()])
+            .inc();
     }
 
     /// Records one origin request.

@@ -50,9 +50,9 @@ fn hostile_paths_never_reach_the_origin() {
             "{path}"
         );
     }
-    // Bytes not allowed in a request line (a raw NUL, a space) are not refused by Pingora: it
-    // percent-encodes them (`cam%00-1`, `cam%201`) and hands the request on. The route's `%` ban
-    // is what answers 400, so the raw line and its encoded twin cannot share a key.
+    // Bytes not allowed in a request line (a raw NUL, a space) are refused with the head, before
+    // Pingora would percent-encode them (`cam%00-1`, `cam%201`) and hand the request on; the
+    // route's `%` ban stays behind it, so the raw line and its encoded twin cannot share a key.
     for raw in [
         "GET /v1/cameras/cam\0-1/frame HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
         "GET /v1/cameras/cam 1/frame HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
@@ -61,15 +61,12 @@ fn hostile_paths_never_reach_the_origin() {
         let reply = crate::common::exchange(stack.proxy.hub_addr, raw.as_bytes(), false);
         assert_eq!(reply.status, 400, "{raw:?}");
         assert_eq!(reply.error_code(), "bad_request", "{raw:?}");
-        assert!(reply.json()["message"]
-            .as_str()
-            .unwrap()
-            .contains("percent-encoded"));
+        assert_eq!(reply.header("server"), None, "{raw:?}");
     }
     assert_eq!(stack.origin_requests(), 0);
     let other = stack.metric(r#"framecache_requests_total{route="other",status="400"}"#)
         + stack.metric(r#"framecache_requests_total{route="other",status="404"}"#);
-    // The two raw requests reached the route as well, and were counted with the rest.
+    // The two raw requests were counted with the rest.
     assert_eq!(other, cases.len() as f64 + 2.0, "every refusal is counted");
 }
 
