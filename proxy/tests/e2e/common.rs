@@ -104,8 +104,8 @@ impl Stack {
         reply.text()
     }
 
-    /// The value of one series in the scrape, like `framecache_auth_failures_total{reason="expired"}`;
-    /// 0 when absent.
+    /// The value of one series in the scrape, like `framecache_auth_failures_total{reason="expired"}`.
+    /// Panics when the scrape has no such series (see [`metric_in`]).
     pub fn metric(&self, series: &str) -> f64 {
         metric_in(&self.scrape(), series)
     }
@@ -128,15 +128,35 @@ impl Drop for Stack {
     }
 }
 
-/// The value of one series in a scrape text; 0 when absent.
+/// The value of one series in a scrape text, written as the scrape writes it: the name, then
+/// the labels in the scrape's (alphabetical) order, like
+/// `framecache_variant_choices_total{reason="ect",variant="thumb"}`.
+///
+/// Panics when the scrape has no such series, naming the series asked for and those of the
+/// same name that exist: a misspelt name or label must fail the test, not read as 0.
 pub fn metric_in(scrape: &str, series: &str) -> f64 {
-    scrape
-        .lines()
-        .find_map(|line| {
-            let (name, value) = line.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().unwrap())
+    series_value(scrape, series).unwrap_or_else(|| {
+        let name = series.split('{').next().unwrap_or(series);
+        let same_name: Vec<&str> = scrape
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.rsplit_once(' ').map(|(s, _)| s))
+            .filter(|s| s.split('{').next() == Some(name))
+            .collect();
+        panic!("the scrape has no series {series}; series named {name}: {same_name:?}")
+    })
+}
+
+/// The value of one series in a scrape text, if the scrape has it.
+fn series_value(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| {
+            value
+                .parse()
+                .unwrap_or_else(|e| panic!("{series}: value {value:?}: {e}"))
         })
-        .unwrap_or(0.0)
+    })
 }
 
 /// A parsed response.
