@@ -282,3 +282,29 @@ pub fn wait_within(limit: Duration, what: &str, condition: impl Fn() -> bool) {
     }
     panic!("gave up waiting until {what}");
 }
+
+/// Whether the calling test's body should run in this process. In a process started for that
+/// test alone, yes. Otherwise no: this starts the test binary again for just the test `name`
+/// (its full path, like `delivery::some_test`), checks that it ran and passed there, and
+/// returns false.
+///
+/// For tests that read process-wide counters (what `framecache::sealed` sent by reference):
+/// with no other test in the process, everything counted is the test's own.
+pub fn in_own_process(name: &str) -> bool {
+    const ALONE: &str = "FRAMECACHE_E2E_ALONE";
+    if std::env::var(ALONE).as_deref() == Ok(name) {
+        return true;
+    }
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(ALONE, name)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("test result: ok. 1 passed"),
+        "{name} in a process of its own:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    false
+}
