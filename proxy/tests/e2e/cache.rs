@@ -11,7 +11,7 @@ use framecache::cache::key::Identity;
 use framecache::identity::{CameraId, OwnerId};
 use framecache::request::FrameRef;
 
-use crate::common::{metric_in, Reply, Stack};
+use crate::common::{metric_in, wait_until, Gate, Reply, Stack};
 
 fn status(reply: &Reply) -> &str {
     reply.header("cache-status").unwrap_or("")
@@ -96,49 +96,38 @@ fn hit_after_miss_without_an_origin_request() {
     );
 }
 
-/// `n` concurrent GETs, each on its own connection; returns the replies.
-fn concurrent(
-    stack: &Arc<Stack>,
-    requests: Vec<(&'static str, &'static str)>,
-) -> Vec<(String, Reply)> {
-    let handles: Vec<_> = requests
-        .into_iter()
-        .map(|(owner, camera)| {
-            let stack = Arc::clone(stack);
-            thread::spawn(move || {
-                let path = format!("/v1/cameras/{camera}/frame");
-                (owner.to_string(), stack.get_as(owner, &[camera], &path))
-            })
-        })
-        .collect();
-    handles.into_iter().map(|h| h.join().unwrap()).collect()
+/// A stack whose origin requests wait at a gate (closed) until the test opens it; latest
+/// frames stay fresh for a minute, and a request waits for another's fetch as long as the test
+/// holds it.
+fn gated() -> (Stack, Gate) {
+    Stack::gated(
+        |c| {
+            c.cache.latest_fresh = Duration::from_secs(60);
+            c.cache.coalesce_wait = Duration::from_secs(60);
+        },
+        |_| {},
+    )
 }
 
 #[test]
 fn concurrent_cold_requests_make_one_origin_request() {
-    let stack = Arc::new(Stack::with(
-        |c| {
-            c.cache.latest_fresh = Duration::from_secs(60);
-            c.server.threads = 2;
-        },
-        |_| {},
-    ));
-    // A slow origin keeps the fetch open while all 200 requests arrive.
-    stack.set_faults(Faults {
-        latency_ms: Some((400, 400)),
-        ..Faults::default()
-    });
-    let replies = concurrent(&stack, vec![("owner-1", "cam-2"); 200]);
-    let first = &replies[0].1.body;
-    for (_, reply) in &replies {
+    let (stack, gate) = gated();
+    // 200 requests sent while the first one's fetch is held at the origin.
+    let sent: Vec<_> = (0..200)
+        .map(|_| stack.send_as("owner-1", &["cam-2"], "/v1/cameras/cam-2/frame"))
+        .collect();
+    wait_until("the fetch is at the origin", || gate.held() > 0);
+    gate.open();
+    let replies: Vec<Reply> = sent.into_iter().map(|s| s.reply(false)).collect();
+    let first = &replies[0].body;
+    for reply in &replies {
         assert_eq!(reply.status, 200, "{}", reply.text());
         assert_eq!(&reply.body, first, "one body for all");
     }
-    assert_eq!(
-        stack.origin_requests_for("cam-2"),
-        1,
-        "exactly one origin request"
-    );
+    assert_eq!(gate.owners_seen().len(), 1, "exactly one origin request");
+    assert_eq!(stack.origin_requests_for("cam-2"), 1);
+    let answered =
+        |cache_status: &str| replies.iter().filter(|r| status(r) == cache_status).count() as f64;
     let scrape = stack.scrape();
     let lookups = |r: &str| {
         metric_in(
@@ -147,31 +136,46 @@ fn concurrent_cold_requests_make_one_origin_request() {
         )
     };
     assert_eq!(lookups("miss"), 1.0);
+    assert_eq!(answered("framecache; fwd=miss; stored"), 1.0);
+    // Those the proxy had read while the fetch was held waited for it; any it read after
+    // were hits.
+    assert_eq!(
+        lookups("coalesced"),
+        answered("framecache; fwd=miss; collapsed; stored")
+    );
+    assert_eq!(lookups("hit"), answered("framecache; hit"));
     assert_eq!(lookups("coalesced") + lookups("hit"), 199.0);
     assert!(lookups("coalesced") > 0.0);
 }
 
 #[test]
 fn owners_sharing_a_camera_never_share_entries_or_fetches() {
-    let stack = Arc::new(long_fresh());
-    stack.set_faults(Faults {
-        latency_ms: Some((300, 300)),
-        ..Faults::default()
-    });
-    // cam-1 is owner-1's, shared with owner-2: concurrent requests of both.
-    let mut requests = vec![("owner-1", "cam-1"); 10];
-    requests.extend(vec![("owner-2", "cam-1"); 10]);
-    let replies = concurrent(&stack, requests);
-    for (_, reply) in &replies {
+    let (stack, gate) = gated();
+    // cam-1 is owner-1's, shared with owner-2: requests of both, sent while the first
+    // fetch is held at the origin.
+    let sent: Vec<_> = (0..20)
+        .map(|i| {
+            let owner = if i % 2 == 0 { "owner-1" } else { "owner-2" };
+            stack.send_as(owner, &["cam-1"], "/v1/cameras/cam-1/frame")
+        })
+        .collect();
+    // Each owner's fetch reaches the origin while the other's is held there: neither waits
+    // for the other's.
+    wait_until("two fetches are at the origin", || gate.held() >= 2);
+    let mut owners = gate.owners_seen();
+    owners.sort();
+    assert_eq!(owners, ["owner-1", "owner-2"]);
+    gate.open();
+    for sent in sent {
+        let reply = sent.reply(false);
         assert_eq!(reply.status, 200);
         assert_eq!(
             camsim::jpeg::read_watermark(&reply.body).unwrap().0,
             "cam-1"
         );
     }
-    assert_eq!(stack.origin_requests_for("cam-1"), 2, "one fetch per owner");
+    assert_eq!(gate.owners_seen().len(), 2, "one fetch per owner");
     // Each owner now hits its own entry.
-    stack.set_faults(Faults::default());
     for owner in ["owner-1", "owner-2"] {
         let reply = stack.get_as(owner, &["cam-1"], "/v1/cameras/cam-1/frame");
         assert_eq!(status(&reply), "framecache; hit");
@@ -315,27 +319,20 @@ fn purge_removes_entries_at_once() {
 
 #[test]
 fn a_fill_in_flight_when_purge_arrives_does_not_land() {
-    let stack = Arc::new(long_fresh());
-    stack.set_faults(Faults {
-        latency_ms: Some((500, 500)),
-        ..Faults::default()
-    });
-    let waiting = {
-        let stack = Arc::clone(&stack);
-        thread::spawn(move || stack.get_as("owner-1", &["cam-2"], "/v1/cameras/cam-2/frame"))
-    };
-    // Wait (bounded) until the fill is under way, then purge.
-    crate::common::wait_until("the fill is under way", || stack.cache().flights() == 1);
+    let (stack, gate) = gated();
+    let waiting = stack.send_as("owner-1", &["cam-2"], "/v1/cameras/cam-2/frame");
+    // The fill is at the origin, held there, when the purge arrives.
+    wait_until("the fill is at the origin", || gate.held() == 1);
     let reply = stack.admin("POST", "/admin/purge", r#"{"owner": "owner-1"}"#, None);
     assert_eq!(reply.status, 200);
-    let served = waiting.join().unwrap();
+    gate.open();
+    let served = waiting.reply(false);
     assert_eq!(served.status, 200);
     assert_eq!(
         status(&served),
         "framecache; fwd=miss",
         "served, not stored"
     );
-    stack.set_faults(Faults::default());
     let next = stack.get_as("owner-1", &["cam-2"], "/v1/cameras/cam-2/frame");
     assert_eq!(status(&next), "framecache; fwd=miss; stored");
     assert_eq!(stack.origin_requests_for("cam-2"), 2);
@@ -525,32 +522,33 @@ fn cancellation_at_random_points_never_yields_a_wrong_or_partial_frame() {
 
 #[test]
 fn a_just_stale_frame_is_served_at_once_while_one_fetch_refreshes_it() {
-    let stack = Arc::new(Stack::with(
+    let (stack, gate) = Stack::gated(
         |c| {
             c.cache.latest_fresh = Duration::ZERO;
             c.cache.stale_while_revalidate = Duration::from_secs(60);
         },
         |_| {},
-    ));
+    );
+    gate.open();
     let first = stack.get_as("owner-1", &["cam-2"], "/v1/cameras/cam-2/frame");
     assert_eq!(status(&first), "framecache; fwd=miss; stored");
     stack.camsim.advance("cam-2").unwrap();
-    // A slow origin: the refresh takes a while, the hubs do not wait for it.
-    stack.set_faults(Faults {
-        latency_ms: Some((300, 300)),
-        ..Faults::default()
-    });
-    let replies = concurrent(&stack, vec![("owner-1", "cam-2"); 10]);
-    for (_, reply) in &replies {
+    // The refresh is held at the origin: the hubs do not wait for it.
+    gate.close();
+    for _ in 0..10 {
+        let reply = stack.get_as("owner-1", &["cam-2"], "/v1/cameras/cam-2/frame");
         assert_eq!(reply.status, 200);
-        assert_eq!(status(reply), "framecache; hit; detail=revalidating");
+        assert_eq!(status(&reply), "framecache; hit; detail=revalidating");
         assert_eq!(reply.header("cache-control"), Some("private, max-age=0"));
         assert_eq!(reply.body, first.body, "the cached frame, at once");
     }
     // One background fetch for all of them, then the new frame is what hubs get.
+    assert_eq!(gate.held(), 1);
+    gate.open();
     crate::common::wait_until("the refresh has landed", || {
         stack.cache().flights() == 0 && stack.origin_requests_for("cam-2") == 2
     });
+    assert_eq!(gate.owners_seen().len(), 2);
     let next = stack.get_as("owner-1", &["cam-2"], "/v1/cameras/cam-2/frame");
     assert_ne!(next.body, first.body);
     let (_, seq) = camsim::jpeg::read_watermark(&next.body).unwrap();

@@ -1,8 +1,10 @@
 //! The test stack: camsim and the proxy started in-process on loopback port 0, a raw HTTP/1.1
-//! client that sends exactly the bytes a test writes, and scrape helpers.
+//! client that sends exactly the bytes a test writes, scrape helpers, and a gate that holds
+//! origin requests until the test lets them through.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use framecache::app::Running;
@@ -62,6 +64,25 @@ impl Stack {
         }
     }
 
+    /// Like [`Stack::with`], with a [`Gate`] between the proxy and camsim: origin requests wait
+    /// there until the test opens it.
+    pub fn gated(
+        proxy: impl FnOnce(&mut Config),
+        origin: impl FnOnce(&mut camsim::Config),
+    ) -> (Stack, Gate) {
+        let mut gate = None;
+        let stack = Stack::with(
+            |c| {
+                let held = Gate::start(c.origin.addresses[0]);
+                c.origin.addresses = vec![held.addr];
+                gate = Some(held);
+                proxy(c);
+            },
+            origin,
+        );
+        (stack, gate.expect("invariant: the proxy is configured"))
+    }
+
     /// A token for `owner` granting `cameras`, valid for an hour.
     pub fn token(&self, owner: &str, cameras: &[&str]) -> String {
         let cameras: Vec<String> = cameras.iter().map(|c| c.to_string()).collect();
@@ -87,13 +108,29 @@ impl Stack {
     }
 
     pub fn send(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+        self.send_only(method, path, headers)
+            .reply(method == "HEAD")
+    }
+
+    /// Sends a request on a connection of its own; the answer is read later.
+    pub fn send_only(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Sent {
         let mut raw =
             format!("{method} {path} HTTP/1.1\r\nHost: hub.test\r\nConnection: close\r\n");
         for (name, value) in headers {
             raw.push_str(&format!("{name}: {value}\r\n"));
         }
         raw.push_str("\r\n");
-        exchange(self.proxy.hub_addr, raw.as_bytes(), method == "HEAD")
+        Sent::send(self.proxy.hub_addr, raw.as_bytes())
+    }
+
+    /// `GET path` as `owner` with a token for `cameras`, sent; the answer is read later.
+    pub fn send_as(&self, owner: &str, cameras: &[&str], path: &str) -> Sent {
+        let token = self.token(owner, cameras);
+        self.send_only(
+            "GET",
+            path,
+            &[("Authorization", &format!("Bearer {token}"))],
+        )
     }
 
     /// The admin listener's `/metrics`.
@@ -192,19 +229,40 @@ impl Reply {
 
 /// Sends raw request bytes on a new connection and reads one response to the end.
 pub fn exchange(addr: SocketAddr, raw: &[u8], head: bool) -> Reply {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    stream.write_all(raw).unwrap();
-    let mut bytes = Vec::new();
-    // The server closes the connection after the answer (Connection: close) or on bad input.
-    let _ = stream.read_to_end(&mut bytes);
-    parse_reply(&bytes, head).unwrap_or_else(|| {
-        panic!(
-            "no complete response to {:?}: {:?}",
-            String::from_utf8_lossy(raw),
-            String::from_utf8_lossy(&bytes)
-        )
-    })
+    Sent::send(addr, raw).reply(head)
+}
+
+/// A request sent on its own connection, its answer not read yet.
+pub struct Sent {
+    stream: TcpStream,
+    raw: Vec<u8>,
+}
+
+impl Sent {
+    pub fn send(addr: SocketAddr, raw: &[u8]) -> Sent {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.write_all(raw).unwrap();
+        Sent {
+            stream,
+            raw: raw.to_vec(),
+        }
+    }
+
+    /// Reads the response to the end (`head`: to a HEAD request, without a body).
+    pub fn reply(mut self, head: bool) -> Reply {
+        let mut bytes = Vec::new();
+        // The server closes the connection after the answer (Connection: close) or on bad
+        // input.
+        let _ = self.stream.read_to_end(&mut bytes);
+        parse_reply(&bytes, head).unwrap_or_else(|| {
+            panic!(
+                "no complete response to {:?}: {:?}",
+                String::from_utf8_lossy(&self.raw),
+                String::from_utf8_lossy(&bytes)
+            )
+        })
+    }
 }
 
 fn parse_reply(bytes: &[u8], head: bool) -> Option<Reply> {
@@ -307,4 +365,145 @@ pub fn in_own_process(name: &str) -> bool {
         String::from_utf8_lossy(&output.stderr)
     );
     false
+}
+
+/// A camera backend in front of camsim that holds every request until the test opens the gate:
+/// a slow origin without a clock, so that a test can act while a fetch is under way for as long
+/// as it needs. Requests go through to camsim byte for byte, and its answers come back byte for
+/// byte (faults included), each proxy connection on a camsim connection of its own.
+pub struct Gate {
+    pub addr: SocketAddr,
+    state: Arc<(Mutex<GateState>, Condvar)>,
+}
+
+#[derive(Default)]
+struct GateState {
+    open: bool,
+    /// Requests waiting at the gate now.
+    held: usize,
+    /// (owner, camera) of every request that reached the gate.
+    seen: Vec<(String, String)>,
+    stopped: bool,
+}
+
+impl Gate {
+    /// A closed gate in front of `camsim`.
+    fn start(camsim: SocketAddr) -> Gate {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state: Arc<(Mutex<GateState>, Condvar)> = Arc::default();
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if shared
+                    .0
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .stopped
+                {
+                    break;
+                }
+                let (Ok(conn), Ok(upstream)) = (conn, TcpStream::connect(camsim)) else {
+                    continue;
+                };
+                let shared = shared.clone();
+                std::thread::spawn(move || relay(conn, upstream, &shared));
+            }
+        });
+        Gate { addr, state }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Lets every held request through, and later ones too.
+    pub fn open(&self) {
+        self.state().open = true;
+        self.state.1.notify_all();
+    }
+
+    /// Holds the requests that arrive from now on.
+    pub fn close(&self) {
+        self.state().open = false;
+    }
+
+    /// Requests waiting at the gate now.
+    pub fn held(&self) -> usize {
+        self.state().held
+    }
+
+    /// The owners whose requests reached the gate so far, one entry per request.
+    pub fn owners_seen(&self) -> Vec<String> {
+        self.state().seen.iter().map(|(o, _)| o.clone()).collect()
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        {
+            let mut state = self.state();
+            state.stopped = true;
+            state.open = true;
+        }
+        self.state.1.notify_all();
+        // Wakes the accept loop so that it sees the stop.
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+/// Relays one proxy connection to camsim: each request once the gate is open, camsim's bytes
+/// back as they come.
+fn relay(mut conn: TcpStream, mut upstream: TcpStream, gate: &(Mutex<GateState>, Condvar)) {
+    let (Ok(mut back), Ok(mut to_proxy)) = (upstream.try_clone(), conn.try_clone()) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut back, &mut to_proxy);
+        let _ = to_proxy.shutdown(Shutdown::Write);
+    });
+    let mut buf = Vec::new();
+    loop {
+        // Frame requests are a head only.
+        let parsed = {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(&buf) {
+                Ok(httparse::Status::Complete(len)) => {
+                    let owner = req
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case(camsim::OWNER_HEADER))
+                        .map(|h| String::from_utf8_lossy(h.value).into_owned())
+                        .unwrap_or_default();
+                    // /cameras/{camera}/frame
+                    let camera = req.path.unwrap_or("").split('/').nth(2).unwrap_or("");
+                    Some((len, owner, camera.to_string()))
+                }
+                _ => None,
+            }
+        };
+        let Some((len, owner, camera)) = parsed else {
+            let mut chunk = [0u8; 4096];
+            match conn.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            continue;
+        };
+        let (lock, opened) = gate;
+        let mut state = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        state.seen.push((owner, camera));
+        state.held += 1;
+        let mut state = opened
+            .wait_while(state, |s| !s.open)
+            .unwrap_or_else(PoisonError::into_inner);
+        state.held -= 1;
+        drop(state);
+        if upstream.write_all(&buf[..len]).is_err() {
+            break;
+        }
+        buf.drain(..len);
+    }
+    let _ = upstream.shutdown(Shutdown::Write);
 }
