@@ -1,9 +1,10 @@
 //! The test stack: camsim and the proxy started in-process on loopback port 0, a raw HTTP/1.1
-//! client that sends exactly the bytes a test writes, scrape helpers, and a gate that holds
-//! origin requests until the test lets them through.
+//! client that sends exactly the bytes a test writes, scrape helpers, a gate that holds origin
+//! requests until the test lets them through, and a camera backend written byte by byte.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -506,4 +507,173 @@ fn relay(mut conn: TcpStream, mut upstream: TcpStream, gate: &(Mutex<GateState>,
         buf.drain(..len);
     }
     let _ = upstream.shutdown(Shutdown::Write);
+}
+
+/// What the raw origin does with one request.
+pub enum Answer {
+    /// Write these bytes, then keep the connection open for the next request.
+    Send(Vec<u8>),
+    /// Write these bytes, then close the connection (with no `Connection: close` said: the
+    /// proxy takes it for a keep-alive connection).
+    SendAndClose(Vec<u8>),
+    /// Close the connection without answering.
+    Close,
+}
+
+/// One request as the raw origin read it.
+pub struct Seen {
+    /// Which accepted connection, from 0.
+    pub connection: usize,
+    /// Which request on that connection, from 0.
+    pub nth: usize,
+    pub owner: String,
+    pub camera: String,
+}
+
+pub type Answerer = dyn Fn(&Seen) -> Answer + Send + Sync;
+
+/// A camera backend written byte by byte, for answers camsim cannot give (informational
+/// responses, header lines split, connections closed at chosen moments). It accepts at most
+/// `max_connections` connections and then stops listening, so later connects are refused.
+pub struct RawOrigin {
+    pub addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl RawOrigin {
+    pub fn start(
+        max_connections: usize,
+        answer: impl Fn(&Seen) -> Answer + Send + Sync + 'static,
+    ) -> RawOrigin {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let answer: Arc<Answerer> = Arc::new(answer);
+        let (accepted, served, stopped) = (connections.clone(), requests.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for (connection, stream) in listener.incoming().take(max_connections).enumerate() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let (answer, served) = (answer.clone(), served.clone());
+                std::thread::spawn(move || serve_raw(connection, stream, &*answer, &served));
+            }
+            // The listener is dropped here: from now on connects are refused.
+        });
+        RawOrigin {
+            addr,
+            connections,
+            requests,
+            stop,
+        }
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for RawOrigin {
+    fn drop(&mut self) {
+        // Wake the accept loop if it still listens, so its thread ends.
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+/// Reads requests from one connection and answers each as `answer` says, until either side
+/// closes (or nothing arrives for a while).
+fn serve_raw(connection: usize, mut stream: TcpStream, answer: &Answerer, requests: &AtomicUsize) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut buf = Vec::new();
+    for nth in 0.. {
+        let (seen, used) = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut req = httparse::Request::new(&mut headers);
+            if let Ok(httparse::Status::Complete(len)) = req.parse(&buf) {
+                let owner = req
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("x-framecache-owner"))
+                    .map(|h| String::from_utf8_lossy(h.value).into_owned())
+                    .unwrap_or_default();
+                // /cameras/{camera}/frame
+                let camera = req.path.unwrap_or("").split('/').nth(2).unwrap_or("");
+                let seen = Seen {
+                    connection,
+                    nth,
+                    owner,
+                    camera: camera.to_string(),
+                };
+                break (seen, len);
+            }
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        buf.drain(..used);
+        requests.fetch_add(1, Ordering::SeqCst);
+        match answer(&seen) {
+            Answer::Send(bytes) => {
+                if stream.write_all(&bytes).is_err() {
+                    return;
+                }
+            }
+            Answer::SendAndClose(bytes) => {
+                let _ = stream.write_all(&bytes);
+                return;
+            }
+            Answer::Close => return,
+        }
+    }
+}
+
+/// The body the raw origin serves for `camera`.
+pub fn raw_body(camera: &str) -> Vec<u8> {
+    format!("raw origin frame of {camera}").into_bytes()
+}
+
+/// A `200` SPEC accepts for what `seen` asked, signed with the test key, with `extra` header
+/// lines (each ending in CRLF) added.
+pub fn signed_frame(seen: &Seen, extra: &str) -> Vec<u8> {
+    let body = raw_body(&seen.camera);
+    let hash = blake3::hash(&body).to_hex();
+    let (seq, captured_at) = (7, 1_700_000_000_123u64);
+    let message = framecache_protocol::signed_message(&seen.camera, seq, captured_at, &hash);
+    let signature = blake3::keyed_hash(&SIGNING_KEY, message.as_bytes()).to_hex();
+    let mut bytes = format!(
+        "HTTP/1.1 200 OK\r\n\
+         Content-Type: image/jpeg\r\n\
+         Content-Length: {}\r\n\
+         X-Frame-Owner: {}\r\n\
+         X-Frame-Camera: {}\r\n\
+         X-Frame-Seq: {seq}\r\n\
+         X-Frame-Captured-At: {captured_at}\r\n\
+         X-Frame-Signature: {signature}\r\n\
+         {extra}\r\n",
+        body.len(),
+        seen.owner,
+        seen.camera,
+    )
+    .into_bytes();
+    bytes.extend_from_slice(&body);
+    bytes
+}
+
+/// A stack whose only origin is `origin`.
+pub fn stack_on(origin: &RawOrigin) -> Stack {
+    let addr = origin.addr;
+    Stack::with(|c| c.origin.addresses = vec![addr], |_| {})
 }
