@@ -124,7 +124,7 @@ fn concurrent_cold_requests_make_one_origin_request() {
         assert_eq!(reply.status, 200, "{}", reply.text());
         assert_eq!(&reply.body, first, "one body for all");
     }
-    assert_eq!(gate.owners_seen().len(), 1, "exactly one origin request");
+    assert_eq!(gate.seen().len(), 1, "exactly one origin request");
     assert_eq!(stack.origin_requests_for("cam-2"), 1);
     let answered =
         |cache_status: &str| replies.iter().filter(|r| status(r) == cache_status).count() as f64;
@@ -162,8 +162,7 @@ fn owners_sharing_a_camera_never_share_entries_or_fetches() {
     // Each owner's fetch reaches the origin while the other's is held there: neither waits
     // for the other's.
     wait_until("two fetches are at the origin", || gate.held() >= 2);
-    let mut owners = gate.owners_seen();
-    owners.sort();
+    let owners: Vec<String> = gate.seen().into_iter().map(|(owner, _)| owner).collect();
     assert_eq!(owners, ["owner-1", "owner-2"]);
     gate.open();
     for sent in sent {
@@ -174,7 +173,7 @@ fn owners_sharing_a_camera_never_share_entries_or_fetches() {
             "cam-1"
         );
     }
-    assert_eq!(gate.owners_seen().len(), 2, "one fetch per owner");
+    assert_eq!(gate.seen().len(), 2, "one fetch per owner");
     // Each owner now hits its own entry.
     for owner in ["owner-1", "owner-2"] {
         let reply = stack.get_as(owner, &["cam-1"], "/v1/cameras/cam-1/frame");
@@ -260,6 +259,58 @@ fn stale_if_error_on_5xx_rejection_and_hang() {
 }
 
 #[test]
+fn a_latest_frame_older_than_stale_if_error_is_not_served_stale() {
+    let window = Duration::from_millis(200);
+    let stack = Stack::with(
+        |c| {
+            c.cache.latest_fresh = Duration::ZERO;
+            c.cache.stale_while_revalidate = Duration::ZERO;
+            c.cache.stale_if_error = window;
+            c.origin.response_timeout = Duration::from_millis(300);
+        },
+        |_| {},
+    );
+    let fresh = stack.get_as("owner-1", &["cam-2"], "/v1/cameras/cam-2/frame");
+    assert_eq!(fresh.status, 200);
+    // Time passes (as much as it takes): the cached frame grows older than the window.
+    thread::sleep(2 * window);
+    assert_eq!(
+        stack.metric("framecache_cache_entries"),
+        2.0,
+        "the frame is still cached"
+    );
+    for (faults, code) in [
+        (
+            Faults {
+                error_rate: 1.0,
+                ..Faults::default()
+            },
+            502,
+        ),
+        (
+            Faults {
+                hang_rate: 1.0,
+                hang_ms: 2_000,
+                ..Faults::default()
+            },
+            504,
+        ),
+    ] {
+        stack.set_faults(faults.clone());
+        let reply = stack.get_as("owner-1", &["cam-2"], "/v1/cameras/cam-2/frame");
+        assert_eq!(reply.status, code, "{faults:?}: {:?}", status(&reply));
+        assert!(
+            camsim::jpeg::read_watermark(&reply.body).is_none(),
+            "{faults:?}: no frame bytes"
+        );
+    }
+    assert_eq!(
+        stack.metric(r#"framecache_cache_lookups_total{result="stale"}"#),
+        0.0
+    );
+}
+
+#[test]
 fn purge_removes_entries_at_once() {
     let stack = long_fresh();
     for camera in ["cam-1", "cam-2"] {
@@ -317,6 +368,49 @@ fn purge_removes_entries_at_once() {
     assert_eq!(status(&other), "framecache; hit");
 }
 
+/// `POST /admin/purge` with exactly these `Authorization` header lines (each ending in CRLF).
+fn purge_with(stack: &Stack, authorization: &str, body: &str) -> Reply {
+    let raw = format!(
+        "POST /admin/purge HTTP/1.1\r\nHost: admin\r\n{authorization}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    crate::common::exchange(stack.proxy.admin_addr, raw.as_bytes(), false)
+}
+
+#[test]
+fn a_purge_needs_exactly_one_admin_bearer_token() {
+    let stack = long_fresh();
+    assert_eq!(
+        stack
+            .get_as("owner-1", &["cam-1"], "/v1/cameras/cam-1/frame")
+            .status,
+        200
+    );
+    let token = std::str::from_utf8(crate::common::ADMIN_TOKEN).unwrap();
+    let right = format!("Authorization: Bearer {token}\r\n");
+    let wrong = "Authorization: Bearer not-the-admin-token\r\n";
+    let body = r#"{"owner": "owner-1"}"#;
+    for (name, authorization) in [
+        ("no header", String::new()),
+        ("the token twice", format!("{right}{right}")),
+        ("another, then the token", format!("{wrong}{right}")),
+        ("the token, then another", format!("{right}{wrong}")),
+    ] {
+        let reply = purge_with(&stack, &authorization, body);
+        assert_eq!(reply.status, 401, "{name}: {}", reply.text());
+        assert_eq!(reply.header("www-authenticate"), Some("Bearer"), "{name}");
+        assert_eq!(reply.error_code(), "invalid_token", "{name}");
+    }
+    // Nothing was purged.
+    let cached = stack.get_as("owner-1", &["cam-1"], "/v1/cameras/cam-1/frame");
+    assert_eq!(status(&cached), "framecache; hit");
+    assert_eq!(stack.metric("framecache_cache_purges_total"), 0.0);
+    // The same request with the token once is carried out.
+    let reply = purge_with(&stack, &right, body);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["purged"], 2);
+}
+
 #[test]
 fn a_fill_in_flight_when_purge_arrives_does_not_land() {
     let (stack, gate) = gated();
@@ -336,6 +430,89 @@ fn a_fill_in_flight_when_purge_arrives_does_not_land() {
     let next = stack.get_as("owner-1", &["cam-2"], "/v1/cameras/cam-2/frame");
     assert_eq!(status(&next), "framecache; fwd=miss; stored");
     assert_eq!(stack.origin_requests_for("cam-2"), 2);
+}
+
+#[test]
+fn a_purged_copy_is_never_served_stale_when_the_origin_fails() {
+    let (stack, gate) = Stack::gated(
+        |c| {
+            // Every request asks the origin; a failure may be answered with a copy a minute old.
+            c.cache.latest_fresh = Duration::ZERO;
+            c.cache.stale_while_revalidate = Duration::ZERO;
+            c.cache.stale_if_error = Duration::from_secs(60);
+        },
+        |_| {},
+    );
+    gate.open();
+    for camera in ["cam-1", "cam-2"] {
+        let path = format!("/v1/cameras/{camera}/frame");
+        assert_eq!(stack.get_as("owner-1", &[camera], &path).status, 200);
+    }
+    stack.set_faults(Faults {
+        error_rate: 1.0,
+        ..Faults::default()
+    });
+    // A copy that was not purged is what stale-if-error serves.
+    let kept = stack.get_as("owner-1", &["cam-2"], "/v1/cameras/cam-2/frame");
+    assert_eq!(status(&kept), "framecache; hit; detail=stale");
+    // A purge before the request: the origin fails, and there is nothing to serve.
+    let reply = stack.admin(
+        "POST",
+        "/admin/purge",
+        r#"{"owner": "owner-1", "camera": "cam-1"}"#,
+        None,
+    );
+    assert_eq!(reply.json()["purged"], 2);
+    let purged = stack.get_as("owner-1", &["cam-1"], "/v1/cameras/cam-1/frame");
+    assert_eq!(purged.status, 502, "{:?}", status(&purged));
+    assert!(camsim::jpeg::read_watermark(&purged.body).is_none());
+    // A purge while the request's fetch is under way, after the request found the copy: the
+    // origin fails, and the copy the request found is not served either.
+    gate.close();
+    let waiting = stack.send_as("owner-1", &["cam-2"], "/v1/cameras/cam-2/frame");
+    wait_until("the fetch is at the origin", || gate.held() == 1);
+    let reply = stack.admin(
+        "POST",
+        "/admin/purge",
+        r#"{"owner": "owner-1", "camera": "cam-2"}"#,
+        None,
+    );
+    assert_eq!(reply.json()["purged"], 2);
+    gate.open();
+    let purged = waiting.reply(false);
+    assert_eq!(purged.status, 502, "{:?}", status(&purged));
+    assert!(camsim::jpeg::read_watermark(&purged.body).is_none());
+    assert_eq!(
+        stack.metric(r#"framecache_cache_lookups_total{result="stale"}"#),
+        1.0
+    );
+}
+
+#[test]
+fn requests_after_a_purge_never_join_a_fetch_begun_before_it() {
+    let (stack, gate) = gated();
+    let before = stack.send_as("owner-1", &["cam-2"], "/v1/cameras/cam-2/frame");
+    wait_until("the first fetch is at the origin", || gate.held() == 1);
+    let reply = stack.admin("POST", "/admin/purge", r#"{"owner": "owner-1"}"#, None);
+    assert_eq!(reply.status, 200);
+    // The same request after the purge makes a fetch of its own.
+    let after = stack.send_as("owner-1", &["cam-2"], "/v1/cameras/cam-2/frame");
+    wait_until("the second fetch is at the origin", || gate.held() == 2);
+    gate.open();
+    let before = before.reply(false);
+    assert_eq!(before.status, 200);
+    assert_eq!(
+        status(&before),
+        "framecache; fwd=miss",
+        "served, not stored"
+    );
+    let after = after.reply(false);
+    assert_eq!(after.status, 200);
+    assert_eq!(status(&after), "framecache; fwd=miss; stored");
+    assert_eq!(gate.seen().len(), 2);
+    let next = stack.get_as("owner-1", &["cam-2"], "/v1/cameras/cam-2/frame");
+    assert_eq!(status(&next), "framecache; hit");
+    assert_eq!(next.body, after.body);
 }
 
 #[test]
@@ -403,6 +580,55 @@ fn forced_key_collisions_are_detected_counted_and_never_served() {
     // Each request after the first found the previous identity under the shared key: once the
     // same owner (a key collision), three times another owner (a cross-owner hit).
     assert_alarms(&stack, 1.0, 3.0);
+}
+
+#[test]
+fn concurrent_fetches_under_a_colliding_digest_stay_apart() {
+    let (stack, gate) = gated();
+    // Every key digest is now all zeros: every identity collides with every other.
+    stack.cache().truncate_digests(0);
+    let first = stack.send_as("owner-1", &["cam-1"], "/v1/cameras/cam-1/frame");
+    wait_until("the first fetch is at the origin", || gate.held() == 1);
+    // While it is held there, requests of other identities under the same digest: another
+    // owner of the same camera, another camera of the same owner, another owner's camera.
+    let others = [
+        ("owner-2", "cam-1"),
+        ("owner-1", "cam-2"),
+        ("owner-2", "cam-3"),
+    ];
+    let sent: Vec<_> = others
+        .iter()
+        .map(|(owner, camera)| {
+            stack.send_as(owner, &[camera], &format!("/v1/cameras/{camera}/frame"))
+        })
+        .collect();
+    // None joins the fetch under way: each fetches on its own.
+    wait_until("four fetches are at the origin", || gate.held() == 4);
+    gate.open();
+    let replies = std::iter::once((("owner-1", "cam-1"), first))
+        .chain(others.into_iter().zip(sent))
+        .map(|(who, sent)| (who, sent.reply(false)));
+    for ((owner, camera), reply) in replies {
+        assert_eq!(reply.status, 200, "{owner}/{camera}: {}", reply.text());
+        assert_eq!(
+            camsim::jpeg::read_watermark(&reply.body).unwrap().0,
+            camera,
+            "{owner} asked for {camera}"
+        );
+    }
+    let seen = gate.seen();
+    let fetched: Vec<(&str, &str)> = seen.iter().map(|(o, c)| (o.as_str(), c.as_str())).collect();
+    assert_eq!(
+        fetched,
+        [
+            ("owner-1", "cam-1"),
+            ("owner-1", "cam-2"),
+            ("owner-2", "cam-1"),
+            ("owner-2", "cam-3")
+        ]
+    );
+    // Each of the three found the first one's fetch under its digest: a collision each.
+    assert_alarms(&stack, 3.0, 0.0);
 }
 
 #[test]
@@ -548,7 +774,7 @@ fn a_just_stale_frame_is_served_at_once_while_one_fetch_refreshes_it() {
     crate::common::wait_until("the refresh has landed", || {
         stack.cache().flights() == 0 && stack.origin_requests_for("cam-2") == 2
     });
-    assert_eq!(gate.owners_seen().len(), 2);
+    assert_eq!(gate.seen().len(), 2);
     let next = stack.get_as("owner-1", &["cam-2"], "/v1/cameras/cam-2/frame");
     assert_ne!(next.body, first.body);
     let (_, seq) = camsim::jpeg::read_watermark(&next.body).unwrap();

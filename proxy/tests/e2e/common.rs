@@ -434,9 +434,11 @@ impl Gate {
         self.state().held
     }
 
-    /// The owners whose requests reached the gate so far, one entry per request.
-    pub fn owners_seen(&self) -> Vec<String> {
-        self.state().seen.iter().map(|(o, _)| o.clone()).collect()
+    /// The (owner, camera) of every request that reached the gate so far, sorted.
+    pub fn seen(&self) -> Vec<(String, String)> {
+        let mut seen = self.state().seen.clone();
+        seen.sort();
+        seen
     }
 }
 
