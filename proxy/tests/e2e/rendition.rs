@@ -11,7 +11,9 @@ use framecache::identity::ContentHash;
 use framecache::rendition::render;
 use framecache::rendition::{Catalogue, Rendition, Variant};
 
-use crate::common::{wait_until, Reply, Stack};
+use crate::common::{
+    raw_body, signed_frame, stack_on, wait_until, Answer, RawOrigin, Reply, Stack,
+};
 
 /// A stack whose camsim makes 1280×720 frames (about 90 KB), as real cameras' stills.
 fn hd_stack(proxy: impl FnOnce(&mut framecache::config::Config)) -> Stack {
@@ -304,6 +306,86 @@ fn a_purge_between_frame_and_rendition_keeps_the_rendition_out() {
         None
     );
     assert_eq!(cache.usage().0, 0);
+}
+
+#[test]
+fn a_rendition_not_ready_in_time_is_busy_unless_the_proxy_chose_it() {
+    // A request waits for a rendering at most `cache.coalesce_wait_ms`: at 0 it never waits,
+    // so the request that starts a rendering gets it only if it is already made.
+    let stack = hd_stack(|c| c.cache.coalesce_wait = Duration::ZERO);
+    let token = stack.token("owner-1", &["cam-1"]);
+    let auth = format!("Bearer {token}");
+    let full = stack.get(
+        "/v1/cameras/cam-1/frame?variant=full",
+        &[("Authorization", &auth)],
+    );
+    assert_eq!(full.status, 200);
+    // Asked for by name: 503, try again shortly.
+    let busy = stack.get(
+        "/v1/cameras/cam-1/frame?variant=medium",
+        &[("Authorization", &auth)],
+    );
+    assert_eq!(busy.status, 503);
+    assert_eq!(busy.error_code(), "rendition_busy");
+    assert_eq!(busy.header("retry-after"), Some("1"));
+    // Chosen by the proxy (Save-Data: the thumb): the full frame instead of an error.
+    let chosen = stack.get(
+        "/v1/cameras/cam-1/frame",
+        &[("Authorization", &auth), ("Save-Data", "on")],
+    );
+    assert_eq!(chosen.status, 200);
+    assert_eq!(chosen.header("x-frame-variant"), Some("full"));
+    assert_eq!(chosen.body, full.body);
+    assert_eq!(chosen.header("etag"), full.header("etag"));
+    // The rendering went on; once it is made, asking again gets it.
+    let owner = framecache::identity::OwnerId::parse("owner-1").unwrap();
+    let camera = framecache::identity::CameraId::parse("cam-1").unwrap();
+    let source = ContentHash::of(&full.body);
+    wait_until("the medium rendition is made", || {
+        stack
+            .cache()
+            .cached_rendition_len(&owner, &camera, source, built_in("medium"))
+            .is_some()
+    });
+    let again = stack.get(
+        "/v1/cameras/cam-1/frame?variant=medium",
+        &[("Authorization", &auth)],
+    );
+    assert_eq!(again.status, 200);
+    assert_eq!(again.header("x-frame-variant"), Some("medium"));
+    assert_eq!(dims(&again.body), (640, 360));
+}
+
+#[test]
+fn a_frame_that_does_not_decode_fails_its_rendition_unless_the_proxy_chose_it() {
+    // A backend whose frames are signed but are not JPEGs.
+    let origin = RawOrigin::start(16, |seen| Answer::Send(signed_frame(seen, "")));
+    let stack = stack_on(&origin);
+    let token = stack.token("owner-1", &["cam-1"]);
+    let auth = format!("Bearer {token}");
+    // Asked for by name: 502.
+    let failed = stack.get(
+        "/v1/cameras/cam-1/frame?variant=thumb",
+        &[("Authorization", &auth)],
+    );
+    assert_eq!(failed.status, 502);
+    assert_eq!(failed.error_code(), "rendition_failed");
+    // Chosen by the proxy: the frame as the camera sent it.
+    let chosen = stack.get(
+        "/v1/cameras/cam-1/frame",
+        &[("Authorization", &auth), ("Save-Data", "on")],
+    );
+    assert_eq!(chosen.status, 200);
+    assert_eq!(chosen.header("x-frame-variant"), Some("full"));
+    assert_eq!(chosen.body, raw_body("cam-1"));
+    assert_eq!(
+        stack.metric(r#"framecache_renditions_total{result="failed"}"#),
+        2.0
+    );
+    assert_eq!(
+        stack.metric(r#"framecache_renditions_total{result="rendered"}"#),
+        0.0
+    );
 }
 
 #[test]
