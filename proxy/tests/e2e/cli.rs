@@ -1,4 +1,5 @@
-//! The binary: check-config exit codes and messages, token minting.
+//! The binary: check-config exit codes and messages, token minting, the demo, and readiness
+//! through a graceful shutdown.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -218,4 +219,154 @@ fn run_curl_line(line: &str) -> (crate::common::Reply, String) {
     );
     let reply = crate::common::exchange(addr.parse().unwrap(), raw.as_bytes(), false);
     (reply, path.to_string())
+}
+
+/// Kills the child process if the test ends before it exits.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends `GET /readyz` on a kept-alive connection and reads the answer: its status and body,
+/// `None` when the connection is closed instead.
+fn readyz(conn: &mut std::net::TcpStream) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    conn.write_all(b"GET /readyz HTTP/1.1\r\nHost: admin\r\n\r\n")
+        .ok()?;
+    let mut bytes = Vec::new();
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut resp = httparse::Response::new(&mut headers);
+        if let Ok(httparse::Status::Complete(len)) = resp.parse(&bytes) {
+            let body_len: usize = resp
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
+                .unwrap_or(0);
+            if bytes.len() >= len + body_len {
+                let body = String::from_utf8_lossy(&bytes[len..len + body_len]).into_owned();
+                return Some((resp.code?, body));
+            }
+        }
+        let mut chunk = [0u8; 1024];
+        match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[test]
+fn readyz_answers_503_once_sigterm_starts_the_shutdown() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let dir = TempDir::new("shutdown");
+    let dev = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/dev");
+    let dev = dev.display();
+    let config = dir.0.join("framecache.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+threads = 1
+grace_period_secs = 3
+[auth]
+secret_file = "{dev}/hub-token.secret"
+[admin]
+token_file = "{dev}/admin.token"
+[origin]
+addresses = ["127.0.0.1:9"]
+signing_key_file = "{dev}/frame-signing.key"
+"#
+        ),
+    )
+    .unwrap();
+    let mut child = framecache()
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut child = Running(child);
+    // "... framecache listening hub=127.0.0.1:P admin=127.0.0.1:Q"
+    let listening = log
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|line| line.contains("framecache listening"))
+        .expect("the proxy says where it listens");
+    let admin: std::net::SocketAddr = listening
+        .split_once("admin=")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The rest of the log is read as it comes, so that the proxy never blocks on it.
+    std::thread::spawn(move || log.for_each(drop));
+
+    let get = |path: &str| {
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        crate::common::exchange(admin, raw.as_bytes(), false)
+    };
+    crate::common::wait_until("/readyz answers 200", || get("/readyz").status == 200);
+    // Kept-alive connections, opened while the proxy accepts them: a shutting-down server
+    // stops accepting, but answers what arrives on connections it already has.
+    let mut conns: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| {
+            let mut conn = std::net::TcpStream::connect(admin).unwrap();
+            conn.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+                .unwrap();
+            assert_eq!(readyz(&mut conn).map(|(status, _)| status), Some(200));
+            conn
+        })
+        .collect();
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Until the signal is handled /readyz may still say 200 (and a connection that answered
+    // after the shutdown began is closed): ask again, on the next connection if need be.
+    let mut answers = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        let Some(conn) = conns.last_mut() else { break };
+        match readyz(conn) {
+            Some((503, body)) => {
+                assert_eq!(body, "not ready\n");
+                answers.push(503);
+                break;
+            }
+            Some((status, _)) => answers.push(status),
+            None => {
+                conns.pop();
+            }
+        }
+    }
+    assert_eq!(
+        answers.last(),
+        Some(&503),
+        "answers after SIGTERM: {answers:?}"
+    );
+    assert!(
+        answers.iter().all(|s| [200, 503].contains(s)),
+        "{answers:?}"
+    );
+    // The shutdown completes: a clean exit.
+    let exit = child.0.wait().unwrap();
+    assert_eq!(exit.code(), Some(0));
 }
