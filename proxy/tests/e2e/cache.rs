@@ -289,8 +289,9 @@ fn a_latest_frame_older_than_stale_if_error_is_not_served_stale() {
         ),
         (
             Faults {
+                // Until the proxy gives up and closes the connection.
                 hang_rate: 1.0,
-                hang_ms: 2_000,
+                hang_ms: 60_000,
                 ..Faults::default()
             },
             504,
