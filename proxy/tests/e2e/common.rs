@@ -476,7 +476,7 @@ fn relay(mut conn: TcpStream, mut upstream: TcpStream, gate: &(Mutex<GateState>,
                     let owner = req
                         .headers
                         .iter()
-                        .find(|h| h.name.eq_ignore_ascii_case(camsim::OWNER_HEADER))
+                        .find(|h| h.name.eq_ignore_ascii_case(framecache_protocol::OWNER))
                         .map(|h| String::from_utf8_lossy(h.value).into_owned())
                         .unwrap_or_default();
                     // /cameras/{camera}/frame

@@ -259,7 +259,7 @@ fn cached_frames_leave_by_reference() {
         .block_on(stack.proxy.shared.cache.get(
             &framecache::identity::OwnerId::parse("owner-1").unwrap(),
             &framecache::identity::CameraId::parse("cam-2").unwrap(),
-            framecache::cache::key::Route::Latest,
+            framecache::request::FrameRef::Latest,
         ))
         .unwrap();
     assert_eq!(&cached.frame.body[..], &first.body[..]);
