@@ -132,13 +132,14 @@ impl Admin {
         let request: PurgeRequest = match serde_json::from_slice(&body) {
             Ok(r) => r,
             Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    &format!(
-                        "expected {{\"owner\": ID}} or {{\"owner\": ID, \"camera\": ID}}: {e}"
-                    ),
-                )
+                // Said in our words: serde's message would repeat what the client sent.
+                let why = match e.classify() {
+                    serde_json::error::Category::Data => {
+                        "expected {\"owner\": ID} or {\"owner\": ID, \"camera\": ID}, nothing else"
+                    }
+                    _ => "the body is not JSON",
+                };
+                return error(StatusCode::BAD_REQUEST, "bad_request", why);
             }
         };
         let Ok(owner) = OwnerId::parse(&request.owner) else {

@@ -19,7 +19,7 @@ use prometheus::IntGauge;
 
 use crate::cache::store::StoredFrame;
 use crate::cache::FrameCache;
-use crate::delivery::{etag, Delivery, HubError};
+use crate::delivery::{etag, link, Delivery, HubError};
 use crate::limit::Limit;
 use crate::metrics::Metrics;
 use crate::rendition::choose::ACCEPT_CH;
@@ -78,6 +78,41 @@ pub struct Subscriber<'a> {
     pub metrics: &'a Metrics,
     /// The longest a stream lasts (`limits.stream_max_secs`).
     pub max: Duration,
+}
+
+/// Whether a subscriber is still taking bytes: one that has had bytes to take and taken none
+/// for the write timeout is dropped, even while the kernel's buffers would still accept
+/// writes (a write that blocks has Pingora's own timeout).
+struct Taking {
+    timeout: Duration,
+    acked: u64,
+    since: Instant,
+}
+
+impl Taking {
+    fn new(timeout: Duration) -> Taking {
+        Taking {
+            timeout,
+            acked: 0,
+            since: Instant::now(),
+        }
+    }
+
+    /// The error ending the stream, if the hub has stalled.
+    fn check(&mut self, backlog: Option<link::Backlog>) -> Option<Box<pingora::Error>> {
+        let backlog = backlog?;
+        if backlog.acked != self.acked || !backlog.outstanding {
+            self.acked = backlog.acked;
+            self.since = Instant::now();
+            return None;
+        }
+        (self.since.elapsed() >= self.timeout).then(|| {
+            pingora::Error::explain(
+                pingora::ErrorType::WriteTimedout,
+                format!("the subscriber took no bytes for {:?}", self.timeout),
+            )
+        })
+    }
 }
 
 /// Why a stream ended.
@@ -155,8 +190,17 @@ impl Subscriber<'_> {
         let mut sent = 0;
         let mut last_seq: Option<u64> = None;
         let mut next = tokio::time::Instant::now();
+        let mut taking = Taking::new(config.write_timeout);
         loop {
-            if last_seq != Some(frame.seq) {
+            // The kernel still holds unsent bytes of an earlier frame: a newer frame waits for
+            // the next tick rather than queue behind them (newest frame wins, and what one
+            // subscriber holds of the host's TCP memory stays about a frame).
+            let backlog = link::backlog(session);
+            if let Some(stalled) = taking.check(backlog) {
+                return Ok((sent, Ended::Hub(stalled)));
+            }
+            let held = backlog.is_some_and(|b| b.unsent > 0);
+            if last_seq != Some(frame.seq) && !held {
                 if let Some(previous) = last_seq {
                     let missed = frame.seq.saturating_sub(previous).saturating_sub(1);
                     metrics.stream.frames_skipped.inc_by(missed);

@@ -97,11 +97,15 @@ impl HubKey {
 /// behind one NAT address. An entry lives `ttl` from when it was learnt, so a hub's link is
 /// measured afresh at least that often. At `max` entries the expired ones are swept (at most
 /// once a second) and, while none has expired, new hubs are not remembered: no owner's hubs
-/// can push out another's.
+/// can push out another's. One owner's hubs take at most `max / 256` places (at least 16), so
+/// no owner can fill it either, whatever addresses and `User-Agent`s its token is sent with.
 pub struct LinkMemory {
     links: DashMap<HubKey, (Link, Instant)>,
+    /// Places taken, per owner.
+    owners: DashMap<OwnerId, usize>,
     ttl: Duration,
     max: usize,
+    per_owner: usize,
     last_sweep: std::sync::Mutex<Option<Instant>>,
 }
 
@@ -109,8 +113,10 @@ impl LinkMemory {
     pub fn new(ttl: Duration, max: usize) -> LinkMemory {
         LinkMemory {
             links: DashMap::new(),
+            owners: DashMap::new(),
             ttl,
             max,
+            per_owner: (max / 256).max(16),
             last_sweep: std::sync::Mutex::new(None),
         }
     }
@@ -120,13 +126,25 @@ impl LinkMemory {
         let Some(link) = Link::measured(info).filter(|_| info.bytes_acked >= SETTLED_BYTES) else {
             return;
         };
-        if self.links.len() >= self.max && !self.links.contains_key(&hub) {
-            self.sweep();
-            if self.links.len() >= self.max {
-                return;
+        if !self.links.contains_key(&hub) {
+            let full = || {
+                self.links.len() >= self.max
+                    || self
+                        .owners
+                        .get(&hub.owner)
+                        .is_some_and(|n| *n >= self.per_owner)
+            };
+            if full() {
+                self.sweep();
+                if full() {
+                    return;
+                }
             }
         }
-        self.links.insert(hub, (link, Instant::now()));
+        let owner = hub.owner.clone();
+        if self.links.insert(hub, (link, Instant::now())).is_none() {
+            *self.owners.entry(owner).or_insert(0) += 1;
+        }
     }
 
     /// Drops the expired entries, at most once a second.
@@ -136,7 +154,16 @@ impl LinkMemory {
             return;
         }
         *last = Some(Instant::now());
-        self.links.retain(|_, (_, at)| at.elapsed() < self.ttl);
+        self.links.retain(|hub, (_, at)| {
+            let keep = at.elapsed() < self.ttl;
+            if !keep {
+                self.owners.remove_if_mut(&hub.owner, |_, n| {
+                    *n = n.saturating_sub(1);
+                    *n == 0
+                });
+            }
+            keep
+        });
     }
 
     /// The link last learnt for `hub`, if it is recent.
@@ -212,6 +239,27 @@ fn tcp_info(session: &Session) -> Option<TcpInfo> {
         bytes_acked: info.tcpi_bytes_acked,
         busy_time_us: info.tcpi_busy_time,
         outstanding: info.tcpi_unacked > 0 || info.tcpi_notsent_bytes > 0,
+    })
+}
+
+/// What the kernel still holds for a hub connection, and what the hub has taken so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    /// Bytes written and not yet sent (`tcpi_notsent_bytes`).
+    pub unsent: u32,
+    /// Bytes sent and not yet acknowledged, or not yet sent: the hub has something to take.
+    pub outstanding: bool,
+    /// Bytes the hub has acknowledged since the connection began (`tcpi_bytes_acked`).
+    pub acked: u64,
+}
+
+/// The hub connection's backlog, when the socket has `TCP_INFO`.
+pub fn backlog(session: &Session) -> Option<Backlog> {
+    let info = session.digest()?.socket_digest.as_ref()?.tcp_info()?;
+    Some(Backlog {
+        unsent: info.tcpi_notsent_bytes,
+        outstanding: info.tcpi_unacked > 0 || info.tcpi_notsent_bytes > 0,
+        acked: info.tcpi_bytes_acked,
     })
 }
 
@@ -301,6 +349,14 @@ mod tests {
             memory.remember(hub(&bob, i), &info);
             assert!(memory.recall(&hub(&bob, i)).is_some());
         }
+        // One owner's hubs take at most their share, whatever addresses they come from.
+        let shared = LinkMemory::new(Duration::from_secs(600), 256 * 20);
+        for i in 0..=255u8 {
+            shared.remember(hub(&alice, i), &info);
+        }
+        assert_eq!(shared.links.len(), 20, "alice's share of 5,120 places");
+        shared.remember(hub(&bob, 1), &info);
+        assert!(shared.recall(&hub(&bob, 1)).is_some());
         // Once expired, entries make room.
         let brief = LinkMemory::new(Duration::from_millis(1), 2);
         brief.remember(hub(&alice, 1), &info);

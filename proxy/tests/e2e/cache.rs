@@ -412,6 +412,26 @@ fn a_purge_needs_exactly_one_admin_bearer_token() {
     assert_eq!(reply.json()["purged"], 2);
 }
 
+/// A bad purge body is refused in the proxy's words, never with what the client sent; the
+/// bearer scheme is case-insensitive, as on the hub listener.
+#[test]
+fn a_bad_purge_body_is_not_echoed() {
+    let stack = long_fresh();
+    let token = std::str::from_utf8(crate::common::ADMIN_TOKEN).unwrap();
+    let right = format!("Authorization: bearer {token}\r\n");
+    for body in [
+        r#"{"owner": "owner-1", "<script>sneaky</script>": 1}"#,
+        r#"{"owner": "owner-1" <script>sneaky</script>"#,
+    ] {
+        let reply = purge_with(&stack, &right, body);
+        assert_eq!(reply.status, 400, "{body}: {}", reply.text());
+        assert_eq!(reply.error_code(), "bad_request");
+        assert!(!reply.text().contains("sneaky"), "{}", reply.text());
+    }
+    let reply = purge_with(&stack, &right, r#"{"owner": "owner-1"}"#);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
 #[test]
 fn a_fill_in_flight_when_purge_arrives_does_not_land() {
     let (stack, gate) = gated();

@@ -320,6 +320,78 @@ fn a_reader_that_never_reads_is_dropped() {
     drop(conn);
 }
 
+/// Kernel TCP memory of the host, in pages (`/proc/net/sockstat`, `TCP: ... mem N`).
+fn tcp_memory_pages() -> u64 {
+    let stat = std::fs::read_to_string("/proc/net/sockstat").unwrap();
+    let tcp = stat.lines().find(|l| l.starts_with("TCP:")).unwrap();
+    let mut words = tcp.split_whitespace();
+    words.find(|w| *w == "mem").unwrap();
+    words.next().unwrap().parse().unwrap()
+}
+
+/// Subscribers on tiny receive windows that never read, behind send buffers large enough to
+/// absorb many seconds of frames: each is dropped once it has taken no bytes for the write
+/// timeout, though the kernel would still accept writes, and the host's TCP memory they hold
+/// stays about a frame each instead of growing with every frame sent.
+#[test]
+fn subscribers_that_never_read_are_dropped_while_the_kernel_still_takes_writes() {
+    const SUBSCRIBERS: usize = 40;
+    let stack = Stack::with(
+        |c| {
+            c.delivery.stream_interval = Duration::from_millis(50);
+            c.delivery.write_timeout = Duration::from_millis(1000);
+            c.cache.latest_fresh = Duration::from_millis(50);
+            // 8 MiB of send buffer (16 MiB as the kernel counts it): at 20 frames a second of
+            // ~40 KB, a subscriber's writes would not block for about ten seconds.
+            c.server.send_buffer = Some(8 << 20);
+            c.limits.streams_per_owner = SUBSCRIBERS;
+        },
+        |o| {
+            o.fps = 20.0;
+            o.width = 640;
+            o.height = 480;
+        },
+    );
+    let before = tcp_memory_pages();
+    let token = stack.token("owner-1", &["cam-2"]);
+    let conns: Vec<TcpStream> = (0..SUBSCRIBERS)
+        .map(|_| {
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket.set_recv_buffer_size(4096).unwrap();
+            socket.connect(&stack.proxy.hub_addr.into()).unwrap();
+            let mut conn: TcpStream = socket.into();
+            write!(
+                conn,
+                "GET /v1/cameras/cam-2/stream?variant=full HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {token}\r\n\r\n"
+            )
+            .unwrap();
+            conn
+        })
+        .collect();
+    wait_until("every subscriber is connected", || {
+        stack.metric("framecache_stream_subscribers") >= 1.0
+    });
+    let peak = std::cell::Cell::new(0);
+    crate::common::wait_within(
+        Duration::from_secs(8),
+        "every subscriber that never reads is dropped",
+        || {
+            peak.set(peak.get().max(tcp_memory_pages()));
+            stack.metric(r#"framecache_hub_write_timeouts_total{route="stream"}"#)
+                == SUBSCRIBERS as f64
+        },
+    );
+    assert_eq!(stack.metric("framecache_stream_subscribers"), 0.0);
+    // Each held about one frame (a 640×480 frame is ~40 KB, 10 pages): allow four times that.
+    let grown = peak.get().saturating_sub(before);
+    assert!(
+        grown < (SUBSCRIBERS * 40) as u64,
+        "TCP memory grew by {grown} pages for {SUBSCRIBERS} subscribers"
+    );
+    drop(conns);
+}
+
 #[test]
 fn a_stream_of_a_rendition_carries_that_rendition_of_the_cameras_frames() {
     let stack = Stack::with(
