@@ -15,6 +15,8 @@ use std::thread::JoinHandle;
 
 use anyhow::Context;
 use async_trait::async_trait;
+use pingora::apps::HttpServerOptions;
+use pingora::protocols::http::v2::server::default_h2_options;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{
     ExecutionPhase, ListenFds, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch,
@@ -30,15 +32,17 @@ use crate::hub_listener::HubListener;
 use crate::metrics::Metrics;
 use crate::origin::Origin;
 use crate::proxy::Edge;
+use crate::tls::{self, Certificates};
 
 /// The bound hub and admin sockets.
 pub struct Listeners {
-    hub: TcpListener,
+    plain: Option<TcpListener>,
+    tls: Option<TcpListener>,
     admin: TcpListener,
 }
 
 impl Listeners {
-    /// Binds `server.listen` and `server.admin_listen`.
+    /// Binds `server.listen`, `server.tls_listen` (those set) and `server.admin_listen`.
     pub fn bind(config: &Config) -> anyhow::Result<Listeners> {
         let bind = |addr: SocketAddr, key: &str| {
             let listener = TcpListener::bind(addr)
@@ -47,30 +51,52 @@ impl Listeners {
             listener.set_nonblocking(true)?;
             anyhow::Ok(listener)
         };
-        let hub = bind(config.server.listen, "server.listen")?;
-        if let Some(bytes) = config.server.send_buffer {
-            // Inherited by every accepted connection (and it turns the kernel's autotuning off).
-            socket2::SockRef::from(&hub)
-                .set_send_buffer_size(bytes)
-                .context("cannot set server.send_buffer_bytes")?;
-        }
+        let hub = |addr: Option<SocketAddr>, key: &str| {
+            let Some(addr) = addr else {
+                return anyhow::Ok(None);
+            };
+            let listener = bind(addr, key)?;
+            if let Some(bytes) = config.server.send_buffer {
+                // Inherited by every accepted connection (it turns the kernel's autotuning off).
+                socket2::SockRef::from(&listener)
+                    .set_send_buffer_size(bytes)
+                    .context("cannot set server.send_buffer_bytes")?;
+            }
+            Ok(Some(listener))
+        };
         Ok(Listeners {
-            hub,
+            plain: hub(config.server.listen, "server.listen")?,
+            tls: hub(config.server.tls_listen, "server.tls_listen")?,
             admin: bind(config.server.admin_listen, "server.admin_listen")?,
         })
     }
 
+    /// The plaintext hub listener's address, else the TLS one's.
     pub fn hub_addr(&self) -> SocketAddr {
-        self.hub
-            .local_addr()
-            .expect("invariant: a bound socket has an address")
+        self.plain_addr()
+            .or(self.tls_addr())
+            .expect("invariant: validation asks for at least one hub listener")
+    }
+
+    /// The plaintext hub listener's address, if there is one.
+    pub fn plain_addr(&self) -> Option<SocketAddr> {
+        self.plain.as_ref().map(local_addr)
+    }
+
+    /// The TLS hub listener's address, if there is one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(local_addr)
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin
-            .local_addr()
-            .expect("invariant: a bound socket has an address")
+        local_addr(&self.admin)
     }
+}
+
+fn local_addr(listener: &TcpListener) -> SocketAddr {
+    listener
+        .local_addr()
+        .expect("invariant: a bound socket has an address")
 }
 
 /// Puts pre-bound sockets into Pingora's table of inherited sockets before the listening
@@ -111,6 +137,8 @@ impl ServiceWithDependents for ListenerHandoff {
 pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub cache: Arc<FrameCache>,
+    /// The hub TLS listener's certificate, replaceable while it runs.
+    pub certificates: Option<Arc<Certificates>>,
 }
 
 impl Shared {
@@ -125,7 +153,17 @@ impl Shared {
             .with_render_threads(config.delivery.render_threads)
             .with_limits(&config.limits),
         );
-        Shared { metrics, cache }
+        let certificates =
+            config.tls.as_ref().map(|tls| {
+                Arc::new(Certificates::new(tls).expect(
+                    "invariant: the certificate was checked when the configuration was read",
+                ))
+            });
+        Shared {
+            metrics,
+            cache,
+            certificates,
+        }
     }
 }
 
@@ -136,7 +174,8 @@ pub fn run(
     listeners: Listeners,
     shutdown: Box<dyn ShutdownSignalWatch>,
 ) {
-    let (hub_addr, admin_addr) = (listeners.hub_addr(), listeners.admin_addr());
+    let (plain_addr, tls_addr) = (listeners.plain_addr(), listeners.tls_addr());
+    let admin_addr = listeners.admin_addr();
     let grace = config.server.grace_period.as_secs();
     let open_files = crate::sealed::init();
     tracing::debug!(open_files, "open-file limit");
@@ -154,20 +193,42 @@ pub fn run(
     let handoff = server.add_service(ListenerHandoff {
         sockets: vec![(admin_addr.to_string(), listeners.admin.into_raw_fd())],
     });
-    // The hub listener is framecache's own: it wraps every connection so that frame bodies
-    // are sent by reference (see `hub_listener`). Hub connections have neither a read nor a
-    // write buffer of Pingora's: an idle keep-alive hub costs about 23 KB of memory.
-    let edge = pingora::proxy::http_proxy(
+    // The hub listeners are framecache's own: they wrap every plaintext connection so that
+    // frame bodies are sent by reference, and admit connections and finish TLS handshakes
+    // within the edge's limits (see `hub_listener`). Hub connections have neither a read nor
+    // a write buffer of Pingora's: an idle keep-alive hub costs about 23 KB of memory.
+    let mut edge = pingora::proxy::http_proxy(
         &server.configuration,
         Edge::new(&config, shared.cache.clone(), shared.metrics.clone()),
     );
-    let hub = HubApp::new(
+    let mut options = HttpServerOptions::default();
+    options.h2c = config.server.h2;
+    edge.server_options = Some(options);
+    let mut h2 = default_h2_options();
+    h2.max_header_list_size(config.limits.header_bytes as u32);
+    edge.h2_options = Some(h2);
+    let hub = Arc::new(HubApp::new(
         edge,
         &config.limits,
         config.delivery.idle_timeout,
+        config.server.h2,
         shared.metrics.clone(),
-    );
-    server.add_service(HubListener::new("framecache hub", listeners.hub, hub));
+    ));
+    if let Some(listener) = listeners.plain {
+        server.add_service(HubListener::new(
+            "framecache hub",
+            listener,
+            None,
+            hub.clone(),
+        ));
+    }
+    if let (Some(listener), Some(certificates)) = (listeners.tls, &shared.certificates) {
+        let acceptor = tls::acceptor(certificates.clone(), config.server.h2)
+            .map_err(|e| anyhow::anyhow!("cannot set up TLS: {e}"))
+            .expect("invariant: the certificate was checked when the configuration was read");
+        let tls = Some(Arc::new(acceptor));
+        server.add_service(HubListener::new("framecache hub tls", listener, tls, hub));
+    }
 
     let mut admin = Service::new(
         "framecache admin".to_string(),
@@ -195,7 +256,7 @@ pub fn run(
         }
     });
 
-    tracing::info!(hub = %hub_addr, admin = %admin_addr, "framecache listening");
+    tracing::info!(plain = ?plain_addr, tls = ?tls_addr, admin = %admin_addr, "framecache listening");
     server.run(RunArgs {
         shutdown_signal: shutdown,
     });
@@ -216,7 +277,10 @@ impl ShutdownSignalWatch for Trigger {
 
 /// A proxy running on its own thread, stopped when dropped.
 pub struct Running {
+    /// The plaintext hub listener's address (the TLS one's when there is no plaintext one).
     pub hub_addr: SocketAddr,
+    /// The TLS hub listener's address, when there is one.
+    pub tls_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
     pub shared: Shared,
     stop: tokio::sync::watch::Sender<bool>,
@@ -247,6 +311,7 @@ impl Drop for Running {
 pub fn spawn(config: Config) -> anyhow::Result<Running> {
     let listeners = Listeners::bind(&config)?;
     let (hub_addr, admin_addr) = (listeners.hub_addr(), listeners.admin_addr());
+    let tls_addr = listeners.tls_addr();
     let (stop, rx) = tokio::sync::watch::channel(false);
     let shared = Shared::new(&config);
     let for_thread = shared.clone();
@@ -256,6 +321,7 @@ pub fn spawn(config: Config) -> anyhow::Result<Running> {
         .context("cannot start the proxy thread")?;
     Ok(Running {
         hub_addr,
+        tls_addr,
         admin_addr,
         shared,
         stop,

@@ -29,13 +29,20 @@ pub struct Config {
     pub cache: CacheConfig,
     pub delivery: DeliveryConfig,
     pub limits: LimitsConfig,
+    /// `[tls]`: present exactly when `server.tls_listen` is set.
+    pub tls: Option<TlsConfig>,
 }
 
 /// `[server]`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
-    /// Hub-facing HTTP listener (`listen`). Default `127.0.0.1:8080`.
-    pub listen: SocketAddr,
+    /// Plaintext hub listener (`listen`): HTTP/1.1, and h2c with prior knowledge when `h2` is on.
+    /// Default `127.0.0.1:8080`; none when left out while `tls_listen` is set.
+    pub listen: Option<SocketAddr>,
+    /// TLS hub listener (`tls_listen`): ALPN `h2` (when `h2` is on) and `http/1.1`. Default none.
+    pub tls_listen: Option<SocketAddr>,
+    /// Offer HTTP/2 (`h2`): ALPN `h2` on TLS, h2c with prior knowledge on plaintext. Default on.
+    pub h2: bool,
     /// `/metrics`, `/healthz`, `/readyz`, `/admin/*` (`admin_listen`). Default `127.0.0.1:9100`.
     pub admin_listen: SocketAddr,
     /// Worker threads of the hub listener (`threads`). Default 2.
@@ -52,7 +59,9 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> ServerConfig {
         ServerConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            tls_listen: None,
+            h2: true,
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
             threads: 2,
             grace_period: Duration::from_secs(5),
@@ -184,6 +193,38 @@ impl Default for DeliveryConfig {
             render_threads: std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
             renditions: Catalogue::built_in(),
         }
+    }
+}
+
+/// `[tls]`: the hub TLS listener's certificate and key, read and checked when the file is
+/// validated (a bad certificate or key is a configuration problem, never a panic later).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM chain, leaf first (`cert_file`).
+    pub cert_file: PathBuf,
+    /// PEM private key: PKCS#8, PKCS#1 or SEC1 (`key_file`).
+    pub key_file: PathBuf,
+    /// The chain, DER, leaf first.
+    pub chain: Vec<Vec<u8>>,
+    /// The private key, DER, in the format the file had.
+    pub key: TlsKey,
+}
+
+/// A private key as its file had it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum TlsKey {
+    Pkcs8(Secret),
+    Pkcs1(Secret),
+    Sec1(Secret),
+}
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .field("chain", &self.chain.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -333,7 +374,7 @@ impl Config {
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         Config {
             server: ServerConfig {
-                listen: loopback,
+                listen: Some(loopback),
                 admin_listen: loopback,
                 grace_period: Duration::ZERO,
                 ..ServerConfig::default()
@@ -356,6 +397,7 @@ impl Config {
                 ..DeliveryConfig::default()
             },
             limits: LimitsConfig::default(),
+            tls: None,
         }
     }
 }
@@ -451,7 +493,10 @@ addresses = ["127.0.0.1:9090"]
 signing_key_file = "keys/signing.key"
 "#;
         let config = Config::parse(text, &dir.config()).expect("valid");
-        assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            config.server.listen,
+            Some("127.0.0.1:8080".parse().unwrap())
+        );
         assert_eq!(config.server.threads, 2);
         assert_eq!(config.auth.audience, "framecache");
         assert_eq!(config.origin.max_frame_bytes, 4 << 20);
@@ -512,7 +557,7 @@ signing_key_file = "keys/signing.key"
         let dir = Dir::new("local");
         let mut expected = Config::parse(REQUIRED_ONLY, &dir.config()).expect("valid");
         let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
-        expected.server.listen = any_port;
+        expected.server.listen = Some(any_port);
         expected.server.admin_listen = any_port;
         expected.server.grace_period = Duration::ZERO;
         expected.delivery.render_threads = 2;

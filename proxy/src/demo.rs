@@ -52,10 +52,10 @@ fn demo() -> anyhow::Result<()> {
         DEMO_SIGNING_KEY,
     );
     let preferred = |port| SocketAddr::from(([127, 0, 0, 1], port));
-    config.server.listen = preferred(HUB_PORT);
+    config.server.listen = Some(preferred(HUB_PORT));
     config.server.admin_listen = preferred(ADMIN_PORT);
     let listeners = Listeners::bind(&config).or_else(|_| {
-        config.server.listen = preferred(0);
+        config.server.listen = Some(preferred(0));
         config.server.admin_listen = preferred(0);
         Listeners::bind(&config)
     })?;

@@ -1,9 +1,13 @@
 //! Hub connections before the proxy sees a request: admission, and every HTTP/1.1 request head
 //! read under the edge's limits.
 //!
-//! [`HubApp`] wraps Pingora's HTTP application (the proxy) as a `ServerApp`. It admits a
-//! connection only while `limits.max_connections` (and `limits.max_connections_per_ip` from
-//! its address) allow, and runs Pingora's HTTP/1.1 keep-alive loop with one change: each
+//! [`HubApp`] wraps Pingora's HTTP application (the proxy) as a `ServerApp`. The hub listeners
+//! ask it to admit each connection ([`HubApp::admit`]: `limits.max_connections`, and
+//! `limits.max_connections_per_ip` from its address) and, on the TLS listener, to complete the
+//! handshake within the head time ([`HubApp::handshake`], counted in
+//! `framecache_tls_handshakes_total`). An HTTP/2 connection (ALPN `h2`, or h2c with prior
+//! knowledge when `server.h2` is on) goes to Pingora's own HTTP/2 server, each of its streams
+//! authorised on its own. For HTTP/1.1 it runs Pingora's keep-alive loop with one change: each
 //! request head is read here first, all of it within `limits.header_bytes` and
 //! `limits.header_timeout_ms` (a trickle of bytes does not extend the time), checked, and only
 //! then handed to Pingora whole (`ServerSession::set_pipelined_prefix`), so Pingora never reads
@@ -17,23 +21,26 @@
 //! is upgraded. Every refusal made here is answered in the JSON error format, counted in
 //! `framecache_requests_total{route="other"}` and logged without the offending bytes.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::listeners::tls::Acceptor;
 use pingora::protocols::http::ServerSession;
-use pingora::protocols::Stream;
+use pingora::protocols::l4::stream::Stream as TcpConnection;
+use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::config::LimitsConfig;
 use crate::delivery::error_body;
-use crate::limit::{Admission, Limit};
-use crate::metrics::Metrics;
+use crate::hub_listener::tls_socket;
+use crate::limit::{Admission, Admitted, Limit};
+use crate::metrics::{HubProtocol, Metrics};
 use crate::request::RouteLabel;
 
 /// The proxy's HTTP application behind admission and the head reader.
@@ -43,8 +50,13 @@ pub struct HubApp<A> {
     heads: HeadLimits,
     /// How long a kept-alive connection may wait for its next request.
     idle_timeout: Duration,
+    /// h2c with prior knowledge on plaintext connections (`server.h2`).
+    h2c: bool,
     metrics: Arc<Metrics>,
 }
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// What a request head may be.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +73,7 @@ impl<A> HubApp<A> {
         proxy: A,
         limits: &LimitsConfig,
         idle_timeout: Duration,
+        h2c: bool,
         metrics: Arc<Metrics>,
     ) -> HubApp<A> {
         HubApp {
@@ -74,7 +87,36 @@ impl<A> HubApp<A> {
                 time: limits.header_timeout,
             },
             idle_timeout,
+            h2c,
             metrics,
+        }
+    }
+
+    /// Admits a connection from `ip`, or counts why not (the listener then closes it).
+    pub fn admit(&self, ip: IpAddr) -> Option<Admitted> {
+        self.admission
+            .admit(Some(ip))
+            .map_err(|refused| self.metrics.record_refused(refused))
+            .ok()
+    }
+
+    /// Completes the TLS handshake of an accepted connection within the head time, counted as
+    /// ok or failed (a plaintext request or garbage on the TLS port fails here and never
+    /// reaches the proxy).
+    pub async fn handshake(
+        &self,
+        acceptor: &Acceptor,
+        tcp: tokio::net::TcpStream,
+        peer: SocketAddr,
+    ) -> std::io::Result<Stream> {
+        let socket = tls_socket(tcp, peer)?;
+        let handshake = timeout(self.heads.time, acceptor.tls_handshake(socket)).await;
+        let ok = matches!(handshake, Ok(Ok(_)));
+        self.metrics.record_handshake(ok);
+        match handshake {
+            Ok(Ok(stream)) => Ok(Box::new(stream)),
+            Ok(Err(e)) => Err(std::io::Error::other(e.to_string())),
+            Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
         }
     }
 }
@@ -86,30 +128,35 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for HubApp<A> {
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let ip: Option<IpAddr> = stream
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        let _admitted = match self.admission.admit(ip) {
-            Ok(admitted) => admitted,
-            Err(refused) => {
-                self.metrics.record_refused(refused);
-                return None;
-            }
-        };
+        let tls = stream.get_ssl_digest().is_some();
+        if tls && matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            let _open = self.metrics.hub_connection(tls, HubProtocol::H2);
+            return self.proxy.process_new(stream, shutdown).await;
+        }
+        let mut open = None;
         let mut persisted = None;
         let mut first = true;
         loop {
             // The first request's head is due within the head time of the accept; a kept-alive
             // connection may idle between requests.
             let idle = if first { None } else { Some(self.idle_timeout) };
-            let head = match read_head(&mut stream, self.heads, idle, shutdown).await {
+            let h2c = self.h2c && first && !tls;
+            let head = match read_head(&mut stream, self.heads, idle, h2c, shutdown).await {
                 Head::Ready(head) => head,
+                Head::H2c(preface) => {
+                    let _open = self.metrics.hub_connection(tls, HubProtocol::H2);
+                    let stream = rewound(stream, &preface)?;
+                    return self.proxy.process_new(stream, shutdown).await;
+                }
                 Head::Closed => return None,
                 Head::Refused(refusal) => {
                     self.refuse(stream, refusal).await;
                     return None;
                 }
             };
+            if open.is_none() {
+                open = Some(self.metrics.hub_connection(tls, HubProtocol::Http1));
+            }
             let mut session = ServerSession::new_http1(stream);
             match persisted.take() {
                 Some(settings) => {
@@ -168,11 +215,28 @@ impl<A> HubApp<A> {
     }
 }
 
+/// `stream` with `read` put back in front of what is still to be read, for Pingora's HTTP/2
+/// server to find the preface (only plaintext connections, Pingora's own socket type, come
+/// here).
+fn rewound(stream: Stream, read: &[u8]) -> Option<Stream> {
+    let mut stream = match stream.into_any().downcast::<TcpConnection>() {
+        Ok(stream) => stream,
+        Err(_) => {
+            tracing::warn!("h2c on a connection that cannot be rewound: closed");
+            return None;
+        }
+    };
+    stream.rewind(read);
+    Some(stream)
+}
+
 /// How reading a head ended.
 #[derive(Debug)]
 enum Head {
     /// The whole head, and whatever followed it in the same reads.
     Ready(BytesMut),
+    /// The HTTP/2 connection preface (h2c with prior knowledge), and what followed it.
+    H2c(BytesMut),
     /// The connection closed, idled out or the server is shutting down, with no head begun.
     Closed,
     Refused(Refusal),
@@ -241,6 +305,7 @@ async fn read_head(
     stream: &mut Stream,
     limits: HeadLimits,
     idle: Option<Duration>,
+    h2c: bool,
     shutdown: &ShutdownWatch,
 ) -> Head {
     let mut buf = BytesMut::with_capacity(4096.min(limits.bytes + 1));
@@ -259,14 +324,23 @@ async fn read_head(
     // Where the search for the head's end resumes.
     let mut searched = 0;
     loop {
-        if has_bare_lf(&buf, searched) {
-            return Head::Refused(Refusal::Malformed("lines must end in CRLF"));
+        // With h2c, a connection whose bytes so far are the start of the HTTP/2 preface is
+        // HTTP/2 once all of it is there.
+        let preface = buf.len().min(H2_PREFACE.len());
+        let maybe_h2 = h2c && buf[..preface] == H2_PREFACE[..preface];
+        if maybe_h2 && preface == H2_PREFACE.len() {
+            return Head::H2c(buf);
         }
-        if let Some(end) = head_end(&buf, searched) {
-            return match check(&buf[..end], limits) {
-                Ok(()) => Head::Ready(buf),
-                Err(refusal) => Head::Refused(refusal),
-            };
+        if !maybe_h2 {
+            if has_bare_lf(&buf, searched) {
+                return Head::Refused(Refusal::Malformed("lines must end in CRLF"));
+            }
+            if let Some(end) = head_end(&buf, searched) {
+                return match check(&buf[..end], limits) {
+                    Ok(()) => Head::Ready(buf),
+                    Err(refusal) => Head::Refused(refusal),
+                };
+            }
         }
         if buf.len() > limits.bytes {
             return Head::Refused(Refusal::TooLarge);

@@ -39,6 +39,8 @@
 //!   links.
 //! - [`stream`] — the MJPEG stream: newest frame wins, one origin poll per fresh window.
 //! - [`proxy`] — the only `impl ProxyHttp`: glue between Pingora's phases and the above.
+//! - [`tls`] — TLS to hubs: the rustls configuration (resumption, ALPN) and a certificate that a
+//!   reload can replace.
 //! - [`sealed`] — frame bodies in sealed memory files, found by address when written.
 //! - [`admin`] — `/metrics`, `/healthz`, `/readyz`, `POST /admin/purge`.
 //! - [`metrics`] — every metric name, in one place.
@@ -101,6 +103,7 @@ pub mod request;
 pub mod route;
 pub mod sealed;
 pub mod stream;
+pub mod tls;
 
 #[cfg(test)]
 mod tests {

@@ -63,6 +63,45 @@ pub struct HubMetrics {
     pub limited: IntCounterVec,
     /// Hub connections refused at accept, by reason.
     pub connections_refused: IntCounterVec,
+    pub tls_handshakes: IntCounterVec,
+    pub connections: IntCounterVec,
+    pub connections_open: IntGaugeVec,
+}
+
+/// A hub connection's protocol: the `protocol` label of the hub connection metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HubProtocol {
+    Http1,
+    H2,
+}
+
+impl HubProtocol {
+    pub const ALL: [HubProtocol; 2] = [HubProtocol::Http1, HubProtocol::H2];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            HubProtocol::Http1 => "http1",
+            HubProtocol::H2 => "h2",
+        }
+    }
+}
+
+/// The `listener` label of the hub connection metrics.
+fn listener_label(tls: bool) -> &'static str {
+    if tls {
+        "tls"
+    } else {
+        "plain"
+    }
+}
+
+/// An open hub connection, counted in `framecache_hub_connections_open` until dropped.
+pub struct OpenConnection(IntGauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// The frame cache.
@@ -186,7 +225,7 @@ impl HubMetrics {
             request_duration.with_label_values(&[route.as_str()]);
         }
         let frame_routes = [RouteLabel::Frame, RouteLabel::FrameByHash];
-        HubMetrics {
+        let hub = HubMetrics {
             requests: f.counter(
                 "framecache_requests_total",
                 "Hub requests answered, by route and HTTP status.",
@@ -242,13 +281,42 @@ impl HubMetrics {
                 &["limit"],
                 Limit::ALL.iter().map(Limit::as_str),
             ),
+            tls_handshakes: f.counter_of(
+                "framecache_tls_handshakes_total",
+                "TLS handshakes on the hub TLS listener, by result (ok, failed: garbage, plaintext, timeouts included).",
+                &["result"],
+                ["ok", "failed"],
+            ),
+            connections: f.counter(
+                "framecache_hub_connections_total",
+                "Hub connections by listener (plain, tls) and protocol (http1, h2).",
+                &["listener", "protocol"],
+            ),
+            connections_open: f.register(
+                    IntGaugeVec::new(
+                        Opts::new(
+                            "framecache_hub_connections_open",
+                            "Hub connections open, by listener (plain, tls) and protocol (http1, h2).",
+                        ),
+                        &["listener", "protocol"],
+                    )
+                    .expect("invariant: metric definitions are valid"),
+            ),
             connections_refused: f.counter_of(
                 "framecache_connections_refused_total",
                 "Hub connections refused at accept, by reason (max_connections, per_ip).",
                 &["reason"],
                 Refused::ALL.iter().map(Refused::as_str),
             ),
+        };
+        for tls in [false, true] {
+            for protocol in HubProtocol::ALL {
+                let labels = [listener_label(tls), protocol.as_str()];
+                hub.connections.with_label_values(&labels);
+                hub.connections_open.with_label_values(&labels);
+            }
         }
+        hub
     }
 }
 
@@ -472,6 +540,22 @@ impl Metrics {
     /// Records a refusal (or an end) by `limit`.
     pub fn record_limited(&self, limit: Limit) {
         self.hub.limited.with_label_values(&[limit.as_str()]).inc();
+    }
+
+    /// Records a TLS handshake on the hub TLS listener.
+    pub fn record_handshake(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.hub.tls_handshakes.with_label_values(&[result]).inc();
+    }
+
+    /// Counts a hub connection of `protocol` on the plain or TLS listener, open until the
+    /// returned guard is dropped.
+    pub fn hub_connection(&self, tls: bool, protocol: HubProtocol) -> OpenConnection {
+        let labels = [listener_label(tls), protocol.as_str()];
+        self.hub.connections.with_label_values(&labels).inc();
+        let open = self.hub.connections_open.with_label_values(&labels);
+        open.inc();
+        OpenConnection(open)
     }
 
     /// Records a hub connection refused at accept.

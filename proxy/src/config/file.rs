@@ -54,6 +54,8 @@ pub struct File {
     pub delivery: Leaf<Delivery>,
     #[serde(default)]
     pub limits: Leaf<Limits>,
+    #[serde(default)]
+    pub tls: Leaf<Tls>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -63,6 +65,10 @@ pub struct File {
 pub struct Server {
     #[serde(default)]
     pub listen: Leaf<String>,
+    #[serde(default)]
+    pub tls_listen: Leaf<String>,
+    #[serde(default)]
+    pub h2: Leaf<bool>,
     #[serde(default)]
     pub admin_listen: Leaf<String>,
     #[serde(default)]
@@ -148,6 +154,17 @@ pub struct Delivery {
     pub render_threads: Leaf<i64>,
     #[serde(default)]
     pub variants: Leaf<Vec<Leaf<Variant>>>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `[tls]`
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct Tls {
+    #[serde(default)]
+    pub cert_file: Leaf<String>,
+    #[serde(default)]
+    pub key_file: Leaf<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

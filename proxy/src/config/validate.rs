@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::file::{self, Leaf, Unknown};
 use super::{
     AdminConfig, AuthConfig, CacheConfig, Config, DeliveryConfig, LimitsConfig, OriginConfig,
-    Problem, Secret, ServerConfig,
+    Problem, Secret, ServerConfig, TlsConfig, TlsKey,
 };
 use crate::cache::store::ENTRY_OVERHEAD;
 use crate::rendition::{Catalogue, Rendition, Variant, DEFAULT_QUALITY};
@@ -40,6 +40,7 @@ pub(super) fn validate(file: &file::File, source: &Path) -> Result<Config, Vec<P
         cache: cache(&mut c, &file.cache),
         delivery: delivery(&mut c, &file.delivery),
         limits: limits(&mut c, &file.limits),
+        tls: tls(&mut c, &file.tls),
     };
     cross_checks(&mut c, &config);
     if c.problems.is_empty() {
@@ -54,8 +55,17 @@ fn server(c: &mut Checker, leaf: &Leaf<file::Server>) -> ServerConfig {
     let t = c.table("server", leaf);
     c.unknown("server", &t.unknown);
     let d = ServerConfig::default();
+    let tls_listen = c.addr("server.tls_listen", &t.tls_listen);
+    // Left out, the plaintext listener takes its default, unless the TLS one is set.
+    let listen = match (&t.listen, &t.tls_listen) {
+        (Leaf::Absent, Leaf::Absent) => d.listen,
+        (Leaf::Absent, _) => None,
+        _ => c.addr("server.listen", &t.listen).or(d.listen),
+    };
     ServerConfig {
-        listen: c.addr("server.listen", &t.listen).unwrap_or(d.listen),
+        listen,
+        tls_listen,
+        h2: c.leaf("server.h2", &t.h2).unwrap_or(d.h2),
         admin_listen: c
             .addr("server.admin_listen", &t.admin_listen)
             .unwrap_or(d.admin_listen),
@@ -234,6 +244,77 @@ fn delivery(c: &mut Checker, leaf: &Leaf<file::Delivery>) -> DeliveryConfig {
     }
 }
 
+/// Largest certificate chain or key file read.
+const MAX_PEM_BYTES: u64 = 1 << 20;
+
+/// `[tls]`: the certificate chain and key, parsed and checked against each other now, so that a
+/// bad pair is reported with its key path rather than found when the listener starts.
+fn tls(c: &mut Checker, leaf: &Leaf<file::Tls>) -> Option<TlsConfig> {
+    if matches!(leaf, Leaf::Absent) {
+        return None;
+    }
+    let t = c.table("tls", leaf);
+    c.unknown("tls", &t.unknown);
+    let cert_file = c.path("tls.cert_file", &t.cert_file);
+    let key_file = c.path("tls.key_file", &t.key_file);
+    let chain = c.file_capped("tls.cert_file", &t.cert_file, MAX_PEM_BYTES);
+    let key = c.file_capped("tls.key_file", &t.key_file, MAX_PEM_BYTES);
+    let (cert_file, key_file, chain, key) = (cert_file?, key_file?, chain?, key?);
+    let chain = match pem_chain(&chain) {
+        Ok(chain) => chain,
+        Err(why) => {
+            c.problem("tls.cert_file", why);
+            return None;
+        }
+    };
+    let key = match pem_key(&key) {
+        Ok(key) => key,
+        Err(why) => {
+            c.problem("tls.key_file", why);
+            return None;
+        }
+    };
+    let config = TlsConfig {
+        cert_file,
+        key_file,
+        chain,
+        key,
+    };
+    if let Err(why) = crate::tls::check(&config) {
+        c.problem("tls.key_file", why);
+        return None;
+    }
+    Some(config)
+}
+
+/// The certificates of a PEM file, DER, in order.
+fn pem_chain(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let chain = CertificateDer::pem_slice_iter(pem)
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not a PEM certificate chain: {e}"))?;
+    if chain.is_empty() {
+        return Err("no certificate in it (a PEM chain, leaf first)".into());
+    }
+    Ok(chain)
+}
+
+/// The private key of a PEM file: PKCS#8, PKCS#1 or SEC1.
+fn pem_key(pem: &[u8]) -> Result<TlsKey, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::PrivateKeyDer;
+    let key = PrivateKeyDer::from_pem_slice(pem)
+        .map_err(|e| format!("no PEM private key (PKCS#8, PKCS#1 or SEC1) in it: {e}"))?;
+    let der = Secret(key.secret_der().to_vec());
+    Ok(match key {
+        PrivateKeyDer::Pkcs1(_) => TlsKey::Pkcs1(der),
+        PrivateKeyDer::Sec1(_) => TlsKey::Sec1(der),
+        _ => TlsKey::Pkcs8(der),
+    })
+}
+
 /// `[limits]`
 fn limits(c: &mut Checker, leaf: &Leaf<file::Limits>) -> LimitsConfig {
     let t = c.table("limits", leaf);
@@ -393,14 +474,36 @@ fn cross_checks(c: &mut Checker, config: &Config) {
         cache,
         ..
     } = config;
-    if listeners_conflict(server.listen, server.admin_listen) {
+    let listeners = [
+        ("server.listen", server.listen),
+        ("server.tls_listen", server.tls_listen),
+        ("server.admin_listen", Some(server.admin_listen)),
+    ];
+    for (i, (key, addr)) in listeners.iter().enumerate() {
+        for (other, other_addr) in &listeners[..i] {
+            if let (Some(a), Some(b)) = (addr, other_addr) {
+                if listeners_conflict(*a, *b) {
+                    c.problem(
+                        key,
+                        format!("must not share a port with {other} ({b}), got {a}"),
+                    );
+                }
+            }
+        }
+    }
+    if server.listen.is_none() && server.tls_listen.is_none() {
         c.problem(
-            "server.admin_listen",
-            format!(
-                "must not share a port with server.listen ({}), got {}",
-                server.listen, server.admin_listen
-            ),
+            "server.listen",
+            "give server.listen, server.tls_listen or both",
         );
+    }
+    match (server.tls_listen, &config.tls) {
+        (Some(_), None) if read_ok_all(c, "tls.") => c.problem(
+            "tls",
+            "server.tls_listen needs a [tls] table with cert_file and key_file",
+        ),
+        (None, Some(_)) => c.problem("tls", "[tls] is set but server.tls_listen is not"),
+        _ => {}
     }
     // The largest frame the origin may send must fit the cache twice over (its latest and its
     // by-hash entry, each charged its body and overhead), or such frames are fetched, served
@@ -416,6 +519,12 @@ fn cross_checks(c: &mut Checker, config: &Config) {
             ),
         );
     }
+}
+
+/// Whether no problem has been found under `prefix` yet (so a missing table is not reported on
+/// top of the problem that left it out).
+fn read_ok_all(c: &Checker, prefix: &str) -> bool {
+    !c.problems.iter().any(|p| p.key.starts_with(prefix))
 }
 
 /// Whether two listeners would compete for one socket: the same non-zero port on the same
@@ -548,14 +657,22 @@ impl Checker<'_> {
     /// Reads a file named by a required key, relative to the configuration's folder, at most
     /// [`MAX_FILE_BYTES`] of it.
     fn file(&mut self, key: &str, leaf: &Leaf<String>) -> Option<Vec<u8>> {
+        self.file_capped(key, leaf, MAX_FILE_BYTES)
+    }
+
+    /// The path a required key names, relative to the configuration's folder (not read).
+    fn path(&mut self, key: &str, leaf: &Leaf<String>) -> Option<std::path::PathBuf> {
+        let name = self.leaf(key, leaf)?;
+        Some(self.dir.join(name))
+    }
+
+    /// Reads a file named by a required key, at most `cap` bytes of it.
+    fn file_capped(&mut self, key: &str, leaf: &Leaf<String>, cap: u64) -> Option<Vec<u8>> {
         let name = self.required(key, leaf)?;
-        match read_capped(&self.dir.join(&name), MAX_FILE_BYTES) {
+        match read_capped(&self.dir.join(&name), cap) {
             Ok(Some(bytes)) => Some(bytes),
             Ok(None) => {
-                self.problem(
-                    key,
-                    format!("{name:?} is larger than {MAX_FILE_BYTES} bytes"),
-                );
+                self.problem(key, format!("{name:?} is larger than {cap} bytes"));
                 None
             }
             Err(error) => {
