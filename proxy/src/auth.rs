@@ -71,6 +71,8 @@ pub struct Grant {
     cameras: HashSet<CameraId>,
     /// Unix seconds after which the token is no longer accepted: its `exp` plus the leeway.
     valid_until: u64,
+    /// The token was signed with one of `auth.previous_secret_files`, not `auth.secret_file`.
+    previous_key: bool,
 }
 
 impl Grant {
@@ -83,6 +85,11 @@ impl Grant {
     /// it grants ends then, streams included.
     pub fn valid_until(&self) -> u64 {
         self.valid_until
+    }
+
+    /// Whether the token was signed with a previous secret (`auth.previous_secret_files`).
+    pub fn by_previous_key(&self) -> bool {
+        self.previous_key
     }
 
     /// Checks that the token grants `camera`.
@@ -118,9 +125,10 @@ enum Audience {
     Many(Vec<String>),
 }
 
-/// Verifies hub tokens against one secret and audience.
+/// Verifies hub tokens against the current secret (then the previous ones) and the audience.
 pub struct TokenVerifier {
-    key: DecodingKey,
+    /// The current secret first, then the previous ones, in order.
+    keys: Vec<DecodingKey>,
     validation: Validation,
     leeway: u64,
     /// Tokens whose signature, audience and claims verified, by their exact text: a hub sends
@@ -156,11 +164,18 @@ impl TokenVerifier {
         validation.validate_exp = true;
         validation.validate_nbf = true;
         TokenVerifier {
-            key: DecodingKey::from_secret(secret),
+            keys: vec![DecodingKey::from_secret(secret)],
             validation,
             leeway: leeway.as_secs(),
             verified: DashMap::default(),
         }
+    }
+
+    /// Also accepts tokens signed with `secrets`, tried in order after the current one.
+    pub fn with_previous<'a>(mut self, secrets: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        self.keys
+            .extend(secrets.into_iter().map(DecodingKey::from_secret));
+        self
     }
 
     /// Verifies the values of the request's `Authorization` headers.
@@ -195,16 +210,28 @@ impl TokenVerifier {
         Ok(verified.grant)
     }
 
-    /// Full verification: signature, audience, time, claim grammar.
+    /// Full verification: signature (by the current secret, else a previous one), audience,
+    /// time, claim grammar.
     fn decode(&self, token: &str) -> Result<Verified, AuthError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
-            |e| match e.kind() {
-                ErrorKind::ExpiredSignature | ErrorKind::ImmatureSignature => AuthError::Expired,
-                ErrorKind::InvalidSignature => AuthError::BadSignature,
-                ErrorKind::InvalidAudience => AuthError::WrongAudience,
-                _ => AuthError::Malformed,
-            },
-        )?;
+        let mut keys = self.keys.iter().enumerate();
+        let (data, previous_key) = loop {
+            let Some((i, key)) = keys.next() else {
+                return Err(AuthError::BadSignature);
+            };
+            match jsonwebtoken::decode::<Claims>(token, key, &self.validation) {
+                Ok(data) => break (data, i > 0),
+                Err(e) if *e.kind() == ErrorKind::InvalidSignature => continue,
+                Err(e) => {
+                    return Err(match e.kind() {
+                        ErrorKind::ExpiredSignature | ErrorKind::ImmatureSignature => {
+                            AuthError::Expired
+                        }
+                        ErrorKind::InvalidAudience => AuthError::WrongAudience,
+                        _ => AuthError::Malformed,
+                    })
+                }
+            }
+        };
         // RFC 7515 §4.1.11: critical extensions the recipient does not understand make the
         // token invalid, and this proxy understands none.
         if data.header.crit.is_some() {
@@ -226,6 +253,7 @@ impl TokenVerifier {
                 owner,
                 cameras,
                 valid_until: claims.exp.saturating_add(self.leeway),
+                previous_key,
             }),
             exp: claims.exp,
             nbf: claims.nbf,
@@ -646,6 +674,38 @@ mod tests {
         assert_eq!(
             v.verify(std::iter::once(forged.as_bytes())).err(),
             Some(AuthError::BadSignature)
+        );
+    }
+    #[test]
+    fn previous_secrets_are_accepted_in_order_and_told_apart() {
+        const NEW: &[u8] = b"the-new-secret-the-new-secret-the-new!";
+        let cams = vec!["cam-1".to_string()];
+        let ttl = Duration::from_secs(60);
+        let old = mint(SECRET, "framecache", "owner-1", &cams, ttl).unwrap();
+        let new = mint(NEW, "framecache", "owner-1", &cams, ttl).unwrap();
+        let rotating =
+            TokenVerifier::new(NEW, "framecache", Duration::ZERO).with_previous([SECRET]);
+        let grant = rotating.verify(std::iter::once(&header(&old)[..])).unwrap();
+        assert!(grant.by_previous_key());
+        assert_eq!(grant.owner().as_str(), "owner-1");
+        let grant = rotating.verify(std::iter::once(&header(&new)[..])).unwrap();
+        assert!(!grant.by_previous_key());
+        // Once the old secret is dropped, its tokens are badly signed.
+        let rotated = TokenVerifier::new(NEW, "framecache", Duration::ZERO);
+        assert_eq!(
+            rotated.verify(std::iter::once(&header(&old)[..])).err(),
+            Some(AuthError::BadSignature)
+        );
+        // An expired token of the old secret is expired, not badly signed.
+        let expired = raw_token(
+            serde_json::json!({"sub": "owner-1", "cams": ["cam-1"], "aud": "framecache", "exp": now() - 100}),
+            SECRET,
+        );
+        assert_eq!(
+            rotating
+                .verify(std::iter::once(&header(&expired)[..]))
+                .err(),
+            Some(AuthError::Expired)
         );
     }
 }

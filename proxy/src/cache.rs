@@ -387,6 +387,9 @@ impl FrameCache {
             _ => {}
         }
         let v = result?;
+        if v.previous_key {
+            self.metrics.origin.previous_key_uses.inc();
+        }
         let fresh_for = v.max_age.map_or(self.config.latest_fresh, |m| {
             m.min(self.config.latest_fresh)
         });

@@ -76,6 +76,9 @@ pub struct AuthConfig {
     /// HS256 secret (`secret_file`): the file's bytes, one trailing newline dropped; at least 32
     /// bytes. Required: the default is empty, which validation never accepts.
     pub secret: Secret,
+    /// HS256 secrets still accepted, after `secret`, while tokens minted with them expire
+    /// (`previous_secret_files`), tried in order. Default none.
+    pub previous_secrets: Vec<Secret>,
     /// Required `aud` claim (`audience`). Default `framecache`.
     pub audience: String,
     /// Clock skew allowed on `exp` (`leeway_secs`). Default 30 s.
@@ -86,6 +89,7 @@ impl Default for AuthConfig {
     fn default() -> AuthConfig {
         AuthConfig {
             secret: Secret::default(),
+            previous_secrets: Vec::new(),
             audience: "framecache".to_string(),
             leeway: Duration::from_secs(30),
         }
@@ -113,6 +117,9 @@ pub struct OriginConfig {
     /// Key of the frames' keyed blake3 signatures (`signing_key_file`). Required: the default,
     /// all zeros, is a placeholder that validation and [`Config::local`] always replace.
     pub signing_key: [u8; 32],
+    /// Frame-signing keys still accepted after `signing_key` (`previous_signing_key_files`),
+    /// tried in order. Default none.
+    pub previous_signing_keys: Vec<[u8; 32]>,
     /// Largest acceptable frame body (`max_frame_bytes`). Default 4194304 (4 MiB).
     pub max_frame_bytes: usize,
 }
@@ -124,6 +131,7 @@ impl Default for OriginConfig {
             connect_timeout: Duration::from_millis(500),
             response_timeout: Duration::from_millis(3000),
             signing_key: [0; 32],
+            previous_signing_keys: Vec::new(),
             max_frame_bytes: 4 << 20,
         }
     }

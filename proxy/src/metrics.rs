@@ -64,6 +64,8 @@ pub struct HubMetrics {
     /// Hub connections refused at accept, by reason.
     pub connections_refused: IntCounterVec,
     pub tls_handshakes: IntCounterVec,
+    /// Requests whose token was signed with a previous secret.
+    pub auth_previous_key_uses: IntCounter,
     pub connections: IntCounterVec,
     pub connections_open: IntGaugeVec,
 }
@@ -124,6 +126,8 @@ pub struct OriginMetrics {
     pub requests: IntCounterVec,
     pub duration: Histogram,
     pub rejections: IntCounterVec,
+    /// Frames accepted by a previous signing key.
+    pub previous_key_uses: IntCounter,
 }
 
 /// MJPEG streams.
@@ -281,6 +285,10 @@ impl HubMetrics {
                 &["limit"],
                 Limit::ALL.iter().map(Limit::as_str),
             ),
+            auth_previous_key_uses: f.plain(
+                "framecache_auth_previous_key_uses_total",
+                "Hub requests whose token was signed with one of auth.previous_secret_files.",
+            ),
             tls_handshakes: f.counter_of(
                 "framecache_tls_handshakes_total",
                 "TLS handshakes on the hub TLS listener, by result (ok, failed: garbage, plaintext, timeouts included).",
@@ -380,6 +388,10 @@ impl OriginMetrics {
                 "Origin answers refused by attestation, by reason. Nothing of them was served.",
                 &["reason"],
                 Rejection::ALL.iter().map(Rejection::as_str),
+            ),
+            previous_key_uses: f.plain(
+                "framecache_origin_previous_key_uses_total",
+                "Frames accepted on a signature by one of origin.previous_signing_key_files.",
             ),
         }
     }

@@ -41,6 +41,8 @@ pub struct VerifiedFrame {
     pub max_age: Option<Duration>,
     /// The origin's `Cache-Control: no-store`.
     pub no_store: bool,
+    /// The signature verified with a previous signing key, not the current one.
+    pub previous_key: bool,
 }
 
 /// Why an origin answer was refused. The labels are SPEC's `reason` values.
@@ -163,7 +165,8 @@ pub struct Origin {
     connector: TransportConnector,
     peers: Vec<(SocketAddr, HttpPeer)>,
     next: AtomicUsize,
-    signing_key: [u8; 32],
+    /// The current signing key first, then the previous ones, in order.
+    signing_keys: Vec<[u8; 32]>,
     max_frame_bytes: usize,
     response_timeout: Duration,
 }
@@ -195,7 +198,9 @@ impl Origin {
             connector: TransportConnector::new(Some(options)),
             peers,
             next: AtomicUsize::new(0),
-            signing_key: config.signing_key,
+            signing_keys: std::iter::once(config.signing_key)
+                .chain(config.previous_signing_keys.iter().copied())
+                .collect(),
             max_frame_bytes: config.max_frame_bytes,
             response_timeout: config.response_timeout,
         }
@@ -405,10 +410,12 @@ impl Origin {
         else {
             return reject(BadSignature);
         };
-        let (key, hex) = (&self.signing_key, hash.hex());
-        if !protocol::verify(key, camera.as_str(), seq, captured_at_ms, &hex, &signature) {
+        let hex = hash.hex();
+        let verifies =
+            |key| protocol::verify(key, camera.as_str(), seq, captured_at_ms, &hex, &signature);
+        let Some(by) = self.signing_keys.iter().position(verifies) else {
             return reject(BadSignature);
-        }
+        };
         Ok(VerifiedFrame {
             owner: owner.clone(),
             camera: camera.clone(),
@@ -418,6 +425,7 @@ impl Origin {
             body,
             max_age,
             no_store,
+            previous_key: by > 0,
         })
     }
 

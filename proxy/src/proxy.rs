@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::modules::http::HttpModules;
 use pingora::prelude::HttpPeer;
@@ -43,7 +44,8 @@ pub struct RequestCtx {
 
 /// The hub-facing proxy.
 pub struct Edge {
-    tokens: TokenVerifier,
+    /// Replaced whole by a reload.
+    tokens: ArcSwap<TokenVerifier>,
     cache: Arc<FrameCache>,
     delivery: Delivery,
     metrics: Arc<Metrics>,
@@ -56,11 +58,7 @@ pub struct Edge {
 impl Edge {
     pub fn new(config: &Config, cache: Arc<FrameCache>, metrics: Arc<Metrics>) -> Edge {
         Edge {
-            tokens: TokenVerifier::new(
-                config.auth.secret.expose(),
-                &config.auth.audience,
-                config.auth.leeway,
-            ),
+            tokens: ArcSwap::from_pointee(tokens(config)),
             cache,
             delivery: Delivery::new(config.delivery.clone()),
             metrics,
@@ -145,14 +143,25 @@ impl Edge {
         let values = header.headers.get_all(http::header::AUTHORIZATION);
         let grant = self
             .tokens
+            .load()
             .verify(values.into_iter().map(|v| v.as_bytes()))
             .and_then(|grant| grant.camera(&req.camera).map(|()| grant))
             .map_err(|e| {
                 ctx.auth_failure = Some(e);
                 HubError::from(e)
             })?;
+        if grant.by_previous_key() {
+            self.metrics.hub.auth_previous_key_uses.inc();
+        }
         Ok(req.authorised(grant.owner().clone(), grant.valid_until()))
     }
+}
+
+/// The token verifier `config` asks for: its secret, then its previous ones.
+fn tokens(config: &Config) -> TokenVerifier {
+    let auth = &config.auth;
+    TokenVerifier::new(auth.secret.expose(), &auth.audience, auth.leeway)
+        .with_previous(auth.previous_secrets.iter().map(|s| s.expose()))
 }
 
 #[async_trait]

@@ -89,6 +89,8 @@ pub struct Auth {
     #[serde(default)]
     pub secret_file: Leaf<String>,
     #[serde(default)]
+    pub previous_secret_files: Leaf<Vec<Leaf<String>>>,
+    #[serde(default)]
     pub audience: Leaf<String>,
     #[serde(default)]
     pub leeway_secs: Leaf<i64>,
@@ -116,6 +118,8 @@ pub struct Origin {
     pub response_timeout_ms: Leaf<i64>,
     #[serde(default)]
     pub signing_key_file: Leaf<String>,
+    #[serde(default)]
+    pub previous_signing_key_files: Leaf<Vec<Leaf<String>>>,
     #[serde(default)]
     pub max_frame_bytes: Leaf<i64>,
     #[serde(flatten)]

@@ -109,6 +109,11 @@ fn auth(c: &mut Checker, leaf: &Leaf<file::Auth>) -> AuthConfig {
     AuthConfig {
         // RFC 7518 §3.2: an HS256 key must be at least as long as the hash output.
         secret: c.secret("auth.secret_file", &t.secret_file, 32),
+        previous_secrets: c
+            .list("auth.previous_secret_files", &t.previous_secret_files)
+            .into_iter()
+            .map(|(key, leaf)| c.secret(&key, &leaf, 32))
+            .collect(),
         audience,
         leeway: c
             .secs("auth.leeway_secs", &t.leeway_secs, 0..=300)
@@ -145,16 +150,20 @@ fn origin(c: &mut Checker, leaf: &Leaf<file::Origin>) -> OriginConfig {
         }
     }
     let signing_key = c
-        .file("origin.signing_key_file", &t.signing_key_file)
-        .and_then(|bytes| {
-            parse_signing_key(&String::from_utf8_lossy(&bytes))
-                .map_err(|message| c.problem("origin.signing_key_file", message))
-                .ok()
-        })
+        .signing_key("origin.signing_key_file", &t.signing_key_file)
         .unwrap_or(d.signing_key);
+    let previous_signing_keys = c
+        .list(
+            "origin.previous_signing_key_files",
+            &t.previous_signing_key_files,
+        )
+        .into_iter()
+        .filter_map(|(key, leaf)| c.signing_key(&key, &leaf))
+        .collect();
     OriginConfig {
         addresses,
         signing_key,
+        previous_signing_keys,
         connect_timeout: c
             .millis(
                 "origin.connect_timeout_ms",
@@ -595,6 +604,24 @@ impl Checker<'_> {
                 None
             }
         }
+    }
+
+    /// The items of an optional list, each with its key path (`key[i]`); none when absent.
+    fn list<T: Clone>(&mut self, key: &str, leaf: &Leaf<Vec<Leaf<T>>>) -> Vec<(String, Leaf<T>)> {
+        self.leaf(key, leaf)
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| (format!("{key}[{i}]"), item))
+            .collect()
+    }
+
+    /// A frame-signing key file: 64 hex characters.
+    fn signing_key(&mut self, key: &str, leaf: &Leaf<String>) -> Option<[u8; 32]> {
+        let bytes = self.file(key, leaf)?;
+        parse_signing_key(&String::from_utf8_lossy(&bytes))
+            .map_err(|message| self.problem(key, message))
+            .ok()
     }
 
     fn required<T: Clone>(&mut self, key: &str, leaf: &Leaf<T>) -> Option<T> {
