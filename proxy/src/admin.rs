@@ -12,6 +12,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use http::{Method, Response, StatusCode};
@@ -34,7 +35,8 @@ const MAX_BODY: usize = 4096;
 pub struct Admin {
     metrics: Arc<Metrics>,
     cache: Arc<FrameCache>,
-    token: Secret,
+    /// Replaced by a reload.
+    token: Arc<ArcSwap<Secret>>,
     ready: Arc<AtomicBool>,
 }
 
@@ -59,7 +61,7 @@ impl Admin {
     pub fn new(
         metrics: Arc<Metrics>,
         cache: Arc<FrameCache>,
-        token: Secret,
+        token: Arc<ArcSwap<Secret>>,
         ready: Arc<AtomicBool>,
     ) -> Admin {
         Admin {
@@ -114,7 +116,7 @@ impl Admin {
         let Some(token) = auth::bearer_credentials(value.as_bytes()) else {
             return false;
         };
-        bool::from(token.ct_eq(self.token.expose()))
+        bool::from(token.ct_eq(self.token.load().expose()))
     }
 
     async fn purge(&self, session: &mut ServerSession) -> Answer {

@@ -9,11 +9,13 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{IntoRawFd, RawFd};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
 use pingora::protocols::http::v2::server::default_h2_options;
@@ -21,17 +23,21 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{
     ExecutionPhase, ListenFds, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch,
 };
+use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use pingora::services::{ServiceReadyNotifier, ServiceWithDependents};
 
 use crate::admin::Admin;
+use crate::auth::TokenVerifier;
 use crate::cache::FrameCache;
-use crate::config::Config;
+use crate::config::{Config, Secret};
+use crate::delivery::Delivery;
 use crate::hub::HubApp;
 use crate::hub_listener::HubListener;
 use crate::metrics::Metrics;
 use crate::origin::Origin;
 use crate::proxy::Edge;
+use crate::reload::Reloader;
 use crate::tls::{self, Certificates};
 
 /// The bound hub and admin sockets.
@@ -132,13 +138,21 @@ impl ServiceWithDependents for ListenerHandoff {
     }
 }
 
-/// The state the hub and admin listeners share.
+/// The state the hub and admin listeners share, and what a reload replaces in it.
 #[derive(Clone)]
 pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub cache: Arc<FrameCache>,
     /// The hub TLS listener's certificate, replaceable while it runs.
     pub certificates: Option<Arc<Certificates>>,
+    /// The hub token verifier (`[auth]`).
+    pub tokens: Arc<ArcSwap<TokenVerifier>>,
+    /// Delivery settings and hubs' links (`[delivery]`).
+    pub delivery: Arc<Delivery>,
+    /// The admin bearer token (`[admin]`).
+    pub admin_token: Arc<ArcSwap<Secret>>,
+    /// The configuration in force: what a reload compares the file with.
+    pub running: Arc<Mutex<Config>>,
 }
 
 impl Shared {
@@ -163,16 +177,22 @@ impl Shared {
             metrics,
             cache,
             certificates,
+            tokens: Arc::new(ArcSwap::from_pointee(crate::proxy::tokens(config))),
+            delivery: Arc::new(Delivery::new(config.delivery.clone())),
+            admin_token: Arc::new(ArcSwap::from_pointee(config.admin.token.clone())),
+            running: Arc::new(Mutex::new(config.clone())),
         }
     }
 }
 
 /// Runs the proxy until `shutdown` fires. Blocks the calling thread.
+/// With `reload_from`, SIGHUP re-reads that configuration file ([`crate::reload`]).
 pub fn run(
     config: Config,
     shared: Shared,
     listeners: Listeners,
     shutdown: Box<dyn ShutdownSignalWatch>,
+    reload_from: Option<PathBuf>,
 ) {
     let (plain_addr, tls_addr) = (listeners.plain_addr(), listeners.tls_addr());
     let admin_addr = listeners.admin_addr();
@@ -197,10 +217,7 @@ pub fn run(
     // frame bodies are sent by reference, and admit connections and finish TLS handshakes
     // within the edge's limits (see `hub_listener`). Hub connections have neither a read nor
     // a write buffer of Pingora's: an idle keep-alive hub costs about 23 KB of memory.
-    let mut edge = pingora::proxy::http_proxy(
-        &server.configuration,
-        Edge::new(&config, shared.cache.clone(), shared.metrics.clone()),
-    );
+    let mut edge = pingora::proxy::http_proxy(&server.configuration, Edge::new(&config, &shared));
     let mut options = HttpServerOptions::default();
     options.h2c = config.server.h2;
     edge.server_options = Some(options);
@@ -235,13 +252,21 @@ pub fn run(
         Admin::new(
             shared.metrics.clone(),
             shared.cache.clone(),
-            config.admin.token.clone(),
+            shared.admin_token.clone(),
             ready.clone(),
         ),
     );
     admin.threads = Some(1);
     admin.add_tcp(&admin_addr.to_string());
     server.add_service(admin).add_dependency(&handoff);
+
+    if let Some(path) = reload_from {
+        let reloader = Reloader {
+            path,
+            shared: shared.clone(),
+        };
+        server.add_service(background_service("configuration reload", reloader));
+    }
 
     let mut phases = server.watch_execution_phase();
     std::thread::spawn(move || {
@@ -317,7 +342,7 @@ pub fn spawn(config: Config) -> anyhow::Result<Running> {
     let for_thread = shared.clone();
     let thread = std::thread::Builder::new()
         .name("framecache".into())
-        .spawn(move || run(config, for_thread, listeners, Box::new(Trigger(rx))))
+        .spawn(move || run(config, for_thread, listeners, Box::new(Trigger(rx)), None))
         .context("cannot start the proxy thread")?;
     Ok(Running {
         hub_addr,

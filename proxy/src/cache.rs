@@ -26,6 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+
 use self::absent::NotFound;
 use self::flight::{Flights, Join};
 use self::key::{Identity, KeyDigest};
@@ -117,9 +119,11 @@ pub struct Served {
 pub struct FrameCache {
     pub(crate) store: Store,
     flights: Flights,
-    origin: Origin,
+    /// Replaced whole by a reload that changes `[origin]` (a new connection pool).
+    origin: ArcSwap<Origin>,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) config: CacheConfig,
+    /// Replaced by a reload.
+    config: ArcSwap<CacheConfig>,
     /// Bumped by every purge; a fill that saw it change does not keep what it stored.
     purges: AtomicU64,
     /// Renditions being made ([`crate::rendition::cache`]).
@@ -144,9 +148,9 @@ impl FrameCache {
                 metrics.cache.evictions.clone(),
             ),
             flights: Flights::default(),
-            origin,
+            origin: ArcSwap::from_pointee(origin),
             metrics,
-            config,
+            config: ArcSwap::from_pointee(config),
             purges: AtomicU64::new(0),
             renditions: Renditions::new(2),
             budget: OriginBudget::new(LimitsConfig::default().owner_origin_rps),
@@ -160,6 +164,26 @@ impl FrameCache {
         self.budget = OriginBudget::new(limits.owner_origin_rps);
         self.not_found = NotFound::new(limits.not_found_ttl);
         self
+    }
+
+    /// The cache settings in force.
+    pub(crate) fn config(&self) -> arc_swap::Guard<Arc<CacheConfig>> {
+        self.config.load()
+    }
+
+    /// Applies reloaded settings: the cache's (a smaller `max_bytes` evicts down to it at once)
+    /// and, when `[origin]` changed, a new origin (addresses, keys, timeouts); fetches under way
+    /// finish with the old one.
+    pub fn reconfigure(&self, cache: CacheConfig, origin: Option<Origin>) {
+        self.metrics
+            .cache
+            .max_bytes
+            .set(i64::try_from(cache.max_bytes).unwrap_or(i64::MAX));
+        self.store.set_max_bytes(cache.max_bytes);
+        self.config.store(Arc::new(cache));
+        if let Some(origin) = origin {
+            self.origin.store(Arc::new(origin));
+        }
     }
 
     /// Renders at most `threads` renditions at once (default 2).
@@ -192,9 +216,9 @@ impl FrameCache {
             }
             // Never staler than stale-if-error allows, whatever the origin's state.
             let window = self
-                .config
+                .config()
                 .stale_while_revalidate
-                .min(self.config.stale_if_error);
+                .min(self.config().stale_if_error);
             if age < fresh_for.saturating_add(window) {
                 // Just gone stale: answer now, refresh in the background (once per key).
                 if let Join::Leader(flight) = self.flights.join(key, &identity) {
@@ -220,9 +244,9 @@ impl FrameCache {
             (Err(error), _) => {
                 // Looked up again: a purge during the fetch must not be undone by a copy held
                 // from before it.
-                let stale = self
-                    .lookup(&key, &identity)
-                    .filter(|e| frame == FrameRef::Latest && e.age() <= self.config.stale_if_error);
+                let stale = self.lookup(&key, &identity).filter(|e| {
+                    frame == FrameRef::Latest && e.age() <= self.config().stale_if_error
+                });
                 match stale {
                     Some(entry) => Ok(served(&entry, Lookup::Stale, entry.age(), purges)),
                     None => Err(error),
@@ -284,7 +308,7 @@ impl FrameCache {
             Ok(done.wait_for(|r| r.is_some()).await.map(|r| r.clone()))
         } else {
             let waited = done.wait_for(|r| r.is_some());
-            tokio::time::timeout(self.config.coalesce_wait, async {
+            tokio::time::timeout(self.config().coalesce_wait, async {
                 waited.await.map(|r| r.clone())
             })
             .await
@@ -368,6 +392,7 @@ impl FrameCache {
         }
         let (result, attempt) = self
             .origin
+            .load_full()
             .fetch(&identity.owner, &identity.camera, identity.frame)
             .await;
         self.metrics.record_origin(&attempt);
@@ -390,9 +415,8 @@ impl FrameCache {
         if v.previous_key {
             self.metrics.origin.previous_key_uses.inc();
         }
-        let fresh_for = v.max_age.map_or(self.config.latest_fresh, |m| {
-            m.min(self.config.latest_fresh)
-        });
+        let latest_fresh = self.config().latest_fresh;
+        let fresh_for = v.max_age.map_or(latest_fresh, |m| m.min(latest_fresh));
         let no_store = v.no_store;
         let frame = Arc::new(StoredFrame::new(v.hash, v.seq, v.captured_at_ms, v.body));
         let stored = !no_store && self.store_fill(key, identity, &frame, fresh_for, purges_before);

@@ -119,8 +119,9 @@ pub fn token(config: &Config, owner: &str, cameras: &[String], ttl_secs: u64) ->
     }
 }
 
-/// `serve --config PATH`: runs until SIGTERM (graceful) or SIGINT (fast).
-pub fn serve(config: Config) -> ExitCode {
+/// `serve --config PATH`: runs until SIGTERM (graceful) or SIGINT (fast); SIGHUP re-reads
+/// `path`.
+pub fn serve(config: Config, path: &std::path::Path) -> ExitCode {
     for (key, secret) in [
         ("auth.secret_file", &config.auth.secret),
         ("admin.token_file", &config.admin.token),
@@ -145,6 +146,7 @@ pub fn serve(config: Config) -> ExitCode {
         shared,
         listeners,
         Box::new(pingora::server::UnixShutdownSignalWatch),
+        Some(path.to_path_buf()),
     );
     ExitCode::SUCCESS
 }

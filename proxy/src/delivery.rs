@@ -9,7 +9,10 @@
 pub mod condition;
 pub mod link;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
@@ -57,7 +60,8 @@ fn write_deadline(write_timeout: Duration, len: usize) -> Duration {
 
 /// Delivery to hubs: its configuration, and what the proxy learnt of hubs' links.
 pub struct Delivery {
-    pub config: DeliveryConfig,
+    /// Replaced by a reload.
+    config: ArcSwap<DeliveryConfig>,
     links: LinkMemory,
 }
 
@@ -79,17 +83,28 @@ pub struct Sent {
 impl Delivery {
     pub fn new(config: DeliveryConfig) -> Delivery {
         Delivery {
-            config,
+            config: ArcSwap::from_pointee(config),
             links: LinkMemory::for_hubs(),
         }
     }
 
+    /// The delivery settings in force.
+    pub fn config(&self) -> Arc<DeliveryConfig> {
+        self.config.load_full()
+    }
+
+    /// Applies reloaded settings to the requests that start from now on.
+    pub fn reconfigure(&self, config: DeliveryConfig) {
+        self.config.store(Arc::new(config));
+    }
+
     /// Sets the pace a hub must keep on `session`, and how long its connection may idle.
     pub fn pace(&self, session: &mut Session) {
-        session.set_write_timeout(Some(self.config.write_timeout));
-        session.set_min_send_rate(Some(min_send_rate(self.config.write_timeout)));
+        let config = self.config.load();
+        session.set_write_timeout(Some(config.write_timeout));
+        session.set_min_send_rate(Some(min_send_rate(config.write_timeout)));
         // Pingora keeps an HTTP/1.1 connection open forever between requests unless told.
-        session.set_keepalive(Some(self.config.idle_timeout.as_secs()));
+        session.set_keepalive(Some(config.idle_timeout.as_secs()));
     }
 
     /// The rendition of `frame` to answer `req` with ([`choose::for_request`]), weighing the
@@ -103,7 +118,7 @@ impl Delivery {
     ) -> Chosen {
         let link = || self.links.known(session, &req.owner);
         let headers = &session.req_header().headers;
-        choose::for_request(req, headers, link, &self.config, cache, frame)
+        choose::for_request(req, headers, link, &self.config.load(), cache, frame)
     }
 
     /// Answers `req` with `served` in `chosen`: 200, 304, 206 or 416 as its conditions say.
@@ -127,7 +142,7 @@ impl Delivery {
         }
         let (header, body) = frame_response(served, req, answer, chosen, etag)
             .map_err(|e| HubError::new(500, "internal", e.to_string()))?;
-        let deadline = write_deadline(self.config.write_timeout, len);
+        let deadline = write_deadline(self.config.load().write_timeout, len);
         let written = write_response(session, header, body, req.head);
         match tokio::time::timeout(deadline, written).await {
             Ok(Ok(bytes)) => {

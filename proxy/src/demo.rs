@@ -75,6 +75,7 @@ fn demo() -> anyhow::Result<()> {
         shared,
         listeners,
         Box::new(pingora::server::UnixShutdownSignalWatch),
+        None,
     );
     runtime.block_on(camera_backend.shutdown());
     // The terminal may be gone by now; a closed stdout is no reason to fail.

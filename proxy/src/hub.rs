@@ -406,6 +406,9 @@ fn check(head: &[u8], limits: HeadLimits) -> Result<(), Refusal> {
             "a fragment (#) is not allowed in the request target",
         ));
     }
+    if req.path.is_some_and(|p| !p.starts_with('/')) {
+        return Err(Malformed("the request target must be a path (origin-form)"));
+    }
     let headers = &*req.headers;
     let named = |name: &'static str| {
         headers
@@ -417,17 +420,31 @@ fn check(head: &[u8], limits: HeadLimits) -> Result<(), Refusal> {
         (_, n) if n > 1 => return Err(Malformed("more than one Host")),
         _ => {}
     }
+    if named("host").any(|h| h.value.contains(&b'@')) {
+        return Err(Malformed("Host must not carry user information"));
+    }
     let lengths: Vec<&[u8]> = named("content-length").map(|h| h.value).collect();
     if lengths.len() > 1 {
         return Err(Malformed("more than one Content-Length"));
     }
+    let length = |v: &[u8]| std::str::from_utf8(v).ok()?.parse::<u64>().ok();
     if lengths
         .first()
-        .is_some_and(|v| v.is_empty() || !v.iter().all(u8::is_ascii_digit))
+        .is_some_and(|v| !v.iter().all(u8::is_ascii_digit) || length(v).is_none())
     {
-        return Err(Malformed("Content-Length must be digits"));
+        return Err(Malformed("Content-Length must be a number of bytes"));
     }
-    if named("transfer-encoding").next().is_some() {
+    let codings: Vec<&[u8]> = named("transfer-encoding").map(|h| h.value).collect();
+    if codings.len() > 1 {
+        return Err(Malformed("more than one Transfer-Encoding"));
+    }
+    if codings
+        .first()
+        .is_some_and(|v| !v.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+    {
+        return Err(Malformed("the only Transfer-Encoding taken is chunked"));
+    }
+    if !codings.is_empty() {
         if req.version == Some(0) {
             return Err(Malformed("Transfer-Encoding is not allowed in HTTP/1.0"));
         }
@@ -488,6 +505,11 @@ mod tests {
             "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
             "GET / HTTP/9.9\r\nHost: a\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET http://other.example/v1/cameras/cam-1/frame HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: user@h\r\n\r\n",
         ] {
             assert!(malformed(head), "{head:?} → {:?}", checked(head));
         }

@@ -41,6 +41,7 @@
 //! - [`proxy`] — the only `impl ProxyHttp`: glue between Pingora's phases and the above.
 //! - [`tls`] — TLS to hubs: the rustls configuration (resumption, ALPN) and a certificate that a
 //!   reload can replace.
+//! - [`reload`] — SIGHUP: the configuration file read again and applied while running.
 //! - [`sealed`] — frame bodies in sealed memory files, found by address when written.
 //! - [`admin`] — `/metrics`, `/healthz`, `/readyz`, `POST /admin/purge`.
 //! - [`metrics`] — every metric name, in one place.
@@ -98,6 +99,7 @@ pub mod limit;
 pub mod metrics;
 pub mod origin;
 pub mod proxy;
+pub mod reload;
 pub mod rendition;
 pub mod request;
 pub mod route;

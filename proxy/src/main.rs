@@ -23,10 +23,10 @@ fn main() -> ExitCode {
             Ok(config) => cli::token(&config, &owner, &cameras, ttl_secs),
             Err(code) => code,
         },
-        (Some(Command::Serve { config }), _) | (None, Some(config)) => match cli::load(&config) {
+        (Some(Command::Serve { config: path }), _) | (None, Some(path)) => match cli::load(&path) {
             Ok(config) => {
                 cli::init_tracing();
-                cli::serve(config)
+                cli::serve(config, &path)
             }
             Err(code) => code,
         },

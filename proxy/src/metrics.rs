@@ -41,6 +41,10 @@ const PROFILE: &str = if cfg!(debug_assertions) {
 /// The proxy's metrics, by section.
 pub struct Metrics {
     registry: Registry,
+    /// Configuration reloads by result (ok, error).
+    pub reloads: IntCounterVec,
+    /// When the configuration in force was read (start or last good reload), Unix seconds.
+    pub last_reload: prometheus::Gauge,
     pub hub: HubMetrics,
     pub cache: CacheMetrics,
     pub origin: OriginMetrics,
@@ -457,7 +461,26 @@ impl Metrics {
             prometheus::process_collector::ProcessCollector::for_self(),
         ));
         f.collector(Box::new(SealedCollector::new()));
+        let last_reload = f.register(
+            prometheus::Gauge::new(
+                "framecache_config_last_reload_success_timestamp_seconds",
+                "When the configuration in force was read: at start, or by the last good reload.",
+            )
+            .expect("invariant: metric definitions are valid"),
+        );
+        last_reload.set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        );
         Metrics {
+            reloads: f.counter_of(
+                "framecache_config_reloads_total",
+                "Configuration reloads (SIGHUP), by result (ok, error: the file was refused).",
+                &["result"],
+                ["ok", "error"],
+            ),
+            last_reload,
             hub: HubMetrics::new(&f),
             cache: CacheMetrics::new(&f),
             origin: OriginMetrics::new(&f),
@@ -552,6 +575,15 @@ impl Metrics {
     /// Records a refusal (or an end) by `limit`.
     pub fn record_limited(&self, limit: Limit) {
         self.hub.limited.with_label_values(&[limit.as_str()]).inc();
+    }
+
+    /// Records a configuration reload at `now` (Unix seconds).
+    pub fn record_reload(&self, ok: bool, now: f64) {
+        let result = if ok { "ok" } else { "error" };
+        self.reloads.with_label_values(&[result]).inc();
+        if ok {
+            self.last_reload.set(now);
+        }
     }
 
     /// Records a TLS handshake on the hub TLS listener.

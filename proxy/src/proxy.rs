@@ -18,6 +18,7 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorType};
 
+use crate::app::Shared;
 use crate::auth::{AuthError, TokenVerifier};
 use crate::cache::{FrameCache, Lookup};
 use crate::config::Config;
@@ -45,9 +46,9 @@ pub struct RequestCtx {
 /// The hub-facing proxy.
 pub struct Edge {
     /// Replaced whole by a reload.
-    tokens: ArcSwap<TokenVerifier>,
+    tokens: Arc<ArcSwap<TokenVerifier>>,
     cache: Arc<FrameCache>,
-    delivery: Delivery,
+    delivery: Arc<Delivery>,
     metrics: Arc<Metrics>,
     /// MJPEG streams open per owner.
     streams: StreamSlots,
@@ -56,12 +57,12 @@ pub struct Edge {
 }
 
 impl Edge {
-    pub fn new(config: &Config, cache: Arc<FrameCache>, metrics: Arc<Metrics>) -> Edge {
+    pub fn new(config: &Config, shared: &Shared) -> Edge {
         Edge {
-            tokens: ArcSwap::from_pointee(tokens(config)),
-            cache,
-            delivery: Delivery::new(config.delivery.clone()),
-            metrics,
+            tokens: shared.tokens.clone(),
+            cache: shared.cache.clone(),
+            delivery: shared.delivery.clone(),
+            metrics: shared.metrics.clone(),
             streams: StreamSlots::new(config.limits.streams_per_owner),
             stream_max: config.limits.stream_max,
         }
@@ -126,6 +127,7 @@ impl Edge {
         match ended {
             stream::Ended::Hub(error) => ctx.sent.write_error = Some(error),
             stream::Ended::Limit(limit) => self.metrics.record_limited(limit),
+            stream::Ended::Shutdown => {}
         }
         Ok(())
     }
@@ -137,7 +139,7 @@ impl Edge {
             &header.method,
             header.uri.path(),
             header.uri.query(),
-            &self.delivery.config.renditions,
+            &self.delivery.config().renditions,
         )?;
         ctx.route = req.target.label();
         let values = header.headers.get_all(http::header::AUTHORIZATION);
@@ -158,7 +160,7 @@ impl Edge {
 }
 
 /// The token verifier `config` asks for: its secret, then its previous ones.
-fn tokens(config: &Config) -> TokenVerifier {
+pub fn tokens(config: &Config) -> TokenVerifier {
     let auth = &config.auth;
     TokenVerifier::new(auth.secret.expose(), &auth.audience, auth.leeway)
         .with_previous(auth.previous_secrets.iter().map(|s| s.expose()))

@@ -101,6 +101,14 @@ impl Taking {
     /// The error ending the stream, if the hub has stalled.
     fn check(&mut self, backlog: Option<link::Backlog>) -> Option<Box<pingora::Error>> {
         let backlog = backlog?;
+        // A hub that went away while its camera sent nothing new is noticed here, not at a
+        // write that never comes: its place among its owner's streams is given back.
+        if backlog.closed {
+            return Some(pingora::Error::explain(
+                pingora::ErrorType::ConnectionClosed,
+                "the subscriber closed the connection",
+            ));
+        }
         if backlog.acked != self.acked || !backlog.outstanding {
             self.acked = backlog.acked;
             self.since = Instant::now();
@@ -123,6 +131,9 @@ pub enum Ended {
     /// The stream reached `limits.stream_max_secs` or its token expired; it was closed after a
     /// whole part, with the multipart's closing delimiter.
     Limit(Limit),
+    /// The proxy is shutting down (SIGTERM, or an upgrade): closed after a whole part, with the
+    /// closing delimiter, within the grace period.
+    Shutdown,
 }
 
 impl Subscriber<'_> {
@@ -168,7 +179,7 @@ impl Subscriber<'_> {
     /// bytes sent and why the stream ended; an `Err` (only before the first byte) is the answer
     /// to give instead.
     pub async fn serve(&self, session: &mut Session) -> Result<(usize, Ended), HubError> {
-        let (config, metrics) = (&self.delivery.config, self.metrics);
+        let (config, metrics) = (self.delivery.config(), self.metrics);
         let (end, limit) = self.end(Instant::now());
         // The first frame decides the answer: no frame, no stream.
         let (mut frame, mut chosen) = self
@@ -220,10 +231,14 @@ impl Subscriber<'_> {
             }
             // A hub slower than the interval does not build up a backlog of ticks.
             next = (next + config.stream_interval).max(tokio::time::Instant::now());
-            if next >= end.into() {
-                tokio::time::sleep_until(end.into()).await;
+            let shutting_down = session.is_process_shutting_down();
+            if next >= end.into() || shutting_down {
+                if !shutting_down {
+                    tokio::time::sleep_until(end.into()).await;
+                }
                 let closing = Bytes::from(format!("--{BOUNDARY}--\r\n"));
                 let ended = match session.write_response_body(Some(closing), true).await {
+                    Ok(()) if shutting_down => Ended::Shutdown,
                     Ok(()) => Ended::Limit(limit),
                     Err(e) => Ended::Hub(e),
                 };

@@ -11,7 +11,7 @@
 //! Each entry holds the full identity it was stored under; the digest only finds it.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -275,7 +275,8 @@ pub struct Store {
     /// Keys are blake3 digests already; foldhash is the cheapest keyed way to spread them.
     map: DashMap<KeyDigest, Arc<Entry>, foldhash::fast::RandomState>,
     queues: Mutex<Queues>,
-    max_bytes: u64,
+    /// The budget, replaceable by a reload ([`Store::set_max_bytes`]).
+    max_bytes: AtomicU64,
     entries: IntGauge,
     stored_bytes: IntGauge,
     evictions: IntCounter,
@@ -296,7 +297,7 @@ impl Store {
         Store {
             map: DashMap::default(),
             queues: Mutex::new(Queues::default()),
-            max_bytes,
+            max_bytes: AtomicU64::new(max_bytes),
             entries,
             stored_bytes,
             evictions,
@@ -343,7 +344,7 @@ impl Store {
         let entry = Arc::new(entry);
         let weight = entry.weight();
         let mut q = self.lock();
-        if weight > self.max_bytes {
+        if weight > self.budget() {
             return false;
         }
         if let Some(old) = self.map.insert(key, Arc::clone(&entry)) {
@@ -364,13 +365,28 @@ impl Store {
             q.small.push_back(Arc::downgrade(&entry));
             q.small_bytes += weight;
         }
-        while q.total() > self.max_bytes {
-            if !self.evict_one(&mut q) {
+        self.evict_to_budget(&mut q);
+        true
+    }
+
+    fn budget(&self) -> u64 {
+        self.max_bytes.load(Ordering::Relaxed)
+    }
+
+    /// A new budget; a smaller one evicts down to it at once.
+    pub fn set_max_bytes(&self, max_bytes: u64) {
+        let mut q = self.lock();
+        self.max_bytes.store(max_bytes, Ordering::Relaxed);
+        self.evict_to_budget(&mut q);
+    }
+
+    fn evict_to_budget(&self, q: &mut Queues) {
+        while q.total() > self.budget() {
+            if !self.evict_one(q) {
                 break;
             }
         }
         q.compact(self.map.len());
-        true
     }
 
     /// Accounts an entry that left the index (its queue slot is skipped later).
@@ -394,7 +410,7 @@ impl Store {
         // the front goes whatever its frequency, so eviction always ends.
         let mut chances = 2 * (q.small.len() + q.main.len()) + 16;
         loop {
-            let from_small = q.small_bytes > self.max_bytes / 10 || q.main.is_empty();
+            let from_small = q.small_bytes > self.budget() / 10 || q.main.is_empty();
             let slot = if from_small {
                 q.small.pop_front()
             } else {

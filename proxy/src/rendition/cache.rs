@@ -149,7 +149,7 @@ impl FrameCache {
         };
         // Renderings take milliseconds; one that takes longer than a request may wait for an
         // origin fetch is not waited for.
-        let waited = tokio::time::timeout(self.config.coalesce_wait, async {
+        let waited = tokio::time::timeout(self.config().coalesce_wait, async {
             done.wait_for(|r| r.is_some()).await.map(|r| r.clone())
         })
         .await;
