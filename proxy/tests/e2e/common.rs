@@ -266,7 +266,9 @@ impl Sent {
     }
 }
 
-fn parse_reply(bytes: &[u8], head: bool) -> Option<Reply> {
+/// The response at the start of `bytes`, once its head and (unless `head`: the answer to a
+/// HEAD request) its `Content-Length` of body have arrived.
+pub fn parse_reply(bytes: &[u8], head: bool) -> Option<Reply> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut resp = httparse::Response::new(&mut headers);
     let httparse::Status::Complete(len) = resp.parse(bytes).ok()? else {

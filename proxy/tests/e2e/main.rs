@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod delivery;
 mod frame;
+mod limits;
 mod metrics;
 mod origin;
 mod path;
