@@ -517,3 +517,88 @@ fn a_stream_left_while_the_camera_is_still_gives_its_place_back() {
     let (_again, refused) = stream_once_a_place_frees(&stack, "cam-2", &token);
     assert_eq!(limited(&stack, "streams_per_owner"), f64::from(refused));
 }
+
+// ---------------------------------------------------------------------------------------------
+// 3. Negative caching and the owner's origin budget
+
+/// A content address no camera ever produced.
+fn missing_hash(n: u32) -> String {
+    blake3::hash(format!("never captured {n}").as_bytes())
+        .to_hex()
+        .to_string()
+}
+
+/// Hash enumeration against the backend: an owner asks 50 times for a frame by a hash the origin
+/// does not have. The origin is asked once; the other 49 are answered from the remembered 404
+/// (`limits.not_found_ttl_ms`). It is remembered per owner: another owner asking for the same
+/// hash makes its own origin request, once.
+#[test]
+fn an_origin_404_by_hash_is_remembered_per_owner() {
+    let stack = Stack::with(|c| c.limits.not_found_ttl = Duration::from_secs(60), |_| {});
+    let path = format!("/v1/cameras/cam-1/frames/{}", missing_hash(0));
+    // owner-1 owns cam-1; owner-2 reads it, shared.
+    for (owner, asks, origin_requests) in [("owner-1", 50, 1), ("owner-2", 10, 2)] {
+        for _ in 0..asks {
+            let reply = stack.get_as(owner, &["cam-1"], &path);
+            assert_eq!(reply.status, 404, "{owner}: {}", reply.text());
+            assert_eq!(reply.error_code(), "not_found");
+        }
+        assert_eq!(
+            stack.origin_requests_for("cam-1"),
+            origin_requests,
+            "{owner}"
+        );
+    }
+    assert_eq!(requests(&stack, "frame_by_hash", 404), 60.0);
+}
+
+/// Spending the backend for everyone: with `limits.owner_origin_rps` 2 (a burst of 4), an owner
+/// asking for many frames the cache does not have is answered 429 with `Retry-After` once the
+/// burst is spent, counted `owner_origin_rps`, and no origin request is made for those. What is
+/// cached is still served to it, and another owner is served as usual.
+#[test]
+fn an_owner_past_its_origin_budget_gets_429() {
+    let stack = Stack::with(
+        |c| {
+            c.limits.owner_origin_rps = 2;
+            c.cache.latest_fresh = Duration::from_secs(60);
+        },
+        |_| {},
+    );
+    let latest = stack.get_as("owner-1", &["cam-2"], "/v1/cameras/cam-2/frame");
+    assert_eq!(latest.status, 200);
+    let (mut not_found, mut too_many) = (0u64, 0u64);
+    for n in 0..20 {
+        let path = format!("/v1/cameras/cam-2/frames/{}", missing_hash(n));
+        let reply = stack.get_as("owner-1", &["cam-2"], &path);
+        match reply.status {
+            404 => not_found += 1,
+            429 => {
+                assert_refusal(&reply, 429, "too_many_requests", "past the budget");
+                assert!(retry_after(&reply) >= 1);
+                too_many += 1;
+            }
+            other => panic!("{other}: {}", reply.text()),
+        }
+    }
+    eprintln!("owner-1: {not_found} answered 404 by the origin, {too_many} refused 429");
+    assert!(too_many >= 1, "the budget was never spent");
+    assert!(
+        not_found >= 3,
+        "the burst of 4 (one spent on the latest frame) was not allowed"
+    );
+    // Every 404 came from the origin; no 429 did.
+    assert_eq!(stack.origin_requests_for("cam-2"), 1 + not_found);
+    assert_eq!(limited(&stack, "owner_origin_rps"), too_many as f64);
+
+    // A cached frame costs no origin request: still served.
+    let hit = stack.get_as("owner-1", &["cam-2"], "/v1/cameras/cam-2/frame");
+    assert_eq!(hit.status, 200);
+    assert_eq!(hit.header("cache-status"), Some("framecache; hit"));
+    // Another owner's budget is its own.
+    let other = stack.get_as("owner-2", &["cam-3"], "/v1/cameras/cam-3/frame");
+    assert_eq!(other.status, 200, "{}", other.text());
+    let path = format!("/v1/cameras/cam-3/frames/{}", missing_hash(0));
+    assert_eq!(stack.get_as("owner-2", &["cam-3"], &path).status, 404);
+    assert_eq!(limited(&stack, "owner_origin_rps"), too_many as f64);
+}
