@@ -5,13 +5,16 @@
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use framecache::config::Config;
 
-use crate::common::{in_own_process, parse_reply, wait_until, Reply, Stack, HUB_SECRET};
+use crate::common::{
+    in_own_process, parse_reply, raw_body, signed_frame, wait_until, Answer, RawOrigin, Reply,
+    Stack, HUB_SECRET,
+};
 
 /// Longest a test waits for an answer it expects (never reached when things work).
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -738,4 +741,97 @@ fn heads_pingora_would_refuse_are_refused_like_the_others() {
     assert!(wrong.is_empty(), "{wrong:#?}");
     assert_eq!(requests(&stack, "other", 400), cases.len() as f64);
     assert_eq!(stack.origin_requests(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Revocation during stale-while-revalidate
+
+/// Revocation racing stale-while-revalidate: owner-2's frame of cam-1 (a camera shared with it)
+/// is cached (`cache.latest_fresh_ms` 300, `stale_while_revalidate_ms` 1000); then the backend
+/// stops sharing cam-1 with owner-2, and answers 403. The first request after the frame has gone
+/// stale may still get the copy (answered at once while the background refresh asks the
+/// origin), but once that refresh has been refused owner-2 gets the frame no more: not latest,
+/// not by hash, not as stale-if-error when the origin then fails.
+#[test]
+fn a_share_revoked_during_stale_while_revalidate_ends_with_the_refused_refresh() {
+    let status = Arc::new(Mutex::new(200u16));
+    let origin = {
+        let status = status.clone();
+        RawOrigin::start(64, move |seen| {
+            Answer::Send(match *status.lock().unwrap() {
+                200 => signed_frame(seen, ""),
+                403 => b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n".to_vec(),
+                _ => b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            })
+        })
+    };
+    let addr = origin.addr;
+    let stack = Stack::with(
+        |c| {
+            c.origin.addresses = vec![addr];
+            c.cache.latest_fresh = Duration::from_millis(300);
+            c.cache.stale_while_revalidate = Duration::from_secs(1);
+            c.cache.stale_if_error = Duration::from_secs(60);
+        },
+        |_| {},
+    );
+    let ask = |path: &str| stack.get_as("owner-2", &["cam-1"], path);
+    let latest = "/v1/cameras/cam-1/frame";
+    let first = ask(latest);
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.body, raw_body("cam-1"));
+    let by_hash = first
+        .header("content-location")
+        .expect("a Content-Location")
+        .to_string();
+
+    *status.lock().unwrap() = 403;
+    // While fresh, the copy is served without asking the origin; then comes the first request
+    // after it went stale.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stale = loop {
+        let reply = ask(latest);
+        if reply.header("cache-status") != Some("framecache; hit") {
+            break reply;
+        }
+        assert_eq!(reply.body, first.body);
+        assert!(Instant::now() < deadline, "the frame never went stale");
+    };
+    match stale.status {
+        // Within stale-while-revalidate: the copy, while the refresh asks the origin.
+        200 => {
+            assert_eq!(
+                stale.header("cache-status"),
+                Some("framecache; hit; detail=revalidating")
+            );
+            assert_eq!(stale.body, first.body);
+        }
+        // This machine was slow enough to miss the window: the origin was asked at once.
+        403 => {}
+        other => panic!("{other}: {}", stale.text()),
+    }
+    wait_until("the origin's 403 has been taken in", || {
+        origin.requests() == 2 && stack.cache().flights() == 0
+    });
+    // A 403 is an answer the proxy accepts: counted as such.
+    assert_eq!(
+        stack.metric(r#"framecache_origin_requests_total{outcome="ok"}"#),
+        2.0
+    );
+
+    for _ in 0..3 {
+        let reply = ask(latest);
+        assert_refusal(&reply, 403, "forbidden", "latest after the revocation");
+    }
+    let reply = ask(&by_hash);
+    assert_refusal(&reply, 403, "forbidden", "by hash after the revocation");
+    // The origin fails: nothing of owner-2's cam-1 is left to be served stale.
+    *status.lock().unwrap() = 503;
+    let reply = ask(latest);
+    assert_eq!(
+        reply.status,
+        502,
+        "stale-if-error after the revocation: {:?}",
+        reply.header("cache-status")
+    );
 }
