@@ -3,7 +3,7 @@
 //! scrape counts and, where memory is the point, what the process holds.
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -834,4 +834,110 @@ fn a_share_revoked_during_stale_while_revalidate_ends_with_the_refused_refresh()
         "stale-if-error after the revocation: {:?}",
         reply.header("cache-status")
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Connections
+
+/// A new connection from `from` (a loopback address) to the hub listener.
+fn connect_from(addr: SocketAddr, from: [u8; 4]) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from((from, 0)).into()).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    socket.into()
+}
+
+/// Asks for a frame on a new connection from `from`: the connection, kept alive, when it was
+/// served; `None` when it was closed without an answer.
+fn served_from(stack: &Stack, from: [u8; 4], token: &str) -> Option<TcpStream> {
+    let mut conn = connect_from(stack.proxy.hub_addr, from);
+    if conn
+        .write_all(get_head("/v1/cameras/cam-2/frame", token).as_bytes())
+        .is_err()
+    {
+        return None;
+    }
+    match read_reply(&mut conn) {
+        Outcome::Answered(reply) => {
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            Some(conn)
+        }
+        Outcome::Closed => None,
+    }
+}
+
+/// Asks on new connections from `from` until one is served (a place is given back once the
+/// proxy has seen a connection close); returns it and how many were refused meanwhile.
+fn served_once_a_place_frees(stack: &Stack, from: [u8; 4], token: &str) -> (TcpStream, u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut refused = 0;
+    loop {
+        if let Some(conn) = served_from(stack, from, token) {
+            return (conn, refused);
+        }
+        refused += 1;
+        assert!(
+            Instant::now() < deadline,
+            "no place was given back ({refused} refusals)"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `framecache_connections_refused_total` of `reason`.
+fn refused(stack: &Stack, reason: &str) -> f64 {
+    stack.metric(&format!(
+        r#"framecache_connections_refused_total{{reason="{reason}"}}"#
+    ))
+}
+
+const HOME: [u8; 4] = [127, 0, 0, 1];
+const ELSEWHERE: [u8; 4] = [127, 0, 0, 2];
+
+/// Connection hoarding from one address: with `limits.max_connections_per_ip` 2, a third
+/// connection from 127.0.0.1 while two are open is closed without an answer and counted
+/// `per_ip`; another address is still served; once one of the two closes, a new one is served.
+#[test]
+fn connections_from_one_address_are_bounded() {
+    let stack = Stack::with(|c| c.limits.max_connections_per_ip = 2, |_| {});
+    let token = stack.token("owner-1", &["cam-2"]);
+    let first = served_from(&stack, HOME, &token).expect("the first connection is served");
+    let _second = served_from(&stack, HOME, &token).expect("the second connection is served");
+    assert!(
+        served_from(&stack, HOME, &token).is_none(),
+        "a third connection from the same address was served"
+    );
+    assert_eq!(refused(&stack, "per_ip"), 1.0);
+    let _elsewhere = served_from(&stack, ELSEWHERE, &token).expect("another address is served");
+
+    drop(first);
+    let (_again, meanwhile) = served_once_a_place_frees(&stack, HOME, &token);
+    assert_eq!(refused(&stack, "per_ip"), 1.0 + f64::from(meanwhile));
+    assert_eq!(refused(&stack, "max_connections"), 0.0);
+}
+
+/// Connection hoarding from many addresses: with `limits.max_connections` 2, a third connection
+/// from any address while two are open is closed without an answer and counted
+/// `max_connections`; once one of the two closes, a new one is served.
+#[test]
+fn connections_in_all_are_bounded() {
+    let stack = Stack::with(|c| c.limits.max_connections = 2, |_| {});
+    let token = stack.token("owner-1", &["cam-2"]);
+    let first = served_from(&stack, HOME, &token).expect("the first connection is served");
+    let _second = served_from(&stack, ELSEWHERE, &token).expect("the second connection is served");
+    for from in [HOME, ELSEWHERE, [127, 0, 0, 3]] {
+        assert!(
+            served_from(&stack, from, &token).is_none(),
+            "a third connection, from {from:?}, was served"
+        );
+    }
+    assert_eq!(refused(&stack, "max_connections"), 3.0);
+
+    drop(first);
+    let (_again, meanwhile) = served_once_a_place_frees(&stack, [127, 0, 0, 3], &token);
+    assert_eq!(
+        refused(&stack, "max_connections"),
+        3.0 + f64::from(meanwhile)
+    );
+    assert_eq!(refused(&stack, "per_ip"), 0.0);
 }
