@@ -7,9 +7,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use framecache::config::Config;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
 use crate::common::{
     in_own_process, parse_reply, raw_body, signed_frame, wait_until, Answer, RawOrigin, Reply,
@@ -940,4 +941,51 @@ fn connections_in_all_are_bounded() {
         3.0 + f64::from(meanwhile)
     );
     assert_eq!(refused(&stack, "per_ip"), 0.0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Tokens
+
+/// A token with a `crit` header (RFC 7515 §4.1.11): the extensions it lists must be understood
+/// or the token refused, and this proxy understands none. Validly signed, it gets 401 and is
+/// counted `malformed`; the same claims without it are served.
+#[test]
+fn a_token_with_a_crit_header_is_refused() {
+    let stack = Stack::start();
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let claims = serde_json::json!({
+        "sub": "owner-1", "cams": ["cam-2"], "aud": "framecache", "exp": exp,
+    });
+    let key = EncodingKey::from_secret(HUB_SECRET);
+    let sign = |header: &Header| jsonwebtoken::encode(header, &claims, &key).unwrap();
+    let crit = sign(&Header {
+        crit: Some(vec!["exp".to_string()]),
+        ..Header::new(Algorithm::HS256)
+    });
+    let plain = sign(&Header::new(Algorithm::HS256));
+    let ask = |token: &str| {
+        stack.get(
+            "/v1/cameras/cam-2/frame",
+            &[("Authorization", &format!("Bearer {token}"))],
+        )
+    };
+    let malformed = || stack.metric(r#"framecache_auth_failures_total{reason="malformed"}"#);
+
+    let reply = ask(&crit);
+    assert_refusal(&reply, 401, "invalid_token", "a crit token");
+    assert_eq!(
+        reply.header("www-authenticate"),
+        Some(r#"Bearer error="invalid_token""#)
+    );
+    assert_eq!(malformed(), 1.0);
+    assert_eq!(stack.origin_requests(), 0);
+
+    assert_eq!(ask(&plain).status, 200);
+    // Refused again: a refused token is not remembered as verified, whatever was served since.
+    assert_eq!(ask(&crit).status, 401);
+    assert_eq!(malformed(), 2.0);
 }
