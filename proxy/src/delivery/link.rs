@@ -251,12 +251,13 @@ pub struct Backlog {
     pub outstanding: bool,
     /// Bytes the hub has acknowledged since the connection began (`tcpi_bytes_acked`).
     pub acked: u64,
-    /// The hub has closed its side (`TCP_CLOSE_WAIT`): it has gone, whatever is still unsent.
+    /// The connection is no longer established (the hub closed its side or reset it): the hub
+    /// has gone, whatever is still unsent.
     pub closed: bool,
 }
 
-/// Linux's `TCP_CLOSE_WAIT` state: the peer sent its FIN.
-const TCP_CLOSE_WAIT: u8 = 8;
+/// Linux's `TCP_ESTABLISHED` state; a hub's FIN or RST moves the socket out of it.
+const TCP_ESTABLISHED: u8 = 1;
 
 /// The hub connection's backlog, when the socket has `TCP_INFO`.
 pub fn backlog(session: &Session) -> Option<Backlog> {
@@ -265,7 +266,7 @@ pub fn backlog(session: &Session) -> Option<Backlog> {
         unsent: info.tcpi_notsent_bytes,
         outstanding: info.tcpi_unacked > 0 || info.tcpi_notsent_bytes > 0,
         acked: info.tcpi_bytes_acked,
-        closed: info.tcpi_state == TCP_CLOSE_WAIT,
+        closed: info.tcpi_state != TCP_ESTABLISHED,
     })
 }
 

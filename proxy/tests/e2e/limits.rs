@@ -502,8 +502,6 @@ fn an_owner_holds_at_most_streams_per_owner_streams() {
 /// place back, or after `limits.streams_per_owner` reconnects its owner is locked out until
 /// `limits.stream_max_secs` or the camera moves.
 #[test]
-#[ignore = "product bug: a stream of a still camera never notices its hub has gone, so its \
-            place is held until the camera moves, the token expires or stream_max_secs"]
 fn a_stream_left_while_the_camera_is_still_gives_its_place_back() {
     let stack = Stack::with(
         |c| {
@@ -693,8 +691,6 @@ fn heads_refused_while_parsing_are_json_counted_and_never_reach_the_origin() {
 /// absolute-form target, a `Host` with userinfo. Each must be refused like the others: 400 in
 /// the JSON error format, no `Server` header, counted under route `other`.
 #[test]
-#[ignore = "product bug: heads that pass the head check but that Pingora refuses get Pingora's \
-            own empty 400 with `Server: Pingora`, and are not counted"]
 fn heads_pingora_would_refuse_are_refused_like_the_others() {
     let stack = Stack::start();
     let auth = format!(
