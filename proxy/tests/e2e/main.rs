@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod delivery;
 mod frame;
+mod lifecycle;
 mod limits;
 mod metrics;
 mod origin;
