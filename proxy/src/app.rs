@@ -19,7 +19,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
 use pingora::protocols::http::v2::server::default_h2_options;
-use pingora::server::configuration::ServerConf;
+use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{
     ExecutionPhase, ListenFds, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch,
 };
@@ -40,11 +40,18 @@ use crate::proxy::Edge;
 use crate::reload::Reloader;
 use crate::tls::{self, Certificates};
 
-/// The bound hub and admin sockets.
+/// The hub and admin listeners: bound here, or (an upgrade) to be taken over from the running
+/// instance, found by address in Pingora's table of inherited sockets.
 pub struct Listeners {
-    plain: Option<TcpListener>,
-    tls: Option<TcpListener>,
-    admin: TcpListener,
+    plain: Option<Socket>,
+    tls: Option<Socket>,
+    admin: Socket,
+}
+
+/// One listener's address and, unless it is to be inherited, its bound socket.
+pub struct Socket {
+    pub addr: SocketAddr,
+    pub bound: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -55,25 +62,40 @@ impl Listeners {
                 .with_context(|| format!("cannot listen on {addr} ({key})"))?;
             // Pingora accepts on a tokio listener, which must not block its runtime thread.
             listener.set_nonblocking(true)?;
-            anyhow::Ok(listener)
+            let addr = local_addr(&listener);
+            anyhow::Ok(Socket {
+                addr,
+                bound: Some(listener),
+            })
         };
         let hub = |addr: Option<SocketAddr>, key: &str| {
             let Some(addr) = addr else {
                 return anyhow::Ok(None);
             };
-            let listener = bind(addr, key)?;
-            if let Some(bytes) = config.server.send_buffer {
+            let socket = bind(addr, key)?;
+            if let (Some(bytes), Some(listener)) = (config.server.send_buffer, &socket.bound) {
                 // Inherited by every accepted connection (it turns the kernel's autotuning off).
-                socket2::SockRef::from(&listener)
+                socket2::SockRef::from(listener)
                     .set_send_buffer_size(bytes)
                     .context("cannot set server.send_buffer_bytes")?;
             }
-            Ok(Some(listener))
+            Ok(Some(socket))
         };
         Ok(Listeners {
             plain: hub(config.server.listen, "server.listen")?,
             tls: hub(config.server.tls_listen, "server.tls_listen")?,
             admin: bind(config.server.admin_listen, "server.admin_listen")?,
+        })
+    }
+
+    /// The listeners of `config`, to be taken over from the instance being upgraded (nothing is
+    /// bound here: the running instance holds the addresses).
+    pub fn inherit(config: &Config) -> anyhow::Result<Listeners> {
+        let socket = |addr: SocketAddr| Socket { addr, bound: None };
+        Ok(Listeners {
+            plain: config.server.listen.map(socket),
+            tls: config.server.tls_listen.map(socket),
+            admin: socket(config.server.admin_listen),
         })
     }
 
@@ -86,16 +108,16 @@ impl Listeners {
 
     /// The plaintext hub listener's address, if there is one.
     pub fn plain_addr(&self) -> Option<SocketAddr> {
-        self.plain.as_ref().map(local_addr)
+        self.plain.as_ref().map(|s| s.addr)
     }
 
     /// The TLS hub listener's address, if there is one.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
-        self.tls.as_ref().map(local_addr)
+        self.tls.as_ref().map(|s| s.addr)
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        local_addr(&self.admin)
+        self.admin.addr
     }
 }
 
@@ -193,6 +215,7 @@ pub fn run(
     listeners: Listeners,
     shutdown: Box<dyn ShutdownSignalWatch>,
     reload_from: Option<PathBuf>,
+    upgrade: bool,
 ) {
     let (plain_addr, tls_addr) = (listeners.plain_addr(), listeners.tls_addr());
     let admin_addr = listeners.admin_addr();
@@ -203,15 +226,25 @@ pub fn run(
         threads: config.server.threads,
         grace_period_seconds: Some(grace),
         graceful_shutdown_timeout_seconds: Some(grace.max(1)),
+        upgrade_sock: config.server.upgrade_sock.display().to_string(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    // With `upgrade`, bootstrapping waits for the running instance to hand its listening
+    // sockets over (on SIGQUIT) through `server.upgrade_sock`.
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
 
     let ready = Arc::new(AtomicBool::new(false));
 
     let handoff = server.add_service(ListenerHandoff {
-        sockets: vec![(admin_addr.to_string(), listeners.admin.into_raw_fd())],
+        sockets: (listeners.admin.bound)
+            .into_iter()
+            .map(|admin| (admin_addr.to_string(), admin.into_raw_fd()))
+            .collect(),
     });
     // The hub listeners are framecache's own: they wrap every plaintext connection so that
     // frame bodies are sent by reference, and admit connections and finish TLS handshakes
@@ -231,20 +264,20 @@ pub fn run(
         config.server.h2,
         shared.metrics.clone(),
     ));
-    if let Some(listener) = listeners.plain {
+    if let Some(socket) = listeners.plain {
         server.add_service(HubListener::new(
             "framecache hub",
-            listener,
+            socket,
             None,
             hub.clone(),
         ));
     }
-    if let (Some(listener), Some(certificates)) = (listeners.tls, &shared.certificates) {
+    if let (Some(socket), Some(certificates)) = (listeners.tls, &shared.certificates) {
         let acceptor = tls::acceptor(certificates.clone(), config.server.h2)
             .map_err(|e| anyhow::anyhow!("cannot set up TLS: {e}"))
             .expect("invariant: the certificate was checked when the configuration was read");
         let tls = Some(Arc::new(acceptor));
-        server.add_service(HubListener::new("framecache hub tls", listener, tls, hub));
+        server.add_service(HubListener::new("framecache hub tls", socket, tls, hub));
     }
 
     let mut admin = Service::new(
@@ -342,7 +375,10 @@ pub fn spawn(config: Config) -> anyhow::Result<Running> {
     let for_thread = shared.clone();
     let thread = std::thread::Builder::new()
         .name("framecache".into())
-        .spawn(move || run(config, for_thread, listeners, Box::new(Trigger(rx)), None))
+        .spawn(move || {
+            let signal = Box::new(Trigger(rx));
+            run(config, for_thread, listeners, signal, None, false)
+        })
         .context("cannot start the proxy thread")?;
     Ok(Running {
         hub_addr,

@@ -35,6 +35,10 @@ pub enum Command {
     Serve {
         #[arg(long, value_name = "PATH")]
         config: PathBuf,
+        /// Take the listening sockets over from the running instance (through
+        /// `server.upgrade_sock`), which hands them over on SIGQUIT and then drains.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate configuration files; print every problem with its key path.
     CheckConfig {
@@ -121,7 +125,7 @@ pub fn token(config: &Config, owner: &str, cameras: &[String], ttl_secs: u64) ->
 
 /// `serve --config PATH`: runs until SIGTERM (graceful) or SIGINT (fast); SIGHUP re-reads
 /// `path`.
-pub fn serve(config: Config, path: &std::path::Path) -> ExitCode {
+pub fn serve(config: Config, path: &std::path::Path, upgrade: bool) -> ExitCode {
     for (key, secret) in [
         ("auth.secret_file", &config.auth.secret),
         ("admin.token_file", &config.admin.token),
@@ -133,7 +137,12 @@ pub fn serve(config: Config, path: &std::path::Path) -> ExitCode {
             );
         }
     }
-    let listeners = match crate::app::Listeners::bind(&config) {
+    let bound = if upgrade {
+        crate::app::Listeners::inherit(&config)
+    } else {
+        crate::app::Listeners::bind(&config)
+    };
+    let listeners = match bound {
         Ok(listeners) => listeners,
         Err(e) => {
             eprintln!("framecache: {e:#}");
@@ -147,6 +156,7 @@ pub fn serve(config: Config, path: &std::path::Path) -> ExitCode {
         listeners,
         Box::new(pingora::server::UnixShutdownSignalWatch),
         Some(path.to_path_buf()),
+        upgrade,
     );
     ExitCode::SUCCESS
 }

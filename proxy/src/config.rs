@@ -54,6 +54,10 @@ pub struct ServerConfig {
     /// bookkeeping): 40 Mbit/s at 50 ms of round trip. `None` (only in code) leaves the
     /// kernel's autotuning on.
     pub send_buffer: Option<usize>,
+    /// Where a new instance started with `--upgrade` asks this one for its listening sockets
+    /// (`upgrade_sock`; relative to the configuration's folder). Default
+    /// `/tmp/framecache-upgrade.sock`.
+    pub upgrade_sock: PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +70,7 @@ impl Default for ServerConfig {
             threads: 2,
             grace_period: Duration::from_secs(5),
             send_buffer: Some(256 * 1024),
+            upgrade_sock: PathBuf::from("/tmp/framecache-upgrade.sock"),
         }
     }
 }

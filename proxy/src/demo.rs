@@ -76,6 +76,7 @@ fn demo() -> anyhow::Result<()> {
         listeners,
         Box::new(pingora::server::UnixShutdownSignalWatch),
         None,
+        false,
     );
     runtime.block_on(camera_backend.shutdown());
     // The terminal may be gone by now; a closed stdout is no reason to fail.

@@ -40,6 +40,7 @@ use rustix::net::SendFlags;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::app::Socket;
 use crate::hub::HubApp;
 use crate::sealed;
 
@@ -47,28 +48,26 @@ use crate::sealed;
 pub struct HubListener<A> {
     name: String,
     addr: SocketAddr,
+    /// Bound here, unless it is to be inherited.
     listener: Option<TcpListener>,
     tls: Option<Arc<Acceptor>>,
     app: Arc<HubApp<A>>,
 }
 
 impl<A> HubListener<A> {
-    /// `listener` is bound to `addr` and non-blocking; when the server inherited a socket for
-    /// `addr` (an upgrade), that one is used instead. With `tls`, every connection is a TLS
-    /// handshake first.
+    /// Listens on `socket`: the socket the server inherited for its address (an upgrade), else
+    /// the one bound (non-blocking), else one bound when the service starts. With `tls`, every
+    /// connection is a TLS handshake first.
     pub fn new(
         name: &str,
-        listener: TcpListener,
+        socket: Socket,
         tls: Option<Arc<Acceptor>>,
         app: Arc<HubApp<A>>,
     ) -> HubListener<A> {
-        let addr = listener
-            .local_addr()
-            .expect("invariant: a bound socket has an address");
         HubListener {
             name: name.to_string(),
-            addr,
-            listener: Some(listener),
+            addr: socket.addr,
+            listener: socket.bound,
             tls,
             app,
         }
@@ -76,24 +75,29 @@ impl<A> HubListener<A> {
 
     /// The socket to accept on: the one inherited for this address, else the one bound here,
     /// put in the table so that a graceful upgrade hands it on.
-    fn socket(&mut self, fds: Option<ListenFds>) -> TcpListener {
-        let bound = self
-            .listener
-            .take()
-            .expect("invariant: a service starts once");
-        let Some(fds) = fds else { return bound };
-        let mut table = fds.lock();
+    fn socket(&mut self, fds: Option<ListenFds>) -> io::Result<TcpListener> {
         let key = self.addr.to_string();
-        if let Some(fd) = table.get(&key) {
+        let mut table = fds.as_ref().map(|fds| fds.lock());
+        if let Some(fd) = table.as_ref().and_then(|table| table.get(&key).copied()) {
             // SAFETY: the table holds listening sockets the previous process handed over; each
             // is taken by the one service listening on its address.
-            let inherited = unsafe { TcpListener::from_raw_fd(*fd) };
-            if inherited.set_nonblocking(true).is_ok() {
-                return inherited;
-            }
+            let inherited = unsafe { TcpListener::from_raw_fd(fd) };
+            inherited.set_nonblocking(true)?;
+            tracing::info!(addr = %self.addr, "listening on the inherited socket");
+            return Ok(inherited);
         }
-        table.add(key, bound.as_raw_fd());
-        bound
+        let bound = match self.listener.take() {
+            Some(bound) => bound,
+            None => {
+                let bound = TcpListener::bind(self.addr)?;
+                bound.set_nonblocking(true)?;
+                bound
+            }
+        };
+        if let Some(table) = table.as_mut() {
+            table.add(key, bound.as_raw_fd());
+        }
+        Ok(bound)
     }
 }
 
@@ -105,8 +109,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> Service for HubListener<A> {
         mut shutdown: ShutdownWatch,
         _listeners_per_fd: usize,
     ) {
-        let listener = self.socket(fds);
-        let listener = match tokio::net::TcpListener::from_std(listener) {
+        let listener = self.socket(fds).and_then(tokio::net::TcpListener::from_std);
+        let listener = match listener {
             Ok(listener) => listener,
             Err(e) => {
                 tracing::error!(error = %e, "cannot watch the hub listener");

@@ -77,6 +77,8 @@ pub struct Server {
     pub grace_period_secs: Leaf<i64>,
     #[serde(default)]
     pub send_buffer_bytes: Leaf<i64>,
+    #[serde(default)]
+    pub upgrade_sock: Leaf<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

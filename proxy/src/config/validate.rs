@@ -75,6 +75,9 @@ fn server(c: &mut Checker, leaf: &Leaf<file::Server>) -> ServerConfig {
         grace_period: c
             .secs("server.grace_period_secs", &t.grace_period_secs, 0..=3600)
             .unwrap_or(d.grace_period),
+        upgrade_sock: c
+            .leaf("server.upgrade_sock", &t.upgrade_sock)
+            .map_or(d.upgrade_sock, |path| c.dir.join(path)),
         send_buffer: c
             .int(
                 "server.send_buffer_bytes",
