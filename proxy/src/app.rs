@@ -237,6 +237,11 @@ pub fn run(
     };
     let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
+    let handover = crate::upgrade::socket_path(&config.server.upgrade_sock);
+    if upgrade {
+        // The sockets are ours now: the cache too, before a request is served.
+        crate::upgrade::take_over(&handover, &shared.cache, &config.delivery.renditions);
+    }
 
     let ready = Arc::new(AtomicBool::new(false));
 
@@ -293,6 +298,14 @@ pub fn run(
     admin.add_tcp(&admin_addr.to_string());
     server.add_service(admin).add_dependency(&handoff);
 
+    if reload_from.is_some() {
+        let cache = shared.cache.clone();
+        let service = crate::upgrade::CacheHandover {
+            path: handover,
+            cache,
+        };
+        server.add_service(background_service("cache handover", service));
+    }
     if let Some(path) = reload_from {
         let reloader = Reloader {
             path,

@@ -6,6 +6,7 @@
 //!   shared `Bytes`.
 //! - [`flight`]: one origin fetch per key at a time, waiters of the same identity only.
 //! - [`absent`]: frames by hash the origin said it does not have, per owner, for a while.
+//! - [`handover`]: the entries handed to a new instance in a binary upgrade, checked on arrival.
 //!
 //! Each owner's origin requests are bounded by a budget (`limits.owner_origin_rps`); an origin
 //! 403 evicts that owner's entries of the camera at once.
@@ -16,6 +17,7 @@
 
 pub mod absent;
 pub mod flight;
+pub mod handover;
 pub mod key;
 pub mod store;
 
@@ -610,6 +612,65 @@ mod tests {
             &frame,
             Duration::from_secs(60),
             cache.purges.load(Ordering::SeqCst),
+        );
+    }
+
+    /// A cache handed over (an upgrade) arrives whole, each entry under its own identity with
+    /// its age; a body whose bytes changed on the way is dropped, not served.
+    #[test]
+    fn a_handed_over_cache_arrives_whole_and_checked() {
+        use crate::rendition::Catalogue;
+        let old = cache(1 << 30);
+        let mut ids = Vec::new();
+        for o in 0..3u8 {
+            let latest = identity(o, o, true);
+            let mut body = format!("{}/{}:", latest.owner, latest.camera).into_bytes();
+            body.resize(20_000, b'.');
+            let hash = ContentHash::of(&body);
+            let frame = Arc::new(StoredFrame::new(hash, 7, 1, Bytes::from(body)));
+            let purges = old.purges.load(Ordering::SeqCst);
+            let key = old.store.key(&latest);
+            assert!(old.store_fill(key, &latest, &frame, Duration::from_secs(60), purges));
+            ids.push(latest.with_frame(FrameRef::ByHash(hash)));
+            ids.push(latest);
+        }
+        let mut wire = Vec::new();
+        let handed = old.hand_over(&mut wire).unwrap();
+        assert_eq!(handed, old.usage().0 as usize);
+
+        let new = cache(1 << 30);
+        let taken = new
+            .take_over(&mut wire.as_slice(), &Catalogue::built_in())
+            .unwrap();
+        assert_eq!(taken.entries, handed);
+        assert_eq!(taken.dropped, 0);
+        for id in &ids {
+            let entry = new.lookup(&new.store.key(id), id).expect("taken over");
+            let was = old.lookup(&old.store.key(id), id).unwrap();
+            assert_eq!(entry.frame.body, was.frame.body);
+            assert_eq!(entry.frame.hash, was.frame.hash);
+            // Its age carried over, the handover's own time included: never younger.
+            assert!(entry.age() + Duration::from_millis(2) >= was.age());
+            assert!(entry.age() < was.age() + Duration::from_secs(5));
+        }
+
+        // One byte of the last body flipped on the way: its entries are dropped.
+        let last = wire.len() - 1;
+        wire[last] ^= 1;
+        let again = cache(1 << 30);
+        let taken = again
+            .take_over(&mut wire.as_slice(), &Catalogue::built_in())
+            .unwrap();
+        assert!(taken.dropped >= 1, "{taken:?}");
+        assert_eq!(taken.entries + taken.dropped, handed);
+        assert_eq!(
+            again
+                .metrics
+                .cache
+                .handover
+                .with_label_values(&["dropped"])
+                .get(),
+            taken.dropped as u64
         );
     }
 

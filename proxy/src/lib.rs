@@ -42,6 +42,8 @@
 //! - [`tls`] — TLS to hubs: the rustls configuration (resumption, ALPN) and a certificate that a
 //!   reload can replace.
 //! - [`reload`] — SIGHUP: the configuration file read again and applied while running.
+//! - [`upgrade`] — a binary upgrade's cache handover: the running instance hands its entries to
+//!   the new one, which keeps those that check out.
 //! - [`sealed`] — frame bodies in sealed memory files, found by address when written.
 //! - [`admin`] — `/metrics`, `/healthz`, `/readyz`, `POST /admin/purge`.
 //! - [`metrics`] — every metric name, in one place.
@@ -106,6 +108,7 @@ pub mod route;
 pub mod sealed;
 pub mod stream;
 pub mod tls;
+pub mod upgrade;
 
 #[cfg(test)]
 mod tests {

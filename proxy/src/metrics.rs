@@ -123,6 +123,8 @@ pub struct CacheMetrics {
     pub max_bytes: IntGauge,
     pub purges: IntCounter,
     pub purged_entries: IntCounter,
+    /// Entries handed over by the instance this one upgraded, by result (kept, dropped).
+    pub handover: IntCounterVec,
 }
 
 /// Requests to camera backends.
@@ -369,6 +371,12 @@ impl CacheMetrics {
             purged_entries: f.plain(
                 "framecache_cache_purged_entries_total",
                 "Entries removed by purges.",
+            ),
+            handover: f.counter_of(
+                "framecache_cache_handover_entries_total",
+                "Entries the previous instance handed over in an upgrade, by result (kept, dropped: did not check out).",
+                &["result"],
+                ["kept", "dropped"],
             ),
         }
     }

@@ -122,9 +122,14 @@ pub struct Entry {
 const IMMUTABLE: u32 = u32::MAX;
 
 /// The instant entry times count from.
+/// The instant entry times count from: an hour before the first use, so that an entry taken
+/// over from the previous process (an upgrade) keeps its age.
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
+    *EPOCH.get_or_init(|| {
+        let now = Instant::now();
+        now.checked_sub(Duration::from_secs(3600)).unwrap_or(now)
+    })
 }
 
 impl Entry {
@@ -491,6 +496,11 @@ impl Store {
         }
         q.compact(self.map.len());
         purged
+    }
+
+    /// Every entry, at this moment.
+    pub fn entries(&self) -> Vec<Arc<Entry>> {
+        self.map.iter().map(|e| Arc::clone(e.value())).collect()
     }
 
     /// Entries and weighted bytes.
