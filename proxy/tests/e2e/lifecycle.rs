@@ -405,3 +405,197 @@ fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
     }
     None
 }
+
+/// A free loopback port (bound and released: an upgrade needs fixed addresses).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A hub polling `path` on a kept-alive connection until `stop`; a request that fails on a
+/// kept-alive connection is retried once on a new one, as HTTP clients do. Returns the answers
+/// (200s) and the failures that a retry did not mend.
+fn poll(
+    addr: SocketAddr,
+    token: String,
+    path: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(u32, Vec<String>)> {
+    std::thread::spawn(move || {
+        let raw =
+            format!("GET {path} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\n\r\n");
+        let (mut served, mut failed) = (0, Vec::new());
+        let mut conn: Option<BufReader<TcpStream>> = None;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let mut outcome = Err(String::new());
+            for _ in 0..2 {
+                let reused = conn.is_some();
+                let stream = match conn.take() {
+                    Some(stream) => stream,
+                    None => match TcpStream::connect(addr) {
+                        Ok(stream) => {
+                            stream
+                                .set_read_timeout(Some(Duration::from_secs(10)))
+                                .unwrap();
+                            BufReader::new(stream)
+                        }
+                        Err(e) => {
+                            outcome = Err(format!("connect: {e}"));
+                            break;
+                        }
+                    },
+                };
+                match ask(stream, raw.as_bytes()) {
+                    Ok((status, stream)) => {
+                        outcome = Ok(status);
+                        conn = stream;
+                        break;
+                    }
+                    // A kept-alive connection the old instance closed: once more, anew.
+                    Err(e) if reused => outcome = Err(e),
+                    Err(e) => {
+                        outcome = Err(e);
+                        break;
+                    }
+                }
+            }
+            match outcome {
+                Ok(200) => served += 1,
+                Ok(status) => failed.push(format!("status {status}")),
+                Err(e) => failed.push(e),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (served, failed)
+    })
+}
+
+/// One request on `conn`: the status, and the connection if it stays open.
+fn ask(
+    mut conn: BufReader<TcpStream>,
+    raw: &[u8],
+) -> Result<(u16, Option<BufReader<TcpStream>>), String> {
+    conn.get_mut().write_all(raw).map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    conn.read_line(&mut line).map_err(|e| e.to_string())?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status line: {line:?}"))?;
+    let (mut length, mut close) = (0usize, false);
+    loop {
+        line.clear();
+        conn.read_line(&mut line).map_err(|e| e.to_string())?;
+        let header = line.trim_end().to_ascii_lowercase();
+        if header.is_empty() {
+            break;
+        }
+        if let Some(v) = header.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+        close |= header == "connection: close";
+    }
+    let mut body = vec![0u8; length];
+    conn.read_exact(&mut body).map_err(|e| e.to_string())?;
+    Ok((status, (!close).then_some(conn)))
+}
+
+/// A fleet of kept-alive hubs polls through a binary upgrade (`serve --upgrade`, SIGQUIT to the
+/// old instance): no request fails (one retry on a closed kept-alive connection is what HTTP
+/// clients do), the old instance exits, and the new one starts with the old one's cache: the
+/// by-hash frames the hubs hold are answered without asking the origin again.
+#[test]
+fn hubs_polling_through_an_upgrade_see_no_failure_and_a_warm_cache() {
+    let origin = origin(0.0);
+    let dir = Dir::new("upgrade");
+    let secret = b"the-hub-secret-the-hub-secret-the-hub-s".as_slice();
+    dir.write("hub.secret", secret);
+    dir.write("admin.token", crate::common::ADMIN_TOKEN);
+    dir.write("signing.key", hex::encode(SIGNING_KEY));
+    let (hub, admin) = (free_port(), free_port());
+    let text = config(origin.handle.local_addr(), r#"secret_file = "hub.secret""#, "")
+        .replace(
+            "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"",
+            &format!(
+                "listen = \"127.0.0.1:{hub}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nupgrade_sock = \"upgrade.sock\""
+            ),
+        );
+    // Frames fresh for a minute: with a warm cache, the upgrade asks the origin for nothing.
+    let path = dir.write(
+        "framecache.toml",
+        text + "[cache]\nlatest_fresh_ms = 60000\n",
+    );
+    let mut old = Serving::start(&path);
+    let token = mint(secret, "owner-1");
+    let latest = old.frame(&token);
+    assert_eq!(latest.status, 200);
+    let by_hash: &'static str = Box::leak(
+        latest
+            .header("content-location")
+            .expect("a latest frame names its address")
+            .to_string()
+            .into_boxed_str(),
+    );
+    assert_eq!(exchange(old.plain, format!("GET {by_hash} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n").as_bytes(), false).status, 200);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hubs: Vec<_> = (0..6)
+        .map(|i| {
+            let path = if i % 2 == 0 {
+                "/v1/cameras/cam-1/frame"
+            } else {
+                by_hash
+            };
+            poll(old.plain, token.clone(), path, stop.clone())
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = origin.handle.stats().requests_total;
+
+    // The new instance waits for the sockets; SIGQUIT makes the old one hand them over.
+    let new_child = Command::new(env!("CARGO_BIN_EXE_framecache"))
+        .args(["serve", "--upgrade", "--config"])
+        .arg(&path)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let new = Serving {
+        child: new_child,
+        plain: old.plain,
+        tls: None,
+        admin: old.admin,
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    old.signal("QUIT");
+    let exit = wait_exit(&mut old.child, Duration::from_secs(20));
+    assert_eq!(
+        exit,
+        Some(0),
+        "the old instance exits within its grace period"
+    );
+    // The new instance alone now.
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut served = 0;
+    for hub in hubs {
+        let (ok, failed) = hub.join().unwrap();
+        assert!(failed.is_empty(), "failed requests: {failed:?}");
+        served += ok;
+    }
+    assert!(served > 50, "{served} answers");
+    assert_eq!(
+        new.metric(r#"framecache_cache_handover_entries_total{result="kept"}"#),
+        2.0,
+        "the latest and by-hash entries of the frame were handed over"
+    );
+    // A cold start would have asked for both frames again.
+    let after = origin.handle.stats().requests_total;
+    assert_eq!(after - before, 0, "origin requests during the upgrade");
+    assert_eq!(new.frame(&token).status, 200);
+}
