@@ -1,6 +1,7 @@
 //! The test stack: camsim and the proxy started in-process on loopback port 0, a raw HTTP/1.1
 //! client that sends exactly the bytes a test writes, scrape helpers, a gate that holds origin
-//! requests until the test lets them through, and a camera backend written byte by byte.
+//! requests until the test lets them through, a camera backend written byte by byte, and TLS
+//! and HTTP/2 clients with a certificate authority made in the test.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -9,7 +10,10 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use framecache::app::Running;
-use framecache::config::Config;
+use framecache::config::{Config, Secret, TlsConfig, TlsKey};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, RootCertStore, SupportedProtocolVersion};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 pub const HUB_SECRET: &[u8] = b"e2e-test-hub-secret-e2e-test-hub-secret";
 pub const ADMIN_TOKEN: &[u8] = b"e2e-test-admin-token";
@@ -680,4 +684,297 @@ pub fn signed_frame(seen: &Seen, extra: &str) -> Vec<u8> {
 pub fn stack_on(origin: &RawOrigin) -> Stack {
     let addr = origin.addr;
     Stack::with(|c| c.origin.addresses = vec![addr], |_| {})
+}
+
+// TLS and HTTP/2 clients: a certificate authority made in the test, a rustls client trusting it,
+// HTTP/1.1 over any connection and an HTTP/2 client.
+
+/// A certificate authority made for one test, and the server certificates it signs.
+pub struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    /// The authority's own certificate: the root a client trusts.
+    pub root: CertificateDer<'static>,
+}
+
+/// A server certificate [`TestCa`] signs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leaf {
+    /// For `localhost` and `127.0.0.1`, valid now.
+    Localhost,
+    /// For `localhost` and `127.0.0.1`, valid through 2020 only (see [`EXPIRED_LEAF_VALID_AT`]).
+    Expired,
+    /// For [`OTHER_HOST`] only, valid now.
+    WrongHost,
+}
+
+/// The only name of [`Leaf::WrongHost`].
+pub const OTHER_HOST: &str = "elsewhere.test";
+/// Seconds since the epoch within [`Leaf::Expired`]'s validity (2020-06-01).
+pub const EXPIRED_LEAF_VALID_AT: u64 = 1_590_969_600;
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "framecache test CA");
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let root = params.self_signed(&key).unwrap().der().clone();
+        TestCa {
+            issuer: rcgen::Issuer::new(params, key),
+            root,
+        }
+    }
+
+    /// The proxy's `[tls]` for `leaf`: the chain (leaf, then this authority) and the leaf's
+    /// PKCS#8 key.
+    pub fn tls(&self, leaf: Leaf) -> TlsConfig {
+        let names: Vec<String> = match leaf {
+            Leaf::Localhost | Leaf::Expired => vec!["localhost".into(), "127.0.0.1".into()],
+            Leaf::WrongHost => vec![OTHER_HOST.into()],
+        };
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "framecache test edge");
+        params.use_authority_key_identifier_extension = true;
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        if leaf == Leaf::Expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        TlsConfig {
+            cert_file: "test-ca/edge.crt".into(),
+            key_file: "test-ca/edge.key".into(),
+            chain: vec![cert.der().to_vec(), self.root.to_vec()],
+            key: TlsKey::Pkcs8(Secret(key.serialize_der())),
+        }
+    }
+
+    /// A root store holding this authority only.
+    pub fn roots(&self) -> RootCertStore {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.root.clone()).unwrap();
+        roots
+    }
+
+    /// A client trusting this authority, offering `versions` and the ALPN `protocols`, with
+    /// rustls's default session cache.
+    pub fn client(
+        &self,
+        versions: &[&'static SupportedProtocolVersion],
+        protocols: &[&str],
+    ) -> ClientConfig {
+        let mut config = ClientConfig::builder_with_provider(Arc::new(client_provider()))
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(self.roots())
+            .with_no_client_auth();
+        config.alpn_protocols = protocols.iter().map(|p| p.as_bytes().to_vec()).collect();
+        config
+    }
+}
+
+/// TLS 1.2 and 1.3.
+pub const TLS_ALL: &[&SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+pub const ALPN_H2: &str = "h2";
+pub const ALPN_HTTP1: &str = "http/1.1";
+
+/// ring, the proxy's provider (rustls deprecates it for lacking post-quantum key exchange).
+#[allow(deprecated)]
+pub fn client_provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+impl Stack {
+    /// Like [`Stack::with`], with a TLS hub listener (`server.tls_listen` on loopback port 0)
+    /// serving `tls`, besides the plaintext one.
+    pub fn with_tls(
+        tls: TlsConfig,
+        proxy: impl FnOnce(&mut Config),
+        origin: impl FnOnce(&mut camsim::Config),
+    ) -> Stack {
+        Stack::with(
+            |c| {
+                c.server.tls_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+                c.tls = Some(tls);
+                proxy(c);
+            },
+            origin,
+        )
+    }
+
+    /// The TLS hub listener's address.
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.proxy.tls_addr.expect("a stack with a TLS listener")
+    }
+
+    /// `Authorization: Bearer …` for `owner` with a token for `cameras`.
+    pub fn bearer(&self, owner: &str, cameras: &[&str]) -> (String, String) {
+        (
+            "authorization".to_string(),
+            format!("Bearer {}", self.token(owner, cameras)),
+        )
+    }
+}
+
+/// A runtime for a test's TLS and HTTP/2 clients (the proxy runs on its own).
+pub fn client_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+pub type TlsStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// The protocol ALPN chose on `tls`.
+pub fn alpn(tls: &TlsStream) -> Option<&str> {
+    let chosen = tls.get_ref().1.alpn_protocol()?;
+    Some(std::str::from_utf8(chosen).expect("a protocol this client offered"))
+}
+
+/// A TLS connection to `addr`, verifying the server as `name`.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    config: &Arc<ClientConfig>,
+    name: &str,
+) -> std::io::Result<TlsStream> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(name.to_string()).unwrap();
+    tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, tcp)
+        .await
+}
+
+/// The rustls error inside an I/O error from a handshake, if that is what it is.
+pub fn tls_error(error: &std::io::Error) -> Option<&rustls::Error> {
+    error.get_ref()?.downcast_ref::<rustls::Error>()
+}
+
+/// One HTTP/1.1 request on `stream` (with `Connection: close`), its answer read to the end.
+pub async fn http1<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+) -> Reply {
+    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        raw.push_str(&format!("{name}: {value}\r\n"));
+    }
+    raw.push_str("\r\n");
+    stream.write_all(raw.as_bytes()).await.unwrap();
+    stream.flush().await.unwrap();
+    let mut bytes = Vec::new();
+    // The server closes after the answer; a TLS close without close_notify is an error here,
+    // after the bytes have been read.
+    let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut bytes)).await;
+    parse_reply(&bytes, method == "HEAD").unwrap_or_else(|| {
+        panic!(
+            "no complete response to {method} {path}: {:?}",
+            String::from_utf8_lossy(&bytes)
+        )
+    })
+}
+
+/// An HTTP/2 client connection: requests go out as streams on it.
+#[derive(Clone)]
+pub struct H2 {
+    send: h2::client::SendRequest<bytes::Bytes>,
+    scheme: &'static str,
+}
+
+impl H2 {
+    /// The HTTP/2 connection preface and settings on `io` (a TLS connection that chose `h2`, or
+    /// plain TCP for h2c with prior knowledge); the connection is driven by a task of the
+    /// calling runtime.
+    pub async fn handshake<S>(io: S, scheme: &'static str) -> Result<H2, h2::Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        // A connection window larger than a stream's, as browsers have: one stream the test
+        // does not read for a while does not stall its siblings.
+        let (send, connection) = h2::client::Builder::new()
+            .initial_connection_window_size(16 << 20)
+            .handshake(io)
+            .await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let send = send.ready().await?;
+        Ok(H2 { send, scheme })
+    }
+
+    /// Sends a request (no body) and returns at once; its answer is awaited with [`h2_reply`].
+    pub async fn start(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(String, String)],
+    ) -> Result<h2::client::ResponseFuture, h2::Error> {
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(format!("{}://localhost{path}", self.scheme));
+        for (name, value) in headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let request = request.body(()).unwrap();
+        let mut send = self.send.clone().ready().await?;
+        let (response, _) = send.send_request(request, true)?;
+        Ok(response)
+    }
+
+    /// One request and its whole answer.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(String, String)],
+    ) -> Result<Reply, h2::Error> {
+        h2_reply(self.start(method, path, headers).await?).await
+    }
+}
+
+/// An HTTP/2 answer, its body read to the end.
+pub async fn h2_reply(response: h2::client::ResponseFuture) -> Result<Reply, h2::Error> {
+    let (head, mut body) = tokio::time::timeout(PATIENCE, response)
+        .await
+        .expect("an HTTP/2 answer within the patience")?
+        .into_parts();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(PATIENCE, body.data())
+        .await
+        .expect("HTTP/2 data within the patience")
+    {
+        let chunk = chunk?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Reply {
+        status: head.status.as_u16(),
+        headers: h2_headers(&head.headers),
+        body: bytes,
+    })
+}
+
+/// HTTP/2 header fields as a [`Reply`] holds them.
+pub fn h2_headers(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_string(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
 }

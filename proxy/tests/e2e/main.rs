@@ -13,3 +13,4 @@ mod origin;
 mod path;
 mod rendition;
 mod stream;
+mod tls;

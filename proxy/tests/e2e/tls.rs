@@ -1,0 +1,467 @@
+//! TLS and HTTP/2 to hubs: the plaintext listener's answers on the TLS listener over HTTP/1.1 and
+//! HTTP/2, certificates as a client sees them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme};
+
+use crate::common::{
+    alpn, client_provider, client_runtime, http1, metric_in, tls_connect, tls_error, wait_until,
+    Leaf, Reply, Stack, TestCa, ALPN_H2, ALPN_HTTP1, EXPIRED_LEAF_VALID_AT, H2, OTHER_HOST,
+    TLS_ALL,
+};
+
+const LATEST_1: &str = "/v1/cameras/cam-1/frame";
+const LATEST_2: &str = "/v1/cameras/cam-2/frame";
+
+/// The header fields of an answer as compared across listeners and protocols: names lowercased,
+/// sorted; without the fields of the connection that HTTP/2 does not have (`connection`,
+/// `keep-alive`, `transfer-encoding`); `date` and `age` by name only, their values move with
+/// the clock.
+fn comparable(reply: &Reply) -> Vec<(String, String)> {
+    let mut fields: Vec<(String, String)> = reply
+        .headers
+        .iter()
+        .map(|(name, value)| (name.to_ascii_lowercase(), value.clone()))
+        .filter(|(name, _)| {
+            !matches!(
+                name.as_str(),
+                "connection" | "keep-alive" | "transfer-encoding"
+            )
+        })
+        .map(|(name, value)| match name.as_str() {
+            "date" | "age" => (name, String::new()),
+            "cache-control" if !value.contains("immutable") => (name, without_max_age(&value)),
+            _ => (name, value),
+        })
+        .collect();
+    fields.sort();
+    fields
+}
+
+/// `cache-control` with the number of `max-age` left out: a latest frame's is the time it stays
+/// fresh, which falls as the clock moves.
+fn without_max_age(value: &str) -> String {
+    match value.split_once("max-age=") {
+        Some((before, after)) => {
+            let rest = after.trim_start_matches(|c: char| c.is_ascii_digit());
+            format!("{before}max-age=…{rest}")
+        }
+        None => value.to_string(),
+    }
+}
+
+/// `what` answered the same as `plain`: status, header fields (see [`comparable`]) and body.
+fn assert_same(what: &str, reply: &Reply, plain: &Reply) {
+    assert_eq!(reply.status, plain.status, "{what}: status");
+    assert_eq!(
+        comparable(reply),
+        comparable(plain),
+        "{what}: header fields"
+    );
+    assert_eq!(reply.body, plain.body, "{what}: body");
+}
+
+/// A plaintext HTTP/1.1 request with `headers`.
+fn plain(stack: &Stack, method: &str, path: &str, headers: &[(String, String)]) -> Reply {
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    stack.send(method, path, &headers)
+}
+
+/// A TLS connection that negotiated `h2`, as an HTTP/2 client.
+async fn h2_over_tls(stack: &Stack, config: &Arc<ClientConfig>) -> H2 {
+    let tls = tls_connect(stack.tls_addr(), config, "localhost")
+        .await
+        .unwrap();
+    assert_eq!(alpn(&tls), Some(ALPN_H2));
+    H2::handshake(tls, "https").await.unwrap()
+}
+
+/// An HTTP/1.1 request on a TLS connection of its own, checking the ALPN outcome first.
+async fn http1_over_tls(
+    stack: &Stack,
+    config: &Arc<ClientConfig>,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+) -> Reply {
+    let mut tls = tls_connect(stack.tls_addr(), config, "localhost")
+        .await
+        .unwrap();
+    let chosen = alpn(&tls);
+    assert!(chosen.is_none() || chosen == Some(ALPN_HTTP1), "{chosen:?}");
+    http1(&mut tls, method, path, headers).await
+}
+
+/// A request asked on every listener and protocol, and the status it must get.
+struct Ask<'a> {
+    what: &'a str,
+    method: &'a str,
+    path: &'a str,
+    headers: Vec<(String, String)>,
+    status: u16,
+}
+
+fn ask<'a>(
+    what: &'a str,
+    method: &'a str,
+    path: &'a str,
+    headers: Vec<(String, String)>,
+    status: u16,
+) -> Ask<'a> {
+    Ask {
+        what,
+        method,
+        path,
+        headers,
+        status,
+    }
+}
+
+#[test]
+fn tls_and_http2_answer_as_the_plaintext_listener_does() {
+    let ca = TestCa::new();
+    // Latest frames stay fresh for the whole test: every answer after the first is a hit.
+    let stack = Stack::with_tls(
+        ca.tls(Leaf::Localhost),
+        |c| c.cache.latest_fresh = Duration::from_secs(600),
+        |_| {},
+    );
+    let owner_1 = stack.bearer("owner-1", &["cam-1"]);
+    let first = plain(&stack, "GET", LATEST_1, std::slice::from_ref(&owner_1));
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(
+        first.header("cache-status"),
+        Some("framecache; fwd=miss; stored")
+    );
+    let hash = blake3::hash(&first.body).to_hex().to_string();
+    let etag = format!("\"{hash}\"");
+    let by_hash = format!("/v1/cameras/cam-1/frames/{hash}");
+    let len = first.body.len();
+    let with = |extra: (&str, &str)| vec![owner_1.clone(), (extra.0.into(), extra.1.into())];
+    let cam_9 = stack.bearer("owner-1", &["cam-9"]);
+
+    let cases = [
+        ask("latest", "GET", LATEST_1, vec![owner_1.clone()], 200),
+        ask("latest, HEAD", "HEAD", LATEST_1, vec![owner_1.clone()], 200),
+        ask("by hash", "GET", &by_hash, vec![owner_1.clone()], 200),
+        ask(
+            "if-none-match",
+            "GET",
+            LATEST_1,
+            with(("if-none-match", &etag)),
+            304,
+        ),
+        ask("range", "GET", LATEST_1, with(("range", "bytes=0-99")), 206),
+        ask(
+            "suffix range",
+            "GET",
+            &by_hash,
+            with(("range", "bytes=-10")),
+            206,
+        ),
+        ask(
+            "bad range",
+            "GET",
+            LATEST_1,
+            with(("range", "bytes=99999999-")),
+            416,
+        ),
+        ask("no token", "GET", LATEST_1, vec![], 401),
+        ask("not granted", "GET", LATEST_2, vec![owner_1.clone()], 403),
+        ask(
+            "unknown camera",
+            "GET",
+            "/v1/cameras/cam-9/frame",
+            vec![cam_9],
+            404,
+        ),
+        ask(
+            "unknown path",
+            "GET",
+            "/v1/nothing",
+            vec![owner_1.clone()],
+            404,
+        ),
+        ask(
+            "unknown query key",
+            "GET",
+            "/v1/cameras/cam-1/frame?x=1",
+            vec![owner_1.clone()],
+            400,
+        ),
+        ask(
+            "dot segment",
+            "GET",
+            "/v1/cameras/cam-2/../cam-1/frame",
+            vec![owner_1.clone()],
+            400,
+        ),
+        ask(
+            "other method",
+            "DELETE",
+            LATEST_1,
+            vec![owner_1.clone()],
+            405,
+        ),
+    ];
+
+    let runtime = client_runtime();
+    let h1_config = Arc::new(ca.client(TLS_ALL, &[ALPN_HTTP1]));
+    let h2_config = Arc::new(ca.client(TLS_ALL, &[ALPN_H2]));
+    runtime.block_on(async {
+        // Every HTTP/2 request on one connection.
+        let h2 = h2_over_tls(&stack, &h2_config).await;
+        for Ask {
+            what,
+            method,
+            path,
+            headers,
+            status,
+        } in &cases
+        {
+            let plain = plain(&stack, method, path, headers);
+            assert_eq!(
+                plain.status,
+                *status,
+                "{what} on plaintext: {}",
+                plain.text()
+            );
+            let h1 = http1_over_tls(&stack, &h1_config, method, path, headers).await;
+            assert_same(&format!("{what} over TLS, HTTP/1.1"), &h1, &plain);
+            let h2 = h2.request(method, path, headers).await.unwrap();
+            assert_same(&format!("{what} over TLS, HTTP/2"), &h2, &plain);
+        }
+    });
+
+    // What the answers compared above are, once (SPEC, "Hub-facing HTTP API").
+    let get = |headers: &[(String, String)], path: &str| plain(&stack, "GET", path, headers);
+    let latest = get(std::slice::from_ref(&owner_1), LATEST_1);
+    assert_eq!(latest.body, first.body);
+    assert_eq!(
+        camsim::jpeg::read_watermark(&latest.body).unwrap().0,
+        "cam-1"
+    );
+    assert_eq!(latest.header("etag"), Some(etag.as_str()));
+    assert_eq!(latest.header("content-type"), Some("image/jpeg"));
+    let max_age: u64 = latest
+        .header("cache-control")
+        .and_then(|v| v.strip_prefix("private, max-age="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{:?}", latest.header("cache-control")));
+    assert!(
+        (590..=600).contains(&max_age),
+        "what stays of 600 s: {max_age}"
+    );
+    assert_eq!(latest.header("cache-status"), Some("framecache; hit"));
+    assert_eq!(latest.header("content-location"), Some(by_hash.as_str()));
+    assert_eq!(latest.header("x-frame-seq"), first.header("x-frame-seq"));
+    let hashed = get(std::slice::from_ref(&owner_1), &by_hash);
+    assert_eq!(
+        hashed.header("cache-control"),
+        Some("private, max-age=31536000, immutable")
+    );
+    let range = get(&with(("range", "bytes=0-99")), LATEST_1);
+    assert_eq!(range.body, first.body[..100]);
+    let content_range = format!("bytes 0-99/{len}");
+    assert_eq!(range.header("content-range"), Some(content_range.as_str()));
+    let unsatisfiable = get(&with(("range", "bytes=99999999-")), LATEST_1);
+    let content_range = format!("bytes */{len}");
+    assert_eq!(
+        unsatisfiable.header("content-range"),
+        Some(content_range.as_str())
+    );
+    let not_modified = get(&with(("if-none-match", &etag)), LATEST_1);
+    assert!(not_modified.body.is_empty());
+    assert_eq!(not_modified.header("etag"), Some(etag.as_str()));
+    let no_token = get(&[], LATEST_1);
+    assert_eq!(no_token.error_code(), "invalid_token");
+    assert_eq!(
+        no_token.header("www-authenticate"),
+        Some("Bearer error=\"invalid_token\"")
+    );
+    assert_eq!(
+        get(&[stack.bearer("owner-1", &["cam-1"])], LATEST_2).error_code(),
+        "forbidden"
+    );
+    let unknown = get(
+        &[stack.bearer("owner-1", &["cam-9"])],
+        "/v1/cameras/cam-9/frame",
+    );
+    assert_eq!(unknown.error_code(), "not_found");
+
+    let scrape = stack.scrape();
+    let connections = |labels: &str| {
+        metric_in(
+            &scrape,
+            &format!("framecache_hub_connections_total{{{labels}}}"),
+        )
+    };
+    assert_eq!(connections(r#"listener="tls",protocol="h2""#), 1.0);
+    assert_eq!(
+        connections(r#"listener="tls",protocol="http1""#),
+        cases.len() as f64
+    );
+    // cam-1 was fetched once, for the first request: every answer since came from the cache.
+    assert_eq!(stack.origin_requests_for("cam-1"), 1);
+}
+
+/// The camera in a frame's watermark.
+fn camera_of(reply: &Reply) -> String {
+    camsim::jpeg::read_watermark(&reply.body)
+        .unwrap_or_else(|| panic!("a watermarked frame: {} {}", reply.status, reply.text()))
+        .0
+}
+
+/// Verifies the server's chain as WebPKI does with the test CA, with the clock at `now`: a
+/// client that trusts a certificate however old it is.
+#[derive(Debug)]
+struct VerifyAt {
+    webpki: Arc<WebPkiServerVerifier>,
+    now: UnixTime,
+}
+
+impl ServerCertVerifier for VerifyAt {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            self.now,
+        )
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
+/// The TLS handshakes the proxy counted with `result`.
+fn handshakes(stack: &Stack, result: &str) -> f64 {
+    stack.metric(&format!(
+        r#"framecache_tls_handshakes_total{{result="{result}"}}"#
+    ))
+}
+
+#[test]
+fn an_expired_certificate_fails_verification_and_a_client_that_trusts_it_gets_frames() {
+    let ca = TestCa::new();
+    let stack = Stack::with_tls(ca.tls(Leaf::Expired), |_| {}, |_| {});
+    let runtime = client_runtime();
+    let strict = Arc::new(ca.client(TLS_ALL, &[ALPN_HTTP1]));
+    let error = runtime
+        .block_on(tls_connect(stack.tls_addr(), &strict, "localhost"))
+        .expect_err("an expired certificate");
+    assert!(
+        matches!(
+            tls_error(&error),
+            Some(rustls::Error::InvalidCertificate(
+                CertificateError::Expired | CertificateError::ExpiredContext { .. }
+            ))
+        ),
+        "{error:?}"
+    );
+    // The client gave up with an alert: the proxy counts a failed handshake.
+    wait_until("the failed handshake is counted", || {
+        handshakes(&stack, "failed") == 1.0
+    });
+
+    // A client whose clock is in 2020 trusts the same certificate.
+    let mut trusting = ca.client(TLS_ALL, &[ALPN_HTTP1]);
+    let webpki = WebPkiServerVerifier::builder_with_provider(
+        Arc::new(ca.roots()),
+        Arc::new(client_provider()),
+    )
+    .build()
+    .unwrap();
+    trusting
+        .dangerous()
+        .set_certificate_verifier(Arc::new(VerifyAt {
+            webpki,
+            now: UnixTime::since_unix_epoch(Duration::from_secs(EXPIRED_LEAF_VALID_AT)),
+        }));
+    let trusting = Arc::new(trusting);
+    let token = stack.bearer("owner-1", &["cam-2"]);
+    let reply = runtime.block_on(async {
+        let mut tls = tls_connect(stack.tls_addr(), &trusting, "localhost")
+            .await
+            .unwrap();
+        http1(&mut tls, "GET", LATEST_2, &[token]).await
+    });
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(camera_of(&reply), "cam-2");
+    assert_eq!(handshakes(&stack, "ok"), 1.0);
+    assert_eq!(handshakes(&stack, "failed"), 1.0);
+}
+
+#[test]
+fn a_certificate_for_another_host_fails_verification_and_a_client_asking_for_that_host_gets_frames()
+{
+    let ca = TestCa::new();
+    let stack = Stack::with_tls(ca.tls(Leaf::WrongHost), |_| {}, |_| {});
+    let runtime = client_runtime();
+    let config = Arc::new(ca.client(TLS_ALL, &[ALPN_H2, ALPN_HTTP1]));
+    let error = runtime
+        .block_on(tls_connect(stack.tls_addr(), &config, "localhost"))
+        .expect_err("a certificate for another name");
+    assert!(
+        matches!(
+            tls_error(&error),
+            Some(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }
+            ))
+        ),
+        "{error:?}"
+    );
+    wait_until("the failed handshake is counted", || {
+        handshakes(&stack, "failed") == 1.0
+    });
+
+    // The certificate's own name (a hub that resolves it to this edge), over HTTP/2.
+    let token = stack.bearer("owner-1", &["cam-2"]);
+    let reply = runtime.block_on(async {
+        let tls = tls_connect(stack.tls_addr(), &config, OTHER_HOST)
+            .await
+            .unwrap();
+        assert_eq!(alpn(&tls), Some(ALPN_H2));
+        let h2 = H2::handshake(tls, "https").await.unwrap();
+        h2.request("GET", LATEST_2, &[token]).await.unwrap()
+    });
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(camera_of(&reply), "cam-2");
+    assert_eq!(handshakes(&stack, "ok"), 1.0);
+    assert_eq!(handshakes(&stack, "failed"), 1.0);
+}
