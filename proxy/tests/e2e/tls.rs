@@ -1,5 +1,6 @@
 //! TLS and HTTP/2 to hubs: the plaintext listener's answers on the TLS listener over HTTP/1.1 and
-//! HTTP/2, certificates as a client sees them.
+//! HTTP/2, certificates as a client sees them, and ALPN and its fallbacks, h2c with prior
+//! knowledge.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +8,9 @@ use std::time::Duration;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::{
+    AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme,
+};
 
 use crate::common::{
     alpn, client_provider, client_runtime, http1, metric_in, tls_connect, tls_error, wait_until,
@@ -464,4 +467,158 @@ fn a_certificate_for_another_host_fails_verification_and_a_client_asking_for_tha
     assert_eq!(camera_of(&reply), "cam-2");
     assert_eq!(handshakes(&stack, "ok"), 1.0);
     assert_eq!(handshakes(&stack, "failed"), 1.0);
+}
+
+/// Protocols a client offers in ALPN, and the one the server chooses.
+type Offer = (&'static [&'static str], Option<&'static str>);
+
+#[test]
+fn alpn_falls_back_to_http1() {
+    let ca = TestCa::new();
+    let runtime = client_runtime();
+    for h2 in [true, false] {
+        let stack = Stack::with_tls(ca.tls(Leaf::Localhost), |c| c.server.h2 = h2, |_| {});
+        let token = stack.bearer("owner-1", &["cam-2"]);
+        // What the client offers, and what it gets.
+        let offers: &[Offer] = if h2 {
+            &[(&[ALPN_HTTP1], Some(ALPN_HTTP1)), (&[], None)]
+        } else {
+            &[(&[ALPN_H2, ALPN_HTTP1], Some(ALPN_HTTP1)), (&[], None)]
+        };
+        let mut served = 0.0;
+        for (offered, gets) in offers {
+            let config = Arc::new(ca.client(TLS_ALL, offered));
+            let reply = runtime.block_on(async {
+                let mut tls = tls_connect(stack.tls_addr(), &config, "localhost")
+                    .await
+                    .unwrap();
+                assert_eq!(alpn(&tls), *gets, "server.h2 = {h2}, offered {offered:?}");
+                http1(&mut tls, "GET", LATEST_2, std::slice::from_ref(&token)).await
+            });
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            assert_eq!(
+                camsim::jpeg::read_watermark(&reply.body).unwrap().0,
+                "cam-2"
+            );
+            served += 1.0;
+        }
+        if !h2 {
+            // A client that speaks only h2 to an edge without it: RFC 7301's alert.
+            let config = Arc::new(ca.client(TLS_ALL, &[ALPN_H2]));
+            let error = runtime
+                .block_on(tls_connect(stack.tls_addr(), &config, "localhost"))
+                .expect_err("no protocol in common");
+            assert_eq!(
+                tls_error(&error),
+                Some(&rustls::Error::AlertReceived(
+                    AlertDescription::NoApplicationProtocol
+                )),
+                "{error}"
+            );
+        }
+        let scrape = stack.scrape();
+        let tls = |protocol: &str| {
+            metric_in(
+                &scrape,
+                &format!(
+                    r#"framecache_hub_connections_total{{listener="tls",protocol="{protocol}"}}"#
+                ),
+            )
+        };
+        assert_eq!(tls("http1"), served, "server.h2 = {h2}");
+        assert_eq!(tls("h2"), 0.0, "server.h2 = {h2}");
+    }
+}
+
+#[test]
+fn h2c_with_prior_knowledge_on_the_plaintext_listener() {
+    let stack = Stack::with(|c| c.cache.latest_fresh = Duration::from_secs(600), |_| {});
+    let token = stack.bearer("owner-1", &["cam-1", "cam-2"]);
+    let runtime = client_runtime();
+    let (first, second) = runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(stack.proxy.hub_addr)
+            .await
+            .unwrap();
+        let h2 = H2::handshake(tcp, "http").await.unwrap();
+        let headers = std::slice::from_ref(&token);
+        // Two streams on the connection at once.
+        let (first, second) = tokio::join!(
+            h2.request("GET", LATEST_1, headers),
+            h2.request("GET", LATEST_2, headers)
+        );
+        (first.unwrap(), second.unwrap())
+    });
+    for (reply, camera, path) in [(&first, "cam-1", LATEST_1), (&second, "cam-2", LATEST_2)] {
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(camsim::jpeg::read_watermark(&reply.body).unwrap().0, camera);
+        assert_eq!(
+            reply.header("cache-status"),
+            Some("framecache; fwd=miss; stored")
+        );
+        // The same answer as HTTP/1.1 gives, a hit now.
+        let mut plain = plain(&stack, "GET", path, std::slice::from_ref(&token));
+        assert_eq!(plain.header("cache-status"), Some("framecache; hit"));
+        for (name, value) in &mut plain.headers {
+            if name.eq_ignore_ascii_case("cache-status") {
+                *value = "framecache; fwd=miss; stored".into();
+            }
+        }
+        assert_same(&format!("{path} over h2c"), reply, &plain);
+    }
+    let scrape = stack.scrape();
+    assert_eq!(
+        metric_in(
+            &scrape,
+            r#"framecache_hub_connections_total{listener="plain",protocol="h2"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_in(
+            &scrape,
+            r#"framecache_hub_connections_total{listener="plain",protocol="http1"}"#
+        ),
+        2.0
+    );
+}
+
+/// The HTTP/2 connection preface and an empty SETTINGS frame, as an h2c client opens.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+#[test]
+fn without_http2_the_h2c_preface_gets_a_400() {
+    let stack = Stack::with(|c| c.server.h2 = false, |_| {});
+    // The preface is a malformed HTTP/1.1 head: the JSON 400, and the connection closed.
+    let reply = crate::common::exchange(stack.proxy.hub_addr, H2_PREFACE, false);
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert_eq!(reply.error_code(), "bad_request");
+    assert_eq!(reply.header("connection"), Some("close"));
+    // An HTTP/2 client sees its connection fail.
+    let runtime = client_runtime();
+    let token = stack.bearer("owner-1", &["cam-1"]);
+    let outcome = runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(stack.proxy.hub_addr)
+            .await
+            .unwrap();
+        let h2 = H2::handshake(tcp, "http").await?;
+        h2.request("GET", LATEST_1, &[token]).await
+    });
+    assert!(outcome.is_err(), "{outcome:?}");
+
+    let scrape = stack.scrape();
+    assert_eq!(
+        metric_in(
+            &scrape,
+            r#"framecache_requests_total{route="other",status="400"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric_in(
+            &scrape,
+            r#"framecache_hub_connections_total{listener="plain",protocol="h2"}"#
+        ),
+        0.0
+    );
+    assert_eq!(stack.origin_requests(), 0);
 }
