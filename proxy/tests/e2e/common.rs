@@ -826,6 +826,19 @@ impl Stack {
     }
 }
 
+/// [`wait_until`] for a test's async clients: the runtime goes on driving their connections
+/// (an HTTP/2 stream dropped is reset by the connection's task) while `condition` does not hold.
+pub async fn until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < deadline {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("gave up waiting until {what}");
+}
+
 /// A runtime for a test's TLS and HTTP/2 clients (the proxy runs on its own).
 pub fn client_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

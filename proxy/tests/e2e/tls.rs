@@ -1,6 +1,6 @@
 //! TLS and HTTP/2 to hubs: the plaintext listener's answers on the TLS listener over HTTP/1.1 and
-//! HTTP/2, certificates as a client sees them, and ALPN and its fallbacks, h2c with prior
-//! knowledge.
+//! HTTP/2, certificates as a client sees them, ALPN and its fallbacks, h2c with prior knowledge,
+//! and two owners on one HTTP/2 connection, MJPEG over HTTP/2.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +13,9 @@ use rustls::{
 };
 
 use crate::common::{
-    alpn, client_provider, client_runtime, http1, metric_in, tls_connect, tls_error, wait_until,
-    Leaf, Reply, Stack, TestCa, ALPN_H2, ALPN_HTTP1, EXPIRED_LEAF_VALID_AT, H2, OTHER_HOST,
-    TLS_ALL,
+    alpn, client_provider, client_runtime, http1, metric_in, tls_connect, tls_error, until,
+    wait_until, Leaf, Reply, Stack, TestCa, ALPN_H2, ALPN_HTTP1, EXPIRED_LEAF_VALID_AT, H2,
+    OTHER_HOST, TLS_ALL,
 };
 
 const LATEST_1: &str = "/v1/cameras/cam-1/frame";
@@ -621,4 +621,278 @@ fn without_http2_the_h2c_preface_gets_a_400() {
         0.0
     );
     assert_eq!(stack.origin_requests(), 0);
+}
+
+#[test]
+fn two_owners_on_one_http2_connection_each_get_their_own_frames() {
+    let ca = TestCa::new();
+    let stack = Stack::with_tls(
+        ca.tls(Leaf::Localhost),
+        |c| c.cache.latest_fresh = Duration::from_secs(600),
+        |_| {},
+    );
+    let owner_1 = stack.bearer("owner-1", &["cam-1", "cam-2"]);
+    let owner_2 = stack.bearer("owner-2", &["cam-1", "cam-3"]);
+    // owner-1 with a token that does not name cam-3, and with one that does though the
+    // backend does not share cam-3 with owner-1.
+    let not_granted = stack.bearer("owner-1", &["cam-2"]);
+    let not_shared = stack.bearer("owner-1", &["cam-3"]);
+    let config = Arc::new(ca.client(TLS_ALL, &[ALPN_H2]));
+    let runtime = client_runtime();
+    runtime.block_on(async {
+        let h2 = h2_over_tls(&stack, &config).await;
+
+        // Interleaved: every stream is open before any answer is read.
+        let mut streams = Vec::new();
+        for i in 0..4 {
+            streams.push((
+                "owner-1",
+                "cam-2",
+                h2.start("GET", LATEST_2, std::slice::from_ref(&owner_1))
+                    .await
+                    .unwrap(),
+            ));
+            streams.push((
+                "owner-2",
+                "cam-3",
+                h2.start(
+                    "GET",
+                    "/v1/cameras/cam-3/frame",
+                    std::slice::from_ref(&owner_2),
+                )
+                .await
+                .unwrap(),
+            ));
+            if i == 1 {
+                for token in [&not_granted, &not_shared] {
+                    let refused = h2.start(
+                        "GET",
+                        "/v1/cameras/cam-3/frame",
+                        std::slice::from_ref(token),
+                    );
+                    streams.push(("owner-1", "forbidden", refused.await.unwrap()));
+                }
+            }
+        }
+        // Read at once, as a hub does: the answers share the connection's flow-control window.
+        let replies: Vec<_> = streams
+            .into_iter()
+            .map(|(owner, camera, response)| {
+                (
+                    owner,
+                    camera,
+                    tokio::spawn(crate::common::h2_reply(response)),
+                )
+            })
+            .collect();
+        let mut answered = 0;
+        for (owner, camera, reply) in replies {
+            let reply = reply.await.unwrap().unwrap();
+            if camera == "forbidden" {
+                assert_eq!(reply.status, 403, "{}", reply.text());
+                assert_eq!(reply.error_code(), "forbidden");
+                continue;
+            }
+            assert_eq!(reply.status, 200, "{owner} {camera}: {}", reply.text());
+            assert_eq!(camera_of(&reply), camera, "{owner}");
+            let hash = blake3::hash(&reply.body).to_hex();
+            assert_eq!(reply.header("etag"), Some(format!("\"{hash}\"").as_str()));
+            assert_eq!(
+                reply.header("content-location"),
+                Some(format!("/v1/cameras/{camera}/frames/{hash}").as_str())
+            );
+            answered += 1;
+        }
+        assert_eq!(answered, 8);
+
+        // cam-1, which both read: each owner's first request is a miss of its own, fetched
+        // for that owner, though the other's is in flight or stored on the same connection.
+        let (first_1, first_2) = tokio::join!(
+            h2.request("GET", LATEST_1, std::slice::from_ref(&owner_1)),
+            h2.request("GET", LATEST_1, std::slice::from_ref(&owner_2))
+        );
+        let (first_1, first_2) = (first_1.unwrap(), first_2.unwrap());
+        for (owner, reply) in [("owner-1", &first_1), ("owner-2", &first_2)] {
+            assert_eq!(reply.status, 200, "{owner}: {}", reply.text());
+            assert_eq!(camera_of(reply), "cam-1");
+            assert_eq!(
+                reply.header("cache-status"),
+                Some("framecache; fwd=miss; stored"),
+                "{owner}'s first cam-1 frame"
+            );
+        }
+        // Then each hits its own entry.
+        let (again_1, again_2) = tokio::join!(
+            h2.request("GET", LATEST_1, std::slice::from_ref(&owner_1)),
+            h2.request("GET", LATEST_1, std::slice::from_ref(&owner_2))
+        );
+        for (owner, reply, first) in [
+            ("owner-1", again_1.unwrap(), &first_1),
+            ("owner-2", again_2.unwrap(), &first_2),
+        ] {
+            assert_eq!(
+                reply.header("cache-status"),
+                Some("framecache; hit"),
+                "{owner}"
+            );
+            assert_eq!(reply.header("etag"), first.header("etag"), "{owner}");
+            assert_eq!(reply.body, first.body, "{owner}");
+        }
+    });
+
+    let seen = stack.camsim.stats();
+    assert_eq!(seen.frame_requests_for("cam-1"), 2, "one fetch per owner");
+    let scrape = stack.scrape();
+    for series in [
+        "framecache_cache_cross_owner_hits_total",
+        "framecache_cache_key_collisions_total",
+    ] {
+        assert_eq!(metric_in(&scrape, series), 0.0, "{series}");
+    }
+    assert_eq!(
+        metric_in(
+            &scrape,
+            r#"framecache_auth_failures_total{reason="camera_not_granted"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_in(
+            &scrape,
+            r#"framecache_hub_connections_total{listener="tls",protocol="h2"}"#
+        ),
+        1.0
+    );
+}
+
+/// One part of an MJPEG stream: its head's seq and its JPEG.
+struct Part {
+    seq: u64,
+    body: Vec<u8>,
+}
+
+/// An MJPEG stream read from an HTTP/2 stream's DATA frames.
+struct Parts {
+    body: h2::RecvStream,
+    pending: Vec<u8>,
+}
+
+impl Parts {
+    async fn next(&mut self) -> Part {
+        loop {
+            if let Some(end) = self.pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.pending[..end]).into_owned();
+                assert!(head.starts_with("--framecache-frame\r\n"), "{head}");
+                let field = |name: &str| {
+                    head.lines()
+                        .find_map(|l| l.strip_prefix(name))
+                        .unwrap_or_else(|| panic!("{name} in {head}"))
+                        .trim()
+                        .to_string()
+                };
+                let len: usize = field("Content-Length:").parse().unwrap();
+                let seq: u64 = field("X-Frame-Seq:").parse().unwrap();
+                let start = end + 4;
+                while self.pending.len() < start + len + 2 {
+                    self.read().await;
+                }
+                let body = self.pending[start..start + len].to_vec();
+                assert_eq!(&self.pending[start + len..start + len + 2], b"\r\n");
+                self.pending.drain(..start + len + 2);
+                let etag = format!("\"{}\"", blake3::hash(&body).to_hex());
+                assert_eq!(field("ETag:"), etag);
+                return Part { seq, body };
+            }
+            self.read().await;
+        }
+    }
+
+    async fn read(&mut self) {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), self.body.data())
+            .await
+            .expect("stream data within 20 s")
+            .expect("the stream goes on")
+            .unwrap();
+        let _ = self.body.flow_control().release_capacity(chunk.len());
+        self.pending.extend_from_slice(&chunk);
+    }
+}
+
+#[test]
+fn an_mjpeg_stream_over_http2() {
+    let ca = TestCa::new();
+    let stack = Stack::with_tls(
+        ca.tls(Leaf::Localhost),
+        |c| {
+            c.delivery.stream_interval = Duration::from_millis(20);
+            c.cache.latest_fresh = Duration::from_millis(20);
+        },
+        |o| o.fps = 50.0,
+    );
+    let token = stack.bearer("owner-1", &["cam-2"]);
+    let config = Arc::new(ca.client(TLS_ALL, &[ALPN_H2]));
+    let runtime = client_runtime();
+    runtime.block_on(async {
+        let h2 = h2_over_tls(&stack, &config).await;
+        let response = h2
+            .start(
+                "GET",
+                "/v1/cameras/cam-2/stream",
+                std::slice::from_ref(&token),
+            )
+            .await
+            .unwrap();
+        let (head, body) = response.await.unwrap().into_parts();
+        assert_eq!(head.status, 200);
+        assert_eq!(
+            head.headers.get("content-type").unwrap(),
+            "multipart/x-mixed-replace; boundary=framecache-frame"
+        );
+        let mut parts = Parts {
+            body,
+            pending: Vec::new(),
+        };
+        let mut last = 0;
+        for i in 0..5 {
+            let part = parts.next().await;
+            let (camera, seq) = camsim::jpeg::read_watermark(&part.body).expect("a whole JPEG");
+            assert_eq!(camera, "cam-2");
+            assert_eq!(seq, part.seq);
+            assert!(seq > last, "newer frames only: {seq} after {last}");
+            last = seq;
+            if i == 2 {
+                // A sibling stream on the same connection is answered meanwhile.
+                let frame = h2
+                    .request("GET", LATEST_2, std::slice::from_ref(&token))
+                    .await;
+                let frame = frame.unwrap();
+                assert_eq!(frame.status, 200);
+                assert_eq!(camera_of(&frame), "cam-2");
+            }
+        }
+        assert_eq!(stack.metric("framecache_stream_subscribers"), 1.0);
+        // Ending the HTTP/2 stream (RST_STREAM) ends the subscriber; the connection stays.
+        drop(parts);
+        until("the subscriber is gone", || {
+            stack.metric("framecache_stream_subscribers") == 0.0
+        })
+        .await;
+        let frame = h2.request("GET", LATEST_2, &[token]).await.unwrap();
+        assert_eq!(frame.status, 200);
+    });
+    let scrape = stack.scrape();
+    assert_eq!(
+        metric_in(
+            &scrape,
+            r#"framecache_requests_total{route="stream",status="200"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_in(
+            &scrape,
+            r#"framecache_hub_connections_total{listener="tls",protocol="h2"}"#
+        ),
+        1.0
+    );
 }
