@@ -1,15 +1,19 @@
 //! TLS and HTTP/2 to hubs: the plaintext listener's answers on the TLS listener over HTTP/1.1 and
 //! HTTP/2, certificates as a client sees them, ALPN and its fallbacks, h2c with prior knowledge,
-//! and two owners on one HTTP/2 connection, MJPEG over HTTP/2.
+//! two owners on one HTTP/2 connection, MJPEG over HTTP/2, and what the TLS port does with clients
+//! that do not speak TLS, session resumption.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
+use rustls::client::{Resumption, Tls12Resumption, WebPkiServerVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
-    AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme,
+    AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, HandshakeKind,
+    ProtocolVersion, SignatureScheme,
 };
 
 use crate::common::{
@@ -895,4 +899,136 @@ fn an_mjpeg_stream_over_http2() {
         ),
         1.0
     );
+}
+
+/// Reads what the server sends on `conn` until it closes (or 10 s pass, which fails).
+fn read_until_closed(conn: &mut TcpStream) -> Vec<u8> {
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
+            Err(e) => panic!("the server did not close the connection: {e} after {got:?}"),
+        }
+    }
+}
+
+#[test]
+fn clients_that_do_not_speak_tls_are_closed_and_counted() {
+    let ca = TestCa::new();
+    let stack = Stack::with_tls(
+        ca.tls(Leaf::Localhost),
+        |c| c.limits.header_timeout = Duration::from_millis(300),
+        |_| {},
+    );
+    let token = stack.token("owner-1", &["cam-2"]);
+    let plaintext = format!(
+        "GET {LATEST_2} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    let garbage: Vec<u8> = (0..512u32).map(|i| (i * 151 % 251) as u8 | 0x80).collect();
+    for (n, (what, bytes)) in [
+        ("plaintext HTTP/1.1", plaintext.as_bytes()),
+        ("garbage", &garbage[..]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut conn = TcpStream::connect(stack.tls_addr()).unwrap();
+        conn.write_all(bytes).unwrap();
+        let answer = read_until_closed(&mut conn);
+        // At most a TLS alert record (content type 21), never an HTTP answer.
+        assert!(
+            answer.is_empty() || answer[0] == 21,
+            "{what}: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+        wait_until("the failed handshake is counted", || {
+            handshakes(&stack, "failed") == (n + 1) as f64
+        });
+    }
+    // A client that connects and says nothing is closed after limits.header_timeout_ms.
+    let mut silent = TcpStream::connect(stack.tls_addr()).unwrap();
+    let answer = read_until_closed(&mut silent);
+    assert!(answer.is_empty(), "{answer:?}");
+    wait_until("the silent handshake is counted", || {
+        handshakes(&stack, "failed") == 3.0
+    });
+
+    let scrape = stack.scrape();
+    assert_eq!(
+        metric_in(&scrape, r#"framecache_tls_handshakes_total{result="ok"}"#),
+        0.0
+    );
+    // None of them reached the proxy.
+    let requests: f64 = scrape
+        .lines()
+        .filter(|line| line.starts_with("framecache_requests_total{"))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert_eq!(requests, 0.0, "{scrape}");
+    for protocol in ["http1", "h2"] {
+        let series =
+            format!(r#"framecache_hub_connections_total{{listener="tls",protocol="{protocol}"}}"#);
+        assert_eq!(metric_in(&scrape, &series), 0.0, "{series}");
+    }
+    assert_eq!(stack.origin_requests(), 0);
+}
+
+#[test]
+fn a_second_connection_resumes_the_tls_session() {
+    let ca = TestCa::new();
+    let stack = Stack::with_tls(ca.tls(Leaf::Localhost), |_| {}, |_| {});
+    let token = stack.bearer("owner-1", &["cam-2"]);
+    let runtime = client_runtime();
+    let session_ids_only =
+        Resumption::in_memory_sessions(64).tls12_resumption(Tls12Resumption::SessionIdOnly);
+    // (what, version, how a TLS 1.2 client resumes: rustls's default offers tickets and ids)
+    let cases = [
+        (
+            "TLS 1.3",
+            &rustls::version::TLS13,
+            ProtocolVersion::TLSv1_3,
+            None,
+        ),
+        (
+            "TLS 1.2, tickets or session ids",
+            &rustls::version::TLS12,
+            ProtocolVersion::TLSv1_2,
+            None,
+        ),
+        (
+            "TLS 1.2, session ids only",
+            &rustls::version::TLS12,
+            ProtocolVersion::TLSv1_2,
+            Some(session_ids_only),
+        ),
+    ];
+    for (what, version, protocol, resumption) in cases {
+        // Each case its own session store.
+        let mut config = ca.client(&[version], &[ALPN_HTTP1]);
+        if let Some(resumption) = resumption {
+            config.resumption = resumption;
+        }
+        let config = Arc::new(config);
+        for expected in [HandshakeKind::Full, HandshakeKind::Resumed] {
+            let reply = runtime.block_on(async {
+                let mut tls = tls_connect(stack.tls_addr(), &config, "localhost")
+                    .await
+                    .unwrap();
+                let session = tls.get_ref().1;
+                assert_eq!(session.protocol_version(), Some(protocol), "{what}");
+                assert_eq!(session.handshake_kind(), Some(expected), "{what}");
+                // Read to the end: a TLS 1.3 ticket comes after the handshake.
+                http1(&mut tls, "GET", LATEST_2, std::slice::from_ref(&token)).await
+            });
+            assert_eq!(reply.status, 200, "{what}: {}", reply.text());
+            assert_eq!(camera_of(&reply), "cam-2");
+        }
+    }
+    assert_eq!(handshakes(&stack, "ok"), 6.0);
+    assert_eq!(handshakes(&stack, "failed"), 0.0);
 }
