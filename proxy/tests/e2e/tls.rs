@@ -1,7 +1,7 @@
 //! TLS and HTTP/2 to hubs: the plaintext listener's answers on the TLS listener over HTTP/1.1 and
 //! HTTP/2, certificates as a client sees them, ALPN and its fallbacks, h2c with prior knowledge,
-//! two owners on one HTTP/2 connection, MJPEG over HTTP/2, and what the TLS port does with clients
-//! that do not speak TLS, session resumption.
+//! two owners on one HTTP/2 connection, MJPEG over HTTP/2, what the TLS port does with clients that
+//! do not speak TLS, session resumption, and the connection metrics.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -1031,4 +1031,96 @@ fn a_second_connection_resumes_the_tls_session() {
     }
     assert_eq!(handshakes(&stack, "ok"), 6.0);
     assert_eq!(handshakes(&stack, "failed"), 0.0);
+}
+
+#[test]
+fn hub_connections_are_counted_by_listener_and_protocol() {
+    let ca = TestCa::new();
+    let stack = Stack::with_tls(ca.tls(Leaf::Localhost), |_| {}, |_| {});
+    let token = stack.bearer("owner-1", &["cam-1", "cam-2"]);
+    let headers = std::slice::from_ref(&token);
+    let runtime = client_runtime();
+    let h1_config = Arc::new(ca.client(TLS_ALL, &[ALPN_HTTP1]));
+    let bare_config = Arc::new(ca.client(TLS_ALL, &[]));
+    let h2_config = Arc::new(ca.client(TLS_ALL, &[ALPN_H2, ALPN_HTTP1]));
+    let series = |listener: &str, protocol: &str, kind: &str| {
+        format!(
+            r#"framecache_hub_connections_{kind}{{listener="{listener}",protocol="{protocol}"}}"#
+        )
+    };
+    let open = |listener: &str, protocol: &str| stack.metric(&series(listener, protocol, "open"));
+
+    runtime.block_on(async {
+        // TLS, HTTP/1.1: two that offered http/1.1, one that offered nothing.
+        for config in [&h1_config, &h1_config, &bare_config] {
+            let reply = http1_over_tls(&stack, config, "GET", LATEST_1, headers).await;
+            assert_eq!(reply.status, 200);
+        }
+        // TLS, HTTP/2: one connection, three streams.
+        let h2 = h2_over_tls(&stack, &h2_config).await;
+        for _ in 0..3 {
+            assert_eq!(
+                h2.request("GET", LATEST_2, headers).await.unwrap().status,
+                200
+            );
+        }
+        // Plaintext, h2c: one connection, two streams.
+        let tcp = tokio::net::TcpStream::connect(stack.proxy.hub_addr)
+            .await
+            .unwrap();
+        let h2c = H2::handshake(tcp, "http").await.unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                h2c.request("GET", LATEST_1, headers).await.unwrap().status,
+                200
+            );
+        }
+        // Plaintext, HTTP/1.1.
+        assert_eq!(plain(&stack, "GET", LATEST_1, headers).status, 200);
+        // A failed handshake.
+        let mut garbage = TcpStream::connect(stack.tls_addr()).unwrap();
+        garbage.write_all(&[0xff; 64]).unwrap();
+        let answer = read_until_closed(&mut garbage);
+        assert!(answer.is_empty() || answer[0] == 21, "{answer:?}");
+
+        // The HTTP/2 connections are open; the HTTP/1.1 ones (Connection: close) are done.
+        assert_eq!(open("tls", "h2"), 1.0);
+        assert_eq!(open("plain", "h2"), 1.0);
+        wait_until("the HTTP/1.1 connections are closed", || {
+            open("tls", "http1") == 0.0 && open("plain", "http1") == 0.0
+        });
+        drop(h2);
+        drop(h2c);
+    });
+    // The runtime's end closed the HTTP/2 connections.
+    drop(runtime);
+    wait_until("the HTTP/2 connections are closed", || {
+        open("tls", "h2") == 0.0 && open("plain", "h2") == 0.0
+    });
+
+    let scrape = stack.scrape();
+    let total =
+        |listener: &str, protocol: &str| metric_in(&scrape, &series(listener, protocol, "total"));
+    assert_eq!(total("tls", "http1"), 3.0);
+    assert_eq!(total("tls", "h2"), 1.0);
+    assert_eq!(total("plain", "h2"), 1.0);
+    assert_eq!(total("plain", "http1"), 1.0);
+    assert_eq!(
+        metric_in(&scrape, r#"framecache_tls_handshakes_total{result="ok"}"#),
+        4.0
+    );
+    assert_eq!(
+        metric_in(
+            &scrape,
+            r#"framecache_tls_handshakes_total{result="failed"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_in(
+            &scrape,
+            r#"framecache_requests_total{route="frame",status="200"}"#
+        ),
+        9.0
+    );
 }
