@@ -1,7 +1,7 @@
 //! TLS and HTTP/2 to hubs: the plaintext listener's answers on the TLS listener over HTTP/1.1 and
 //! HTTP/2, certificates as a client sees them, ALPN and its fallbacks, h2c with prior knowledge,
 //! two owners on one HTTP/2 connection, MJPEG over HTTP/2, what the TLS port does with clients that
-//! do not speak TLS, session resumption, and the connection metrics.
+//! do not speak TLS, session resumption, the connection metrics, and idle HTTP/2 connections.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -1123,4 +1123,58 @@ fn hub_connections_are_counted_by_listener_and_protocol() {
         ),
         9.0
     );
+}
+
+#[test]
+#[ignore = "product bug: HTTP/2 hub connections are never closed for idleness: app.rs leaves \
+            Pingora's HttpServerOptions::h2_idle_timeout unset, so neither \
+            delivery.idle_timeout_secs nor limits.header_timeout_ms applies to them"]
+fn idle_http2_connections_are_closed() {
+    let ca = TestCa::new();
+    let stack = Stack::with_tls(
+        ca.tls(Leaf::Localhost),
+        |c| {
+            c.limits.header_timeout = Duration::from_millis(300);
+            c.delivery.idle_timeout = Duration::from_secs(1);
+        },
+        |_| {},
+    );
+    let token = stack.bearer("owner-1", &["cam-2"]);
+    let headers = std::slice::from_ref(&token);
+    let config = Arc::new(ca.client(TLS_ALL, &[ALPN_H2]));
+    let open = |listener: &str| {
+        stack.metric(&format!(
+            r#"framecache_hub_connections_open{{listener="{listener}",protocol="h2"}}"#
+        ))
+    };
+    let runtime = client_runtime();
+    runtime.block_on(async {
+        // Idle after one request, on TLS and on h2c; and one that never asks anything.
+        let used = h2_over_tls(&stack, &config).await;
+        assert_eq!(
+            used.request("GET", LATEST_2, headers).await.unwrap().status,
+            200
+        );
+        let tcp = tokio::net::TcpStream::connect(stack.proxy.hub_addr)
+            .await
+            .unwrap();
+        let h2c = H2::handshake(tcp, "http").await.unwrap();
+        assert_eq!(
+            h2c.request("GET", LATEST_2, headers).await.unwrap().status,
+            200
+        );
+        let silent = h2_over_tls(&stack, &config).await;
+        assert_eq!((open("tls"), open("plain")), (2.0, 1.0));
+
+        // An HTTP/1.1 connection idle this long is closed (delivery.idle_timeout_secs); so is
+        // an HTTP/2 one.
+        until("the idle HTTP/2 connections are closed", || {
+            open("tls") == 0.0 && open("plain") == 0.0
+        })
+        .await;
+        for (what, h2) in [("used", &used), ("h2c", &h2c), ("silent", &silent)] {
+            let after = h2.request("GET", LATEST_2, headers).await;
+            assert!(after.is_err(), "{what}: {after:?}");
+        }
+    });
 }
