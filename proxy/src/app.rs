@@ -258,9 +258,13 @@ pub fn run(
     let mut edge = pingora::proxy::http_proxy(&server.configuration, Edge::new(&config, &shared));
     let mut options = HttpServerOptions::default();
     options.h2c = config.server.h2;
+    // An HTTP/2 connection with no stream open is closed as an idle HTTP/1.1 one is.
+    options.h2_idle_timeout = Some(config.delivery.idle_timeout);
     edge.server_options = Some(options);
     let mut h2 = default_h2_options();
-    h2.max_header_list_size(config.limits.header_bytes as u32);
+    // Twice the limit, so that a head between the two is refused by the proxy in its own words
+    // (431 JSON, counted) rather than by the HTTP/2 library; the library bounds the rest.
+    h2.max_header_list_size(2 * config.limits.header_bytes as u32);
     edge.h2_options = Some(h2);
     let hub = Arc::new(HubApp::new(
         edge,

@@ -24,7 +24,6 @@ pub mod store;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -127,7 +126,7 @@ pub struct FrameCache {
     /// Replaced by a reload.
     config: ArcSwap<CacheConfig>,
     /// Bumped by every purge; a fill that saw it change does not keep what it stored.
-    purges: AtomicU64,
+    purges: Purges,
     /// Renditions being made ([`crate::rendition::cache`]).
     pub(crate) renditions: Renditions,
     /// Origin requests each owner may still cause.
@@ -153,7 +152,7 @@ impl FrameCache {
             origin: ArcSwap::from_pointee(origin),
             metrics,
             config: ArcSwap::from_pointee(config),
-            purges: AtomicU64::new(0),
+            purges: Purges::default(),
             renditions: Renditions::new(2),
             budget: OriginBudget::new(LimitsConfig::default().owner_origin_rps),
             not_found: NotFound::new(LimitsConfig::default().not_found_ttl),
@@ -202,7 +201,7 @@ impl FrameCache {
         camera: &CameraId,
         frame: FrameRef,
     ) -> Result<Served, OriginError> {
-        let purges = self.purges.load(Ordering::SeqCst);
+        let purges = self.purges.generation(owner);
         let identity = Identity {
             owner: owner.clone(),
             camera: camera.clone(),
@@ -349,7 +348,7 @@ impl FrameCache {
         key: KeyDigest,
         identity: &Identity,
     ) -> (Result<Fetched, OriginError>, Lookup) {
-        let purges = self.purges.load(Ordering::SeqCst);
+        let purges = self.purges.generation(&identity.owner);
         let result = self.fill(key, identity, purges).await;
         let stored = result.as_ref().is_ok_and(|f| f.stored);
         (result, Lookup::Miss { stored })
@@ -364,7 +363,7 @@ impl FrameCache {
         flight: Arc<flight::Flight>,
     ) {
         // Read now, when the flight starts: a purge from here on keeps its result out.
-        let purges = self.purges.load(Ordering::SeqCst);
+        let purges = self.purges.generation(&identity.owner);
         // Built before the task, so that a task dropped unpolled (at shutdown) still releases
         // the flight's waiters.
         let mut guard = FlightGuard {
@@ -458,7 +457,15 @@ impl FrameCache {
         entries: Vec<(KeyDigest, Identity, Duration)>,
         purges_before: u64,
     ) -> bool {
-        if self.purges.load(Ordering::SeqCst) != purges_before {
+        // One owner's entries (a frame's latest and by-hash entries, or a rendition).
+        let Some(owner) = entries
+            .first()
+            .map(|(_, identity, _)| identity.owner.clone())
+        else {
+            return true;
+        };
+        let owner = &owner;
+        if self.purges.generation(owner) != purges_before {
             return false;
         }
         let now = std::time::Instant::now();
@@ -470,7 +477,7 @@ impl FrameCache {
             keys.push(key);
         }
         // A purge that began while we stored: it may not have seen our entries; take them back.
-        if self.purges.load(Ordering::SeqCst) != purges_before {
+        if self.purges.generation(owner) != purges_before {
             for key in keys {
                 if let Some(entry) = self.store.get(&key) {
                     if Arc::ptr_eq(&entry.frame, frame) {
@@ -495,7 +502,7 @@ impl FrameCache {
     /// What [`FrameCache::purge`] does, uncounted: also how an origin's 403 revokes an owner's
     /// entries of a camera.
     fn remove(&self, owner: &OwnerId, camera: Option<&CameraId>) -> usize {
-        self.purges.fetch_add(1, Ordering::SeqCst);
+        self.purges.bump(owner);
         let matches = |identity: &Identity| {
             identity.owner == *owner && camera.is_none_or(|c| identity.camera == *c)
         };
@@ -514,6 +521,22 @@ impl FrameCache {
     /// Flights under way.
     pub fn flights(&self) -> usize {
         self.flights.len()
+    }
+}
+
+/// Purges (and revocations) so far, per owner: a fill stores nothing if its owner's entries
+/// were purged while it ran. Per owner, so that one owner's purges never keep another's fresh
+/// frame out (which would leave the older one to be served stale).
+#[derive(Default)]
+struct Purges(dashmap::DashMap<OwnerId, u64>);
+
+impl Purges {
+    fn generation(&self, owner: &OwnerId) -> u64 {
+        self.0.get(owner).map_or(0, |n| *n)
+    }
+
+    fn bump(&self, owner: &OwnerId) {
+        *self.0.entry(owner.clone()).or_insert(0) += 1;
     }
 }
 
@@ -611,7 +634,7 @@ mod tests {
             id,
             &frame,
             Duration::from_secs(60),
-            cache.purges.load(Ordering::SeqCst),
+            cache.purges.generation(&id.owner),
         );
     }
 
@@ -628,7 +651,7 @@ mod tests {
             body.resize(20_000, b'.');
             let hash = ContentHash::of(&body);
             let frame = Arc::new(StoredFrame::new(hash, 7, 1, Bytes::from(body)));
-            let purges = old.purges.load(Ordering::SeqCst);
+            let purges = old.purges.generation(&latest.owner);
             let key = old.store.key(&latest);
             assert!(old.store_fill(key, &latest, &frame, Duration::from_secs(60), purges));
             ids.push(latest.with_frame(FrameRef::ByHash(hash)));

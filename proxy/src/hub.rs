@@ -287,9 +287,10 @@ fn refusal_bytes(status: u16, code: &str, message: &str) -> Vec<u8> {
     } else {
         ""
     };
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
     let mut out = format!(
         "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
-         cache-control: no-store\r\n{allow}connection: close\r\n\r\n",
+         cache-control: no-store\r\ndate: {date}\r\n{allow}connection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();

@@ -54,6 +54,8 @@ pub struct Edge {
     streams: StreamSlots,
     /// The longest a stream lasts.
     stream_max: Duration,
+    /// The largest request head (`limits.header_bytes`).
+    header_bytes: usize,
 }
 
 impl Edge {
@@ -65,6 +67,7 @@ impl Edge {
             metrics: shared.metrics.clone(),
             streams: StreamSlots::new(config.limits.streams_per_owner),
             stream_max: config.limits.stream_max,
+            header_bytes: config.limits.header_bytes,
         }
     }
 
@@ -72,7 +75,18 @@ impl Edge {
     async fn serve(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<()> {
         let head = session.req_header().method == http::Method::HEAD;
         self.delivery.pace(session);
-        let result = match self.answer(session, ctx).await {
+        // HTTP/1.1 heads were measured as they arrived (`hub`); an HTTP/2 one is measured here.
+        let answered = if session.is_http2() && head_size(session) > self.header_bytes {
+            self.metrics.record_limited(Limit::HeaderBytes);
+            Err(HubError::new(
+                431,
+                "request_header_fields_too_large",
+                "the request head is larger than this edge accepts",
+            ))
+        } else {
+            self.answer(session, ctx).await
+        };
+        let result = match answered {
             Ok(()) => ctx.sent.write_error.take().map_or(Ok(()), Err),
             Err(error) => delivery::write_error(session, &error, head).await,
         };
@@ -157,6 +171,19 @@ impl Edge {
         }
         Ok(req.authorised(grant.owner().clone(), grant.valid_until()))
     }
+}
+
+/// A request head's size as HTTP/2 counts its header list (RFC 9113 §6.5.2: each field's
+/// name and value and 32 bytes), the pseudo-header fields included.
+fn head_size(session: &Session) -> usize {
+    let req = session.req_header();
+    let fields: usize = req
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum();
+    let target = req.uri.path_and_query().map_or(0, |p| p.as_str().len());
+    fields + req.method.as_str().len() + target + 4 * 32
 }
 
 /// The token verifier `config` asks for: its secret, then its previous ones.
