@@ -1,5 +1,5 @@
 # Installs what the project's commands need when it is missing; does nothing when present.
-# Sourced by scripts/demo and scripts/test.
+# Sourced by the scripts in scripts/ and by load-tests/run.
 
 # Runs a command as root: directly when we are root, else through sudo.
 as_root() {
@@ -31,6 +31,29 @@ ensure_cargo() {
 # the benchmark runs its own instance on a loopback port.
 ensure_nginx() {
   [[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null || apt_install nginx-light
+}
+
+# Debian's nginx must have been built with TLS and HTTP/2 for the TLS benchmark (nginx-light and
+# nginx are).
+ensure_nginx_tls() {
+  ensure_nginx
+  local nginx
+  nginx=$(command -v nginx || echo /usr/sbin/nginx)
+  if ! "$nginx" -V 2>&1 | grep -q -- --with-http_ssl_module ||
+    ! "$nginx" -V 2>&1 | grep -q -- --with-http_v2_module; then
+    echo "$nginx has no ssl or http2 module (nginx -V): install Debian's nginx-light or nginx" >&2
+    exit 1
+  fi
+}
+
+# h2load (Debian's nghttp2-client): the HTTP/1.1 and HTTP/2 load generator of the TLS benchmark.
+ensure_h2load() {
+  command -v h2load >/dev/null || apt_install nghttp2-client
+}
+
+# openssl: the TLS benchmark's certificates and its handshake counter (s_time).
+ensure_openssl() {
+  command -v openssl >/dev/null || apt_install openssl
 }
 
 ensure_python3() {
