@@ -37,10 +37,10 @@ ensure_nginx() {
 # nginx are).
 ensure_nginx_tls() {
   ensure_nginx
-  local nginx
+  local nginx built
   nginx=$(command -v nginx || echo /usr/sbin/nginx)
-  if ! "$nginx" -V 2>&1 | grep -q -- --with-http_ssl_module ||
-    ! "$nginx" -V 2>&1 | grep -q -- --with-http_v2_module; then
+  built=$("$nginx" -V 2>&1)
+  if [[ $built != *--with-http_ssl_module* || $built != *--with-http_v2_module* ]]; then
     echo "$nginx has no ssl or http2 module (nginx -V): install Debian's nginx-light or nginx" >&2
     exit 1
   fi
