@@ -4,11 +4,16 @@
     report.py config TEMPLATE OUT KEY=VALUE...      copy a framecache TOML with overrides
     report.py scenario --scenario S --dir D ...     one scenario's summary, report.json, report.md
     report.py compare --dir D                       the peers' table from the rounds in D
+    report.py sample --pid P --metrics URL --every S --out F   (soak) the proxy's figures every S
+                                                    seconds until SIGTERM, a row printed each time
 
 Python 3.11 standard library only. `scenario` exits 1 when an invariant fails: cross-owner hits
 or key collisions counted, privacy checks failed or never run, a 200 on the frame routes that
 the privacy checks did not see, any failed k6 threshold, (stream) slow subscribers that did not
-report or hit an error, or (chaos) no origin answer rejected.
+report or hit an error, or (chaos) no origin answer rejected; in soak also when the proxy died,
+when the attacks got an answer other than the expected one (or broke, or did not report), when a
+refusal the attacks met was not counted, and when the soak did not do what it is for (no
+eviction: the churn stayed within the cache budget; no leaked frame injected or refused).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import math
 import re
 import sys
 import tomllib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -78,8 +83,12 @@ LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
 def parse_metrics(path: Path) -> dict[tuple[str, tuple], float]:
+    return parse_metrics_text(path.read_text())
+
+
+def parse_metrics_text(text: str) -> dict[tuple[str, tuple], float]:
     samples = {}
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         if not line or line.startswith("#"):
             continue
         m = SAMPLE.match(line)
@@ -298,7 +307,8 @@ def cmd_scenario(args) -> int:
     # A metric missing from the scrape would read as 0 above: every one used must exist.
     scraped = {metric for metric, _ in diff.after}
     if proxy:
-        problems.extend(f"metric missing from /metrics: {name}" for name in USED_METRICS if name not in scraped)
+        used = USED_METRICS + (SOAK_METRICS if args.scenario == "soak" else [])
+        problems.extend(f"metric missing from /metrics: {name}" for name in used if name not in scraped)
     if cross_owner:
         problems.append(f"cross-owner hits counted: {int(cross_owner)}")
     if collisions:
@@ -319,6 +329,13 @@ def cmd_scenario(args) -> int:
             problems.append(f"slow subscribers: {slow['errors']} errors {slow.get('exceptions', [])[:5]}")
         if slow.get("unfinished", 0):
             problems.append(f"slow subscribers: {slow['unfinished']} did not finish in time")
+    # The soak's attackers privacy-check the frames they receive too.
+    attacks_file = d / "attacks.json"
+    if args.scenario == "soak" and attacks_file.exists():
+        attacked = json.loads(attacks_file.read_text())
+        privacy_passes += attacked["privacy_passes"]
+        privacy_fails += attacked["privacy_fails"]
+        checked_frames += attacked["frames_checked"]
     # Every 200 on the frame routes must have gone through the checks' own count, checked or
     # (where a script samples) discarded unread: one that reached neither went unchecked.
     if answered != answers_checked + answers_unread:
@@ -372,6 +389,11 @@ def cmd_scenario(args) -> int:
         "failed_thresholds": thresholds,
         "problems": problems,
     }
+    if args.scenario == "soak":
+        report["sample_secs"] = args.sample_secs
+        report["cache_max_bytes"] = args.cache_max_bytes
+        soak_problems = soak_checks(args, d, diff, report)
+        problems.extend(soak_problems)
     (d / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     text = render_scenario(report)
     (d / "report.md").write_text(text)
@@ -430,10 +452,325 @@ def render_scenario(r: dict) -> str:
     if other:
         lines += ["", "| check | passes | fails |", "|---|---|---|"]
         lines += [f"| {n} | {fmt(c['passes'])} | {fmt(c['fails'])} |" for n, c in sorted(other.items())]
+    if r["scenario"] == "soak":
+        lines += render_soak(r)
     lines.append("")
     lines.append("Result: " + ("**FAILED** — " + "; ".join(r["problems"]) if r["problems"] else "passed"))
     return "\n".join(lines) + "\n"
 
+
+# --- soak ---------------------------------------------------------------------------------------
+
+# The routes whose latency the soak's p99 column reads (a stream lasts as long as it is watched,
+# and route "other" holds the trickled heads the proxy waits out).
+P99_ROUTES = ("frame", "frame_by_hash")
+
+# Metrics the soak reads besides USED_METRICS.
+SOAK_METRICS = [
+    "framecache_sealed_bodies",
+    "framecache_cache_entries",
+    "framecache_cache_stored_bytes",
+    "framecache_cache_evictions_total",
+    "framecache_request_duration_seconds_bucket",
+    "framecache_hub_write_timeouts_total",
+    "framecache_limited_total",
+]
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter of process `pid` (`R`, `S`, `Z`...), or None when there is none."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2:].split()[0]
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs: a zombie (dead, not yet waited for by its parent) does not."""
+    return process_state(pid) not in (None, "Z", "X")
+
+
+def proc_figures(pid: int) -> dict:
+    """RSS (KiB) and open file descriptors of `pid`; absent when it cannot be read."""
+    out = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                out["rss_kib"] = int(line.split()[1])
+        out["fds"] = len(list(Path(f"/proc/{pid}/fd").iterdir()))
+    except OSError:
+        pass
+    return out
+
+
+def tcp_mem_pages() -> int | None:
+    """The host's kernel TCP memory in pages (/proc/net/sockstat `TCP: ... mem N`)."""
+    try:
+        for line in Path("/proc/net/sockstat").read_text().splitlines():
+            if line.startswith("TCP:"):
+                words = line.split()
+                return int(words[words.index("mem") + 1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def histogram_buckets(samples: dict, name: str, routes) -> dict[float, float]:
+    """Cumulative bucket counts by upper bound, summed over `routes`."""
+    out: dict[float, float] = defaultdict(float)
+    for (metric, labels), value in samples.items():
+        if metric != f"{name}_bucket":
+            continue
+        labels = dict(labels)
+        if labels.get("route") in routes:
+            out[float(labels["le"])] += value
+    return dict(out)
+
+
+def quantile(q: float, buckets: dict[float, float]) -> float | None:
+    """The q-quantile of cumulative `buckets` (Prometheus's histogram_quantile: linear within a
+    bucket); +inf when it lies past the last finite bound; None without observations."""
+    bounds = sorted(buckets)
+    if not bounds or buckets[bounds[-1]] <= 0:
+        return None
+    rank = q * buckets[bounds[-1]]
+    lower, below = 0.0, 0.0
+    for bound in bounds:
+        count = buckets[bound]
+        if count >= rank:
+            if math.isinf(bound):
+                return math.inf
+            inside = count - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
+        lower, below = bound, count
+    return math.inf
+
+
+def metric_sum(samples: dict, name: str, **labels) -> float | None:
+    """The sum of `name`'s samples whose labels include `labels`; None when there is none."""
+    found = [v for (metric, ls), v in samples.items()
+             if metric == name and all(dict(ls).get(k) == w for k, w in labels.items())]
+    return sum(found) if found else None
+
+
+def cmd_sample(args) -> int:
+    """Every --every seconds: the proxy's RSS and file descriptors, the host's TCP memory, and
+    from /metrics the sealed bodies, cache entries and bytes, requests and the frame routes'
+    p99 since the last sample (histogram deltas). One JSON line each to --out, a row printed;
+    the last scrape kept in --last. On SIGTERM a last (partial) sample; when the proxy dies, a
+    line saying so, then it stops."""
+    import signal
+    import time
+    import urllib.request
+
+    stop = False
+
+    def on_term(*_):
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    out = open(args.out, "a")
+    started = time.monotonic()
+    previous = {}
+    print(SAMPLE_HEADER, flush=True)
+
+    def take(final=False):
+        nonlocal previous
+        t = time.monotonic() - started
+        row = {"t": round(t), "final": final}
+        row.update(proc_figures(args.pid))
+        row["tcp_mem_pages"] = tcp_mem_pages()
+        try:
+            with urllib.request.urlopen(args.metrics, timeout=10) as r:
+                text = r.read().decode()
+            Path(args.last).write_text(text)
+            samples = parse_metrics_text(text)
+        except OSError as e:
+            row["scrape_error"] = str(e)
+            samples = None
+        if samples is not None:
+            get = lambda name, **labels: metric_sum(samples, name, **labels)  # noqa: E731
+            row.update(
+                sealed_bodies=get("framecache_sealed_bodies"),
+                cache_entries=get("framecache_cache_entries"),
+                cache_stored_bytes=get("framecache_cache_stored_bytes"),
+                requests=get("framecache_requests_total"),
+                stream_subscribers=get("framecache_stream_subscribers"),
+                stream_write_timeouts=get("framecache_hub_write_timeouts_total", route="stream"),
+                evictions=get("framecache_cache_evictions_total"),
+                cross_owner_hits=get("framecache_cache_cross_owner_hits_total"),
+                key_collisions=get("framecache_cache_key_collisions_total"),
+            )
+            buckets = histogram_buckets(samples, "framecache_request_duration_seconds", P99_ROUTES)
+            if previous.get("buckets") is not None and previous.get("requests") is not None:
+                delta = {le: c - previous["buckets"].get(le, 0.0) for le, c in buckets.items()}
+                p99 = quantile(0.99, delta)
+                row["p99_ms"] = None if p99 is None else (p99 * 1000 if math.isfinite(p99) else "inf")
+                row["frame_requests_period"] = int(delta.get(math.inf, 0))
+                row["requests_period"] = int((row["requests"] or 0) - previous["requests"])
+            previous = {"buckets": buckets, "requests": row["requests"]}
+        out.write(json.dumps(row) + "\n")
+        out.flush()
+        print(sample_line(row), flush=True)
+        return t
+
+    last = take()
+    next_at = args.every
+    while not stop:
+        time.sleep(0.5)
+        if not alive(args.pid):
+            t = round(time.monotonic() - started)
+            out.write(json.dumps({"t": t, "died": True}) + "\n")
+            out.flush()
+            print(f"{fmt_secs(t):>8}  the proxy (pid {args.pid}) is gone", flush=True)
+            return 0
+        if time.monotonic() - started >= next_at:
+            last = take()
+            next_at += args.every
+    if time.monotonic() - started - last >= 5:
+        take(final=True)
+    return 0
+
+
+def fmt_secs(t) -> str:
+    t = int(t)
+    return f"{t // 3600}:{t // 60 % 60:02d}:{t % 60:02d}" if t >= 3600 else f"{t // 60}:{t % 60:02d}"
+
+
+SAMPLE_COLUMNS = [
+    # (heading, width, row -> text)
+    ("at", 8, lambda r: fmt_secs(r["t"]) + ("*" if r.get("final") else "")),
+    ("RSS MiB", 8, lambda r: fmt(r["rss_kib"] / 1024, 1) if r.get("rss_kib") is not None else "–"),
+    ("fds", 6, lambda r: fmt(r.get("fds"))),
+    ("TCP mem pages", 13, lambda r: fmt(r.get("tcp_mem_pages"))),
+    ("sealed bodies", 13, lambda r: fmt(int_or_none(r.get("sealed_bodies")))),
+    ("cache entries", 13, lambda r: fmt(int_or_none(r.get("cache_entries")))),
+    ("cached MiB", 10, lambda r: fmt(r["cache_stored_bytes"] / 2**20, 2) if r.get("cache_stored_bytes") is not None else "–"),
+    ("hub requests", 12, lambda r: fmt(r.get("requests_period"))),
+    ("p99 frame ms", 12, lambda r: p99_text(r.get("p99_ms"))),
+    ("streams", 7, lambda r: fmt(int_or_none(r.get("stream_subscribers")))),
+    ("stream drops", 12, lambda r: fmt(int_or_none(r.get("stream_write_timeouts")))),
+    ("cross-owner / coll.", 19, lambda r: f"{fmt(int_or_none(r.get('cross_owner_hits')))} / {fmt(int_or_none(r.get('key_collisions')))}"),
+]
+SAMPLE_HEADER = "  ".join(f"{h:>{w}}" for h, w, _ in SAMPLE_COLUMNS)
+
+
+def int_or_none(v):
+    return None if v is None else int(v)
+
+
+def p99_text(v) -> str:
+    if v is None:
+        return "–"
+    if v == "inf":
+        return "> 10,000"
+    return f"{v:,.1f}"
+
+
+def sample_line(row: dict) -> str:
+    if row.get("died"):
+        return f"{fmt_secs(row['t']):>8}  the proxy is gone"
+    line = "  ".join(f"{f(row):>{w}}" for _, w, f in SAMPLE_COLUMNS)
+    return line + (f"  (scrape failed: {row['scrape_error']})" if row.get("scrape_error") else "")
+
+
+def read_samples(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def soak_checks(args, d: Path, diff: Diff, report: dict) -> list[str]:
+    """The soak's own figures into `report`, and its problems."""
+    problems = []
+    samples = read_samples(d / "samples.jsonl")
+    died = [s for s in samples if s.get("died")]
+    rows = [s for s in samples if not s.get("died")]
+    attacks = json.loads((d / "attacks.json").read_text()) if (d / "attacks.json").exists() else None
+    report["samples"] = rows
+    report["attacks"] = attacks
+    if args.proxy_alive == "no" or died:
+        at = f" about {fmt_secs(died[0]['t'])} into the run" if died else ""
+        problems.append(f"the proxy died{at} (see framecache.log)")
+    # Counted at any sample: the last one may be all there is of a proxy that died.
+    for s in rows:
+        if s.get("cross_owner_hits") or s.get("key_collisions"):
+            problems.append(f"at {fmt_secs(s['t'])}: cross-owner hits {int(s['cross_owner_hits'] or 0)}, "
+                            f"key collisions {int(s['key_collisions'] or 0)}")
+            break
+    if not rows:
+        problems.append("no sample of the proxy's figures was taken (see sampler output)")
+    if attacks is None:
+        problems.append("the attacks wrote no attacks.json (they did not run, or crashed; see attacks.log)")
+    else:
+        for name, a in attacks["attacks"].items():
+            if a["unexpected"]:
+                problems.append(f"attack {name}: {a['unexpected']} unexpected answers: {'; '.join(a['notes'][:3])}")
+        if attacks["errors"]:
+            problems.append(f"attacks: {attacks['errors']} errors {attacks['exceptions'][:3]}")
+        if attacks["privacy_fails"]:
+            problems.append(f"attacks: privacy violations {attacks['violations'][:3]}")
+        # Every refusal is counted (SPEC Part 2): at least as many as the attackers met.
+        limited = diff.by("framecache_limited_total", "limit")
+        met = Counter()
+        for name, a in attacks["attacks"].items():
+            for label, n in a["answers"].items():
+                status = label.split()[-1]
+                if name in ("big_head", "trickle", "origin_burst") and status in ("431", "408", "429"):
+                    met[status] += n
+        for status, limit in (("431", "header_bytes"), ("408", "header_timeout"), ("429", "owner_origin_rps")):
+            if limited.get(limit, 0) < met[status]:
+                problems.append(f"framecache_limited_total{{limit=\"{limit}\"}} grew by {int(limited.get(limit, 0))}, "
+                                f"the attacks were answered {met[status]} × {status}")
+        report["limited"] = {k: int(v) for k, v in limited.items() if v}
+    # What the soak is for.
+    report["evictions"] = int(diff.total("framecache_cache_evictions_total"))
+    if rows and not report["evictions"]:
+        problems.append("no cache eviction: the churn stayed within cache.max_bytes, so the soak did not go past the budget")
+    if not report["camsim_faults_injected"].get("leak"):
+        problems.append("camsim injected no leaked frame: the chaos did not run")
+    elif not sum(report["origin_rejections"].values()):
+        problems.append("the proxy rejected no origin answer though camsim injected faults")
+    return problems
+
+
+def render_soak(r: dict) -> list[str]:
+    lines = ["", f"## The proxy over time (every {fmt_secs(r['sample_secs'])}; * a last, shorter period)", "",
+             "| " + " | ".join(h for h, _, _ in SAMPLE_COLUMNS) + " |",
+             "|" + "---|" * len(SAMPLE_COLUMNS)]
+    for row in r["samples"]:
+        lines.append("| " + " | ".join(f(row) for _, _, f in SAMPLE_COLUMNS) + " |")
+    lines += ["", "RSS and open file descriptors are the proxy's; TCP memory is the host's (/proc/net/sockstat, "
+              "pages), shared with k6, camsim and whatever else runs; hub requests and p99 (frame and by-hash "
+              "routes, from the proxy's histogram) are per period; streams, stream drops (write timeouts) and "
+              "cross-owner hits / key collisions are as counted at the time. The kernel counts TCP memory in "
+              "per-CPU batches (net.core.mem_pcpu_rsv), so a few hundred pages or less can read as 0."]
+    rows = r["samples"]
+    if rows:
+        peak = lambda k: max((s[k] for s in rows if s.get(k) is not None), default=None)  # noqa: E731
+        lines += ["", "| peak | value |", "|---|---|",
+                  f"| RSS | {fmt(peak('rss_kib') / 1024 if peak('rss_kib') else None, 1)} MiB "
+                  f"(first sample {fmt(rows[0]['rss_kib'] / 1024 if rows[0].get('rss_kib') else None, 1)} MiB) |",
+                  f"| open file descriptors | {fmt(peak('fds'))} (first sample {fmt(rows[0].get('fds'))}) |",
+                  f"| host TCP memory | {fmt(peak('tcp_mem_pages'))} pages |",
+                  f"| cached bytes | {fmt(peak('cache_stored_bytes') / 2**20 if peak('cache_stored_bytes') else None, 2)} MiB "
+                  f"(cache.max_bytes {fmt(r['cache_max_bytes'] / 2**20 if r.get('cache_max_bytes') else None, 2)} MiB); "
+                  f"{fmt(r['evictions'])} evictions |"]
+    a = r.get("attacks")
+    if a:
+        lines += ["", f"## Attacks (load-tests/attacks.py; owners {', '.join(f'{v} ({k})' for k, v in a['owners'].items())})",
+                  "", "| attack | rounds | answers | unexpected | figures |", "|---|---|---|---|---|"]
+        for name, at in a["attacks"].items():
+            answers = ", ".join(f"{k} × {fmt(v)}" for k, v in sorted(at["answers"].items()))
+            figures = ", ".join(f"{k} {fmt(v) if not isinstance(v, float) else fmt(v, 2)}" for k, v in at["figures"].items())
+            lines.append(f"| {name} | {at['rounds']} | {answers} | {at['unexpected']} | {figures or '–'} |")
+        lines += ["", f"Refusals counted by the proxy (framecache_limited_total): "
+                  f"{', '.join(f'{k} {fmt(v)}' for k, v in sorted(r.get('limited', {}).items())) or '–'}. "
+                  f"Frames the attackers received, privacy-checked: {a['privacy_passes']} passed, {a['privacy_fails']} failed."]
+    return lines
 
 # --- compare ------------------------------------------------------------------------------------
 
@@ -615,6 +952,15 @@ def main() -> int:
     s.add_argument("--target", default="framecache")
     s.add_argument("--k6-exit", type=int, default=0)
     s.add_argument("--elapsed", type=int, default=0)
+    s.add_argument("--proxy-alive", choices=["yes", "no"], default="yes")
+    s.add_argument("--sample-secs", type=int, default=300)
+    s.add_argument("--cache-max-bytes", type=int, default=0)
+    smp = sub.add_parser("sample")
+    smp.add_argument("--pid", type=int, required=True)
+    smp.add_argument("--metrics", required=True, help="the proxy's /metrics URL")
+    smp.add_argument("--every", type=float, required=True, help="seconds between samples")
+    smp.add_argument("--out", required=True, help="JSON lines, appended")
+    smp.add_argument("--last", required=True, help="where the last scrape is kept")
     cpu = sub.add_parser("cpu")
     cpu.add_argument("pid", type=int)
     cmp = sub.add_parser("compare")
@@ -623,7 +969,8 @@ def main() -> int:
     cmp.add_argument("--profile", default="release")
     cmp.add_argument("--command", dest="run_command", default="load-tests/run compare")
     args = parser.parse_args()
-    return {"config": cmd_config, "scenario": cmd_scenario, "cpu": cmd_cpu, "compare": cmd_compare}[args.command](args)
+    return {"config": cmd_config, "scenario": cmd_scenario, "cpu": cmd_cpu, "compare": cmd_compare,
+            "sample": cmd_sample}[args.command](args)
 
 
 if __name__ == "__main__":
