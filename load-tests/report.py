@@ -718,7 +718,8 @@ def soak_checks(args, d: Path, diff: Diff, report: dict) -> list[str]:
         met = Counter()
         for name, a in attacks["attacks"].items():
             for label, n in a["answers"].items():
-                status = label.split()[-1]
+                # Labels of answers end in their status ("one_long_field 431", "after retry 200").
+                status = label.rsplit(" ", 1)[-1]
                 if name in ("big_head", "trickle", "origin_burst") and status in ("431", "408", "429"):
                     met[status] += n
         for status, limit in (("431", "header_bytes"), ("408", "header_timeout"), ("429", "owner_origin_rps")):
