@@ -727,6 +727,11 @@ def soak_checks(args, d: Path, diff: Diff, report: dict) -> list[str]:
                 problems.append(f"framecache_limited_total{{limit=\"{limit}\"}} grew by {int(limited.get(limit, 0))}, "
                                 f"the attacks were answered {met[status]} × {status}")
         report["limited"] = {k: int(v) for k, v in limited.items() if v}
+    # What the order checks saw (soak.js logs it; a check's count alone cannot say).
+    log = d / "k6.k6.log"
+    report["order_warnings"] = [
+        m.group(1) for m in re.finditer(r'msg="((?:stream|latest) of [^"]*)" source=console',
+                                        log.read_text() if log.exists() else "")][:10]
     # What the soak is for.
     report["evictions"] = int(diff.total("framecache_cache_evictions_total"))
     if rows and not report["evictions"]:
@@ -760,6 +765,9 @@ def render_soak(r: dict) -> list[str]:
                   f"| cached bytes | {fmt(peak('cache_stored_bytes') / 2**20 if peak('cache_stored_bytes') else None, 2)} MiB "
                   f"(cache.max_bytes {fmt(r['cache_max_bytes'] / 2**20 if r.get('cache_max_bytes') else None, 2)} MiB); "
                   f"{fmt(r['evictions'])} evictions |"]
+    if r.get("order_warnings"):
+        lines += ["", "Frames that went back to an older seq (from k6's log):", ""]
+        lines += [f"- {w}" for w in r["order_warnings"]]
     a = r.get("attacks")
     if a:
         lines += ["", f"## Attacks (load-tests/attacks.py; owners {', '.join(f'{v} ({k})' for k, v in a['owners'].items())})",

@@ -14,7 +14,8 @@
 //
 // Every frame a hub receives is privacy-checked (the watermark names the camera asked for,
 // which the token grants, and the attested seq); every answer must be one a hub may get while
-// the backend misbehaves (a frame, 304, or 502/503/504). The runner samples the proxy's RSS,
+// the backend misbehaves (a frame, 304, or 502/503/504); a hub's latest frame and a stream's
+// parts never go back to an older seq (what a failed order check saw goes to k6's log). The runner samples the proxy's RSS,
 // file descriptors, the host's TCP memory and the cache's figures beside it.
 
 import http from 'k6/http';
@@ -87,6 +88,7 @@ export const options = {
     'checks{kind:status}': ['rate==1'],
     'checks{kind:stream}': ['rate==1'],
     'checks{kind:purge}': ['rate==1'],
+    'checks{kind:order}': ['rate==1'],
     // Not limits (figures do not fail a soak): k6 exports a sub-metric only when it has a
     // threshold, and the report prints these.
     'http_req_duration{route:frame}': ['max>=0'],
@@ -173,6 +175,10 @@ export function viewer(data) {
     if (Number(part.seq) <= last) rising = false;
     last = Number(part.seq);
   }
+  // What a failed check cannot say, for whoever reads k6's log.
+  if (!rising) {
+    console.warn(`stream of ${h.camera} for ${h.owner}: seqs ${parts.map((p) => p.seq).join(' ')} (status ${res.status}, ${res.error || 'no error'})`);
+  }
   check(
     res,
     {
@@ -187,10 +193,22 @@ export function viewer(data) {
 
 // --- shared --------------------------------------------------------------------------------------
 
-/** One poll of the latest frame, and in `byHash` of them the frame by its content address. */
+/**
+ * One poll of the latest frame, and in `byHash` of them the frame by its content address. A new
+ * latest frame is never older than the one the hub shows (camsim's seqs only go up).
+ */
 function poll(h, s, byHash) {
+  const shown = s.seq;
   const res = fetchLatest(h, s, { responseCallback: EXPECTED, timeout: '20s' });
   statusCheck(res, FRAME_STATUSES);
+  if (res.status === 200 && shown !== null) {
+    const back = Number(s.seq) < Number(shown);
+    check(res, { 'a latest frame is never older than the one shown': () => !back }, { kind: 'order' });
+    if (back) {
+      const how = `Cache-Status '${res.headers['Cache-Status'] || ''}', Age ${res.headers.Age || '–'}`;
+      console.warn(`latest of ${h.camera} for ${h.owner}: seq ${s.seq} after ${shown} (${how})`);
+    }
+  }
   if (Math.random() < byHash) {
     const r = fetchByHash(h, s, { responseCallback: EXPECTED, timeout: '20s' });
     if (r) statusCheck(r, BY_HASH_STATUSES);
