@@ -4,6 +4,9 @@
 //! type, a complete body within `origin.max_frame_bytes`, the owner and camera the origin
 //! claims, the keyed blake3 signature made where the frame was captured and, for by-hash
 //! fetches, the body's own hash. Anything else is a [`Rejection`] with its reason.
+//!
+//! Those checks are a pure function of the answer, [`attest`], apart from the connection: the
+//! fuzz targets and unit tests drive it directly.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use framecache_protocol as protocol;
+use http::{HeaderMap, StatusCode};
 use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::http::RequestHeader;
 use pingora::protocols::http::v1::client::HttpSession;
@@ -346,7 +350,9 @@ impl Origin {
         Ok(())
     }
 
-    /// Checks the answer's header, reads the body within the size limit, and attests it.
+    /// Checks the answer's head, reads the body within the size limit, and attests it: the
+    /// two halves of [`attest`], with the body read between them, so that an answer of the
+    /// wrong status, type, owner or camera is refused before its body is read.
     async fn receive(
         &self,
         session: &mut HttpSession,
@@ -354,79 +360,16 @@ impl Origin {
         camera: &CameraId,
         frame: FrameRef,
     ) -> Result<VerifiedFrame, OriginError> {
-        use Rejection::*;
-        let reject = |r| Err(OriginError::Rejected(r));
         let resp = session
             .resp_header()
             .ok_or_else(|| OriginError::Io("no response header".into()))?;
-        match resp.status.as_u16() {
-            200 => {}
-            404 => return Err(OriginError::NotFound),
-            403 => return Err(OriginError::Forbidden),
-            _ => return reject(BadStatus),
-        }
-        let header = |name: &str| {
-            resp.headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-        };
-        if !header("content-type").is_some_and(is_jpeg) {
-            return reject(BadContentType);
-        }
-        if header(protocol::FRAME_OWNER) != Some(owner.as_str()) {
-            return reject(OwnerMismatch);
-        }
-        if header(protocol::FRAME_CAMERA) != Some(camera.as_str()) {
-            return reject(CameraMismatch);
-        }
-        let number = |name| header(name).and_then(|v| v.parse::<u64>().ok());
-        let seq = number(protocol::FRAME_SEQ);
-        let captured_at_ms = number(protocol::FRAME_CAPTURED_AT);
-        let signature =
-            header(protocol::FRAME_SIGNATURE).and_then(|v| blake3::Hash::from_hex(v).ok());
-        // Every `Cache-Control` line counts: a `no-store` on the second line is as binding as
-        // one on the first.
-        let cache_control_lines: Vec<String> = resp
-            .headers
-            .get_all("cache-control")
-            .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .collect();
-        let (max_age, no_store) = cache_control(&cache_control_lines.join(","));
-        let announced = header("content-length").and_then(|v| v.parse::<u64>().ok());
+        let attestation = Attestation::read(resp.status, &resp.headers, owner, camera)?;
+        let announced = attestation.content_length;
         if announced.is_some_and(|n| n > self.max_frame_bytes as u64) {
-            return reject(TooLarge);
+            return Err(OriginError::Rejected(Rejection::TooLarge));
         }
-
         let body = self.read_body(session, announced).await?;
-        let hash = ContentHash::of(&body);
-        if let FrameRef::ByHash(asked) = frame {
-            if hash != asked {
-                return reject(HashMismatch);
-            }
-        }
-        let (Some(seq), Some(captured_at_ms), Some(signature)) = (seq, captured_at_ms, signature)
-        else {
-            return reject(BadSignature);
-        };
-        let hex = hash.hex();
-        let verifies =
-            |key| protocol::verify(key, camera.as_str(), seq, captured_at_ms, &hex, &signature);
-        let Some(by) = self.signing_keys.iter().position(verifies) else {
-            return reject(BadSignature);
-        };
-        Ok(VerifiedFrame {
-            owner: owner.clone(),
-            camera: camera.clone(),
-            hash,
-            seq,
-            captured_at_ms,
-            body,
-            max_age,
-            no_store,
-            previous_key: by > 0,
-        })
+        attestation.verify(body, frame, &self.signing_keys)
     }
 
     async fn read_body(
@@ -451,6 +394,136 @@ impl Origin {
             return Err(OriginError::Rejected(Rejection::Truncated));
         }
         Ok(body.freeze())
+    }
+}
+
+/// Attests a complete origin answer for `owner`'s request of `camera`'s `frame`: status, content
+/// type, owner, camera, then the body's hash (by-hash fetches) and the signature under one of
+/// `signing_keys` (the current key first, then previous ones). `Ok` only if every check passed;
+/// the frame then carries the requested owner and camera, and its signature verifies with
+/// [`protocol::verify`].
+///
+/// This is the whole decision [`Origin`] makes on an answer, without the connection: the size
+/// and completeness of the body are the transport's (`origin.max_frame_bytes`, `Content-Length`).
+pub fn attest(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: Bytes,
+    owner: &OwnerId,
+    camera: &CameraId,
+    frame: FrameRef,
+    signing_keys: &[[u8; 32]],
+) -> Result<VerifiedFrame, OriginError> {
+    Attestation::read(status, headers, owner, camera)?.verify(body, frame, signing_keys)
+}
+
+/// What an origin answer's head claims, read once its status, content type, owner and camera
+/// were found acceptable; [`Attestation::verify`] checks the body against it.
+#[derive(Debug, Clone)]
+pub struct Attestation {
+    owner: OwnerId,
+    camera: CameraId,
+    seq: Option<u64>,
+    captured_at_ms: Option<u64>,
+    signature: Option<blake3::Hash>,
+    max_age: Option<Duration>,
+    no_store: bool,
+    /// The announced `Content-Length`, if it is a number.
+    pub content_length: Option<u64>,
+}
+
+impl Attestation {
+    /// Checks an answer's head: status 200 (404 and 403 are the origin's own answers), content
+    /// type, owner and camera; then reads the attestation headers and `Cache-Control`.
+    pub fn read(
+        status: StatusCode,
+        headers: &HeaderMap,
+        owner: &OwnerId,
+        camera: &CameraId,
+    ) -> Result<Attestation, OriginError> {
+        use Rejection::*;
+        let reject = |r| Err(OriginError::Rejected(r));
+        match status.as_u16() {
+            200 => {}
+            404 => return Err(OriginError::NotFound),
+            403 => return Err(OriginError::Forbidden),
+            _ => return reject(BadStatus),
+        }
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+        };
+        if !header("content-type").is_some_and(is_jpeg) {
+            return reject(BadContentType);
+        }
+        if header(protocol::FRAME_OWNER) != Some(owner.as_str()) {
+            return reject(OwnerMismatch);
+        }
+        if header(protocol::FRAME_CAMERA) != Some(camera.as_str()) {
+            return reject(CameraMismatch);
+        }
+        let number = |name| header(name).and_then(|v| v.parse::<u64>().ok());
+        // Every `Cache-Control` line counts: a `no-store` on the second line is as binding as
+        // one on the first.
+        let cache_control_lines: Vec<String> = headers
+            .get_all("cache-control")
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        let (max_age, no_store) = cache_control(&cache_control_lines.join(","));
+        Ok(Attestation {
+            owner: owner.clone(),
+            camera: camera.clone(),
+            seq: number(protocol::FRAME_SEQ),
+            captured_at_ms: number(protocol::FRAME_CAPTURED_AT),
+            signature: header(protocol::FRAME_SIGNATURE)
+                .and_then(|v| blake3::Hash::from_hex(v).ok()),
+            max_age,
+            no_store,
+            content_length: number("content-length"),
+        })
+    }
+
+    /// Checks the complete body: for a by-hash fetch, that it hashes to the requested address;
+    /// then that the signature over the camera, seq, capture time and the body's hash verifies
+    /// under one of `signing_keys`, tried in order.
+    pub fn verify(
+        self,
+        body: Bytes,
+        frame: FrameRef,
+        signing_keys: &[[u8; 32]],
+    ) -> Result<VerifiedFrame, OriginError> {
+        use Rejection::*;
+        let reject = |r| Err(OriginError::Rejected(r));
+        let hash = ContentHash::of(&body);
+        if let FrameRef::ByHash(asked) = frame {
+            if hash != asked {
+                return reject(HashMismatch);
+            }
+        }
+        let (Some(seq), Some(captured_at_ms), Some(signature)) =
+            (self.seq, self.captured_at_ms, self.signature)
+        else {
+            return reject(BadSignature);
+        };
+        let (camera, hex) = (self.camera.as_str(), hash.hex());
+        let verifies = |key| protocol::verify(key, camera, seq, captured_at_ms, &hex, &signature);
+        let Some(by) = signing_keys.iter().position(verifies) else {
+            return reject(BadSignature);
+        };
+        Ok(VerifiedFrame {
+            owner: self.owner,
+            camera: self.camera,
+            hash,
+            seq,
+            captured_at_ms,
+            body,
+            max_age: self.max_age,
+            no_store: self.no_store,
+            previous_key: by > 0,
+        })
     }
 }
 
@@ -529,6 +602,108 @@ mod tests {
         assert!(is_jpeg("Image/JPEG; q=1"));
         assert!(!is_jpeg("image/jpegx"));
         assert!(!is_jpeg("text/html"));
+    }
+
+    const KEY: [u8; 32] = [7; 32];
+
+    fn ids() -> (OwnerId, CameraId) {
+        (
+            OwnerId::parse("owner-1").unwrap(),
+            CameraId::parse("cam-1").unwrap(),
+        )
+    }
+
+    /// The head a camera backend sends with `body`, signed with [`KEY`].
+    fn signed_head(body: &[u8]) -> HeaderMap {
+        let hash = ContentHash::of(body);
+        let signature = protocol::sign(&KEY, "cam-1", 42, 1_700_000_000_000, &hash.hex());
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("content-type", "image/jpeg".to_string()),
+            (protocol::FRAME_OWNER, "owner-1".to_string()),
+            (protocol::FRAME_CAMERA, "cam-1".to_string()),
+            (protocol::FRAME_SEQ, "42".to_string()),
+            (protocol::FRAME_CAPTURED_AT, "1700000000000".to_string()),
+            (protocol::FRAME_SIGNATURE, signature.to_hex().to_string()),
+            ("cache-control", "private, max-age=2".to_string()),
+        ] {
+            headers.insert(name, value.parse().unwrap());
+        }
+        headers
+    }
+
+    fn attest_as(
+        status: u16,
+        headers: &HeaderMap,
+        body: &[u8],
+        frame: FrameRef,
+    ) -> Result<VerifiedFrame, OriginError> {
+        let (owner, camera) = ids();
+        let status = StatusCode::from_u16(status).unwrap();
+        let body = Bytes::copy_from_slice(body);
+        attest(status, headers, body, &owner, &camera, frame, &[KEY])
+    }
+
+    #[test]
+    fn a_signed_answer_is_attested() {
+        let body = b"\xff\xd8jpeg\xff\xd9";
+        let headers = signed_head(body);
+        let frame = attest_as(200, &headers, body, FrameRef::Latest).unwrap();
+        assert_eq!(frame.owner.as_str(), "owner-1");
+        assert_eq!(frame.camera.as_str(), "cam-1");
+        assert_eq!((frame.seq, frame.captured_at_ms), (42, 1_700_000_000_000));
+        assert_eq!(frame.hash, ContentHash::of(body));
+        assert_eq!(frame.max_age, Some(Duration::from_secs(2)));
+        assert!(!frame.no_store);
+        let by_hash = FrameRef::ByHash(ContentHash::of(body));
+        assert!(attest_as(200, &headers, body, by_hash).is_ok());
+    }
+
+    #[test]
+    fn each_attestation_failure_has_its_reason() {
+        use Rejection::*;
+        let body = b"jpeg";
+        let rejected = |status, edit: &dyn Fn(&mut HeaderMap), body: &[u8], frame| {
+            let mut headers = signed_head(b"jpeg");
+            edit(&mut headers);
+            match attest_as(status, &headers, body, frame) {
+                Err(OriginError::Rejected(r)) => Some(r),
+                Err(other) => panic!("{other:?}"),
+                Ok(_) => None,
+            }
+        };
+        let set = |name: &'static str, value: &'static str| {
+            move |h: &mut HeaderMap| {
+                h.insert(name, value.parse().unwrap());
+            }
+        };
+        let latest = FrameRef::Latest;
+        assert_eq!(rejected(500, &|_| {}, body, latest), Some(BadStatus));
+        assert_eq!(rejected(206, &|_| {}, body, latest), Some(BadStatus));
+        let text = set("content-type", "text/html");
+        assert_eq!(rejected(200, &text, body, latest), Some(BadContentType));
+        let owner = set(protocol::FRAME_OWNER, "owner-2");
+        assert_eq!(rejected(200, &owner, body, latest), Some(OwnerMismatch));
+        let camera = set(protocol::FRAME_CAMERA, "cam-2");
+        assert_eq!(rejected(200, &camera, body, latest), Some(CameraMismatch));
+        let seq = set(protocol::FRAME_SEQ, "43");
+        assert_eq!(rejected(200, &seq, body, latest), Some(BadSignature));
+        let unsigned = |h: &mut HeaderMap| {
+            h.remove(protocol::FRAME_SIGNATURE);
+        };
+        assert_eq!(rejected(200, &unsigned, body, latest), Some(BadSignature));
+        assert_eq!(rejected(200, &|_| {}, b"jpeg!", latest), Some(BadSignature));
+        let other = FrameRef::ByHash(ContentHash::of(b"other"));
+        assert_eq!(rejected(200, &|_| {}, body, other), Some(HashMismatch));
+        let headers = signed_head(body);
+        assert_eq!(
+            attest_as(404, &headers, body, latest).err(),
+            Some(OriginError::NotFound)
+        );
+        assert_eq!(
+            attest_as(403, &headers, body, latest).err(),
+            Some(OriginError::Forbidden)
+        );
     }
 
     #[test]
