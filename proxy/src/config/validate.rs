@@ -577,12 +577,13 @@ impl Checker<'_> {
 
     fn unknown(&mut self, table: &str, unknown: &Unknown) {
         for (name, value) in unknown {
+            let name = key_name(name);
             let key = if table.is_empty() {
-                name.clone()
+                name
             } else {
                 format!("{table}.{name}")
             };
-            self.problem(&key, format!("unknown key (value {value})"));
+            self.problem(&key, format!("unknown key (value {})", shown(value)));
         }
     }
 
@@ -592,7 +593,7 @@ impl Checker<'_> {
             Leaf::Value(v) => v.clone(),
             Leaf::Absent => T::default(),
             Leaf::Bad { value, .. } => {
-                self.problem(key, format!("must be a table, got {value}"));
+                self.problem(key, format!("must be a table, got {}", shown(value)));
                 T::default()
             }
         }
@@ -603,7 +604,7 @@ impl Checker<'_> {
             Leaf::Value(v) => Some(v.clone()),
             Leaf::Absent => None,
             Leaf::Bad { value, error } => {
-                self.problem(key, format!("{error}, got {value}"));
+                self.problem(key, format!("{error}, got {}", shown(value)));
                 None
             }
         }
@@ -731,6 +732,42 @@ impl Checker<'_> {
     }
 }
 
+/// A key as a key path names it: bare when TOML allows it bare, else quoted with its escapes,
+/// so that an empty key, or one holding a dot, a space or a line break, is still one visible
+/// segment of one line.
+fn key_name(name: &str) -> String {
+    let bare = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if bare {
+        name.to_string()
+    } else {
+        format!("{name:?}")
+    }
+}
+
+/// A value as inline TOML on one line. TOML's own printer writes a string holding a line break
+/// as a multi-line string, which would split a problem over several lines.
+fn shown(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(text) => format!("{text:?}"),
+        toml::Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(shown).collect();
+            format!("[{}]", items.join(", "))
+        }
+        toml::Value::Table(table) if table.is_empty() => "{}".to_string(),
+        toml::Value::Table(table) => {
+            let pairs: Vec<String> = table
+                .iter()
+                .map(|(name, value)| format!("{} = {}", key_name(name), shown(value)))
+                .collect();
+            format!("{{ {} }}", pairs.join(", "))
+        }
+        other => other.to_string(),
+    }
+}
+
 /// The file's bytes, or `None` when it holds more than `cap` bytes. Reads at most `cap + 1`, so
 /// an endless file ends the read too.
 fn read_capped(path: &Path, cap: u64) -> std::io::Result<Option<Vec<u8>>> {
@@ -772,6 +809,50 @@ mod tests {
         ] {
             assert!(!listeners_conflict(addr(a), addr(b)), "{a} {b}");
         }
+    }
+
+    /// Found by fuzzing (fuzz target `config`): a string value holding a line break was
+    /// printed as a TOML multi-line string, and a key that is not bare (empty, or holding a
+    /// line break) was printed as it is, so one problem spread over several lines or named no
+    /// key. Every problem is one line and names a key path.
+    #[test]
+    fn problems_are_one_line_and_name_their_key() {
+        let dir = std::env::temp_dir();
+        let problems = |text: &str| {
+            let parsed: file::File = toml::from_str(text).unwrap();
+            let problems = validate(&parsed, &dir.join("framecache.toml")).unwrap_err();
+            problems
+                .into_iter()
+                .map(|p| (p.key.clone(), p.to_string()))
+                .collect::<Vec<_>>()
+        };
+        for (text, key) in [
+            (
+                "[ormgin]\nsigning_key_file = \"dev/fr'='a\\nme.key\"\n",
+                "ormgin",
+            ),
+            ("\"\" = 1\n", "\"\""),
+            ("\"a\\nb\" = 1\n", "\"a\\nb\""),
+            ("[server]\n\"a.b c\" = 1\n", "server.\"a.b c\""),
+            (
+                "[server]\nthreads = \"\"\"two\nthreads\"\"\"\n",
+                "server.threads",
+            ),
+            ("server = \"\"\"a\nb\"\"\"\n", "server"),
+            ("x = [{ \"k\\n\" = \"\"\"v\nw\"\"\" }]\n", "x"),
+        ] {
+            let problems = problems(text);
+            let found = problems.iter().find(|(k, _)| k == key);
+            let (_, line) = found.unwrap_or_else(|| panic!("{key} in {problems:?}"));
+            for (_, line) in &problems {
+                assert!(!line.contains('\n'), "{text:?}: {line:?}");
+            }
+            assert!(line.starts_with(&format!("{key}: ")), "{line:?}");
+        }
+        assert_eq!(
+            problems("x = { a = \"1\\n2\", \"b c\" = [1, \"z\"] }\n")[0].1,
+            "x: unknown key (value { a = \"1\\n2\", \"b c\" = [1, \"z\"] })"
+        );
     }
 
     #[test]
