@@ -96,3 +96,27 @@ ensure_k6() {
 ensure_varnish() {
   [[ -x /usr/sbin/varnishd ]] || apt_install varnish
 }
+
+# A nightly toolchain, for cargo fuzz: sanitizers and libFuzzer's coverage instrumentation are
+# nightly-only compiler flags. Installed with rustup when missing (the minimal profile has all
+# the fuzz targets need); where that cannot be done, says so and fails.
+ensure_nightly() {
+  if rustup run nightly rustc --version >/dev/null 2>&1; then
+    return 0
+  fi
+  if command -v rustup >/dev/null &&
+    rustup toolchain install nightly --profile minimal >/dev/null 2>&1 &&
+    rustup run nightly rustc --version >/dev/null 2>&1; then
+    return 0
+  fi
+  echo "the fuzz targets need a nightly Rust toolchain, and none is installed nor could be" \
+    "installed here: run 'rustup toolchain install nightly --profile minimal' and try again" >&2
+  return 1
+}
+
+# cargo-fuzz, pinned, from crates.io into ~/.cargo/bin; an installed one is used as it is.
+CARGO_FUZZ_VERSION=0.13.2
+ensure_cargo_fuzz() {
+  cargo fuzz --version >/dev/null 2>&1 && return 0
+  cargo install --quiet --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"
+}
