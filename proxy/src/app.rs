@@ -251,11 +251,52 @@ pub fn run(
             .map(|admin| (admin_addr.to_string(), admin.into_raw_fd()))
             .collect(),
     });
-    // The hub listeners are framecache's own: they wrap every plaintext connection so that
-    // frame bodies are sent by reference, and admit connections and finish TLS handshakes
-    // within the edge's limits (see `hub_listener`). Hub connections have neither a read nor
-    // a write buffer of Pingora's: an idle keep-alive hub costs about 23 KB of memory.
-    let mut edge = pingora::proxy::http_proxy(&server.configuration, Edge::new(&config, &shared));
+    add_hub_listeners(
+        &mut server,
+        &config,
+        &shared,
+        listeners.plain,
+        listeners.tls,
+    );
+
+    let mut admin = Service::new(
+        "framecache admin".to_string(),
+        Admin::new(
+            shared.metrics.clone(),
+            shared.cache.clone(),
+            shared.admin_token.clone(),
+            ready.clone(),
+        ),
+    );
+    admin.threads = Some(1);
+    admin.add_tcp(&admin_addr.to_string());
+    server.add_service(admin).add_dependency(&handoff);
+
+    if let Some(path) = reload_from {
+        add_serving_services(&mut server, &shared, path, handover);
+    }
+    watch_readiness(&server, ready);
+
+    tracing::info!(plain = ?plain_addr, tls = ?tls_addr, admin = %admin_addr, "framecache listening");
+    server.run(RunArgs {
+        shutdown_signal: shutdown,
+    });
+}
+
+/// The hub listeners, plaintext and TLS, with the proxy behind them.
+///
+/// They are framecache's own: they wrap every plaintext connection so that frame bodies are sent
+/// by reference, and admit connections and finish TLS handshakes within the edge's limits (see
+/// `hub_listener`). Hub connections have neither a read nor a write buffer of Pingora's: an idle
+/// keep-alive hub costs about 23 KB of memory.
+fn add_hub_listeners(
+    server: &mut Server,
+    config: &Config,
+    shared: &Shared,
+    plain: Option<Socket>,
+    tls: Option<Socket>,
+) {
+    let mut edge = pingora::proxy::http_proxy(&server.configuration, Edge::new(config, shared));
     let mut options = HttpServerOptions::default();
     options.h2c = config.server.h2;
     // An HTTP/2 connection with no stream open is closed as an idle HTTP/1.1 one is.
@@ -273,51 +314,36 @@ pub fn run(
         config.server.h2,
         shared.metrics.clone(),
     ));
-    if let Some(socket) = listeners.plain {
-        server.add_service(HubListener::new(
-            "framecache hub",
-            socket,
-            None,
-            hub.clone(),
-        ));
+    if let Some(socket) = plain {
+        let listener = HubListener::new("framecache hub", socket, None, hub.clone());
+        server.add_service(listener);
     }
-    if let (Some(socket), Some(certificates)) = (listeners.tls, &shared.certificates) {
+    if let (Some(socket), Some(certificates)) = (tls, &shared.certificates) {
         let acceptor = tls::acceptor(certificates.clone(), config.server.h2)
-            .map_err(|e| anyhow::anyhow!("cannot set up TLS: {e}"))
             .expect("invariant: the certificate was checked when the configuration was read");
         let tls = Some(Arc::new(acceptor));
         server.add_service(HubListener::new("framecache hub tls", socket, tls, hub));
     }
+}
 
-    let mut admin = Service::new(
-        "framecache admin".to_string(),
-        Admin::new(
-            shared.metrics.clone(),
-            shared.cache.clone(),
-            shared.admin_token.clone(),
-            ready.clone(),
-        ),
-    );
-    admin.threads = Some(1);
-    admin.add_tcp(&admin_addr.to_string());
-    server.add_service(admin).add_dependency(&handoff);
+/// What only a served configuration file has: SIGHUP reloads of `path`, and the cache handed
+/// over to the next instance at `handover` in an upgrade.
+fn add_serving_services(server: &mut Server, shared: &Shared, path: PathBuf, handover: PathBuf) {
+    let service = crate::upgrade::CacheHandover {
+        path: handover,
+        cache: shared.cache.clone(),
+    };
+    server.add_service(background_service("cache handover", service));
+    let reloader = Reloader {
+        path,
+        shared: shared.clone(),
+    };
+    server.add_service(background_service("configuration reload", reloader));
+}
 
-    if reload_from.is_some() {
-        let cache = shared.cache.clone();
-        let service = crate::upgrade::CacheHandover {
-            path: handover,
-            cache,
-        };
-        server.add_service(background_service("cache handover", service));
-    }
-    if let Some(path) = reload_from {
-        let reloader = Reloader {
-            path,
-            shared: shared.clone(),
-        };
-        server.add_service(background_service("configuration reload", reloader));
-    }
-
+/// `/readyz` follows the server's phases: ready once it runs, not ready from the start of a
+/// shutdown or an upgrade's drain.
+fn watch_readiness(server: &Server, ready: Arc<AtomicBool>) {
     let mut phases = server.watch_execution_phase();
     std::thread::spawn(move || {
         while let Ok(phase) = phases.blocking_recv() {
@@ -329,11 +355,6 @@ pub fn run(
                 _ => {}
             }
         }
-    });
-
-    tracing::info!(plain = ?plain_addr, tls = ?tls_addr, admin = %admin_addr, "framecache listening");
-    server.run(RunArgs {
-        shutdown_signal: shutdown,
     });
 }
 

@@ -31,6 +31,11 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// `result` labels of two-way outcomes, the good one first: written once, read by index.
+const HANDSHAKE_RESULTS: [&str; 2] = ["ok", "failed"];
+const RELOAD_RESULTS: [&str; 2] = ["ok", "error"];
+const HANDOVER_RESULTS: [&str; 2] = ["kept", "dropped"];
+
 /// The build profile, for `framecache_build_info{profile}`.
 const PROFILE: &str = if cfg!(debug_assertions) {
     "debug"
@@ -46,6 +51,7 @@ pub struct Metrics {
     /// When the configuration in force was read (start or last good reload), Unix seconds.
     pub last_reload: prometheus::Gauge,
     pub hub: HubMetrics,
+    pub connections: ConnectionMetrics,
     pub cache: CacheMetrics,
     pub origin: OriginMetrics,
     pub stream: StreamMetrics,
@@ -65,13 +71,18 @@ pub struct HubMetrics {
     pub write_timeouts: IntCounterVec,
     /// Requests, streams and connections refused or ended by a `[limits]` limit.
     pub limited: IntCounterVec,
-    /// Hub connections refused at accept, by reason.
-    pub connections_refused: IntCounterVec,
-    pub tls_handshakes: IntCounterVec,
     /// Requests whose token was signed with a previous secret.
     pub auth_previous_key_uses: IntCounter,
-    pub connections: IntCounterVec,
-    pub connections_open: IntGaugeVec,
+}
+
+/// Hub connections: admitted, refused, their TLS handshakes.
+pub struct ConnectionMetrics {
+    /// Refused at accept, by reason.
+    pub refused: IntCounterVec,
+    pub tls_handshakes: IntCounterVec,
+    /// By listener and protocol.
+    pub total: IntCounterVec,
+    pub open: IntGaugeVec,
 }
 
 /// A hub connection's protocol: the `protocol` label of the hub connection metrics.
@@ -235,7 +246,7 @@ impl HubMetrics {
             request_duration.with_label_values(&[route.as_str()]);
         }
         let frame_routes = [RouteLabel::Frame, RouteLabel::FrameByHash];
-        let hub = HubMetrics {
+        HubMetrics {
             requests: f.counter(
                 "framecache_requests_total",
                 "Hub requests answered, by route and HTTP status.",
@@ -295,18 +306,25 @@ impl HubMetrics {
                 "framecache_auth_previous_key_uses_total",
                 "Hub requests whose token was signed with one of auth.previous_secret_files.",
             ),
+        }
+    }
+}
+
+impl ConnectionMetrics {
+    fn new(f: &Families) -> ConnectionMetrics {
+        let connections = ConnectionMetrics {
             tls_handshakes: f.counter_of(
                 "framecache_tls_handshakes_total",
                 "TLS handshakes on the hub TLS listener, by result (ok, failed: garbage, plaintext, timeouts included).",
                 &["result"],
-                ["ok", "failed"],
+                HANDSHAKE_RESULTS,
             ),
-            connections: f.counter(
+            total: f.counter(
                 "framecache_hub_connections_total",
                 "Hub connections by listener (plain, tls) and protocol (http1, h2).",
                 &["listener", "protocol"],
             ),
-            connections_open: f.register(
+            open: f.register(
                     IntGaugeVec::new(
                         Opts::new(
                             "framecache_hub_connections_open",
@@ -316,7 +334,7 @@ impl HubMetrics {
                     )
                     .expect("invariant: metric definitions are valid"),
             ),
-            connections_refused: f.counter_of(
+            refused: f.counter_of(
                 "framecache_connections_refused_total",
                 "Hub connections refused at accept, by reason (max_connections, per_ip).",
                 &["reason"],
@@ -326,11 +344,11 @@ impl HubMetrics {
         for tls in [false, true] {
             for protocol in HubProtocol::ALL {
                 let labels = [listener_label(tls), protocol.as_str()];
-                hub.connections.with_label_values(&labels);
-                hub.connections_open.with_label_values(&labels);
+                connections.total.with_label_values(&labels);
+                connections.open.with_label_values(&labels);
             }
         }
-        hub
+        connections
     }
 }
 
@@ -376,7 +394,7 @@ impl CacheMetrics {
                 "framecache_cache_handover_entries_total",
                 "Entries the previous instance handed over in an upgrade, by result (kept, dropped: did not check out).",
                 &["result"],
-                ["kept", "dropped"],
+                HANDOVER_RESULTS,
             ),
         }
     }
@@ -486,10 +504,11 @@ impl Metrics {
                 "framecache_config_reloads_total",
                 "Configuration reloads (SIGHUP), by result (ok, error: the file was refused).",
                 &["result"],
-                ["ok", "error"],
+                RELOAD_RESULTS,
             ),
             last_reload,
             hub: HubMetrics::new(&f),
+            connections: ConnectionMetrics::new(&f),
             cache: CacheMetrics::new(&f),
             origin: OriginMetrics::new(&f),
             stream: StreamMetrics::new(&f),
@@ -587,33 +606,46 @@ impl Metrics {
 
     /// Records a configuration reload at `now` (Unix seconds).
     pub fn record_reload(&self, ok: bool, now: f64) {
-        let result = if ok { "ok" } else { "error" };
+        let result = RELOAD_RESULTS[usize::from(!ok)];
         self.reloads.with_label_values(&[result]).inc();
         if ok {
             self.last_reload.set(now);
         }
     }
 
+    /// Records what an upgrade's cache handover brought: entries kept and dropped.
+    pub fn record_handover(&self, kept: usize, dropped: usize) {
+        let [kept_label, dropped_label] = HANDOVER_RESULTS;
+        let counted = &self.cache.handover;
+        counted.with_label_values(&[kept_label]).inc_by(kept as u64);
+        counted
+            .with_label_values(&[dropped_label])
+            .inc_by(dropped as u64);
+    }
+
     /// Records a TLS handshake on the hub TLS listener.
     pub fn record_handshake(&self, ok: bool) {
-        let result = if ok { "ok" } else { "failed" };
-        self.hub.tls_handshakes.with_label_values(&[result]).inc();
+        let result = HANDSHAKE_RESULTS[usize::from(!ok)];
+        self.connections
+            .tls_handshakes
+            .with_label_values(&[result])
+            .inc();
     }
 
     /// Counts a hub connection of `protocol` on the plain or TLS listener, open until the
     /// returned guard is dropped.
     pub fn hub_connection(&self, tls: bool, protocol: HubProtocol) -> OpenConnection {
         let labels = [listener_label(tls), protocol.as_str()];
-        self.hub.connections.with_label_values(&labels).inc();
-        let open = self.hub.connections_open.with_label_values(&labels);
+        self.connections.total.with_label_values(&labels).inc();
+        let open = self.connections.open.with_label_values(&labels);
         open.inc();
         OpenConnection(open)
     }
 
     /// Records a hub connection refused at accept.
     pub fn record_refused(&self, refused: Refused) {
-        self.hub
-            .connections_refused
+        self.connections
+            .refused
             .with_label_values(&[refused.as_str()])
             .inc();
     }

@@ -138,13 +138,7 @@ impl FrameCache {
                 taken.dropped += 1;
             }
         }
-        let counted = &self.metrics.cache.handover;
-        counted
-            .with_label_values(&["kept"])
-            .inc_by(taken.entries as u64);
-        counted
-            .with_label_values(&["dropped"])
-            .inc_by(taken.dropped as u64);
+        self.metrics.record_handover(taken.entries, taken.dropped);
         Ok(taken)
     }
 
