@@ -197,7 +197,7 @@ fn hub_stream(tcp: TcpStream, peer: SocketAddr) -> io::Result<Stream> {
 }
 
 /// Wraps an accepted connection for a TLS handshake: Pingora's own socket type (a body cannot
-/// leave a TLS connection by `sendfile`), its digest as [`hub_stream`] makes it.
+/// leave a TLS connection by `sendfile`), its digest as for a plaintext connection.
 pub fn tls_socket(tcp: TcpStream, peer: SocketAddr) -> io::Result<TcpConnection> {
     tcp.set_nodelay(true)?;
     let digest = SocketDigest::from_raw_fd(tcp.as_raw_fd());

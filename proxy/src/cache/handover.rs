@@ -3,7 +3,7 @@
 //!
 //! The old instance listens on `server.upgrade_sock` + `.cache` (a Unix socket only its user
 //! may open) for as long as it runs. The new one, once it holds the listening sockets, asks it
-//! for a [`Snapshot`]: every entry's identity, age and freshness, and each body once (a latest
+//! for a snapshot: every entry's identity, age and freshness, and each body once (a latest
 //! and a by-hash entry share theirs). Nothing is taken on trust: a body is kept only if its
 //! blake3 is still the hash it was stored under (and, for a frame as the origin sent it, its
 //! by-hash address), a rendition only under the owner and camera of its source, and entries of
