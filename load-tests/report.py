@@ -6,11 +6,15 @@
     report.py compare --dir D                       the peers' table from the rounds in D
     report.py sample --pid P --metrics URL --every S --out F   (soak) the proxy's figures every S
                                                     seconds until SIGTERM, a row printed each time
+    report.py counters --camsim-url U --admin-url U --out F --first-metrics F
+                                                    camsim's and the proxy's counters every second
 
 Python 3.11 standard library only. `scenario` exits 1 when an invariant fails: cross-owner hits
 or key collisions counted, privacy checks failed or never run, a 200 on the frame routes that
 the privacy checks did not see, any failed k6 threshold, (stream) slow subscribers that did not
-report or hit an error, or (chaos) no origin answer rejected; in soak also when the proxy died,
+report or hit an error, (chaos) no origin answer rejected, or (upgrade) a hub request failed
+after its retry, a hub connection refused, an old instance that did not exit or not with 0, or
+a new instance that did not take over; in soak also when the proxy died,
 when the attacks got an answer other than the expected one (or broke, or did not report), when a
 refusal the attacks met was not counted, and when the soak did not do what it is for (no
 eviction: the churn stayed within the cache budget; no leaked frame injected or refused).
@@ -83,7 +87,7 @@ LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
 def parse_metrics(path: Path) -> dict[tuple[str, tuple], float]:
-    return parse_metrics_text(path.read_text())
+    return parse_metrics_text(path.read_text() if path.exists() else "")
 
 
 def parse_metrics_text(text: str) -> dict[tuple[str, tuple], float]:
@@ -100,11 +104,16 @@ def parse_metrics_text(text: str) -> dict[tuple[str, tuple], float]:
 
 
 class Diff:
-    """Counters after minus before."""
+    """Counters after minus before. With `also_after`, the after figures are summed over those
+    scrapes too: in `upgrade` the old instance's last scrape and the new one's (whose counters
+    started at 0)."""
 
-    def __init__(self, before: Path, after: Path):
+    def __init__(self, before: Path, after: Path, also_after: tuple[Path, ...] = ()):
         self.before = parse_metrics(before)
         self.after = parse_metrics(after)
+        for path in also_after:
+            for key, value in parse_metrics(path).items():
+                self.after[key] = self.after.get(key, 0.0) + value
 
     def by(self, name: str, label: str | None = None) -> dict[str, float]:
         out: dict[str, float] = defaultdict(float)
@@ -241,7 +250,10 @@ def cmd_scenario(args) -> int:
         # A peer has no /metrics: its figures read as absent, k6's stand.
         (d / "metrics.before").write_text("")
         (d / "metrics.after").write_text("")
-    diff = Diff(d / "metrics.before", d / "metrics.after")
+    upgrade = json.loads((d / "upgrade.json").read_text()) if args.scenario == "upgrade" else None
+    # In upgrade, metrics.after is the new instance's; metrics.old the old one's last scrape.
+    also = (d / "metrics.old",) if upgrade is not None and (d / "metrics.old").exists() else ()
+    diff = Diff(d / "metrics.before", d / "metrics.after", also)
     camsim_before = json.loads((d / "camsim.before.json").read_text())
     camsim_after = json.loads((d / "camsim.after.json").read_text())
 
@@ -349,6 +361,10 @@ def cmd_scenario(args) -> int:
         problems.append("no privacy check ran")
     thresholds = failed_thresholds(summary)
     problems.extend(f"k6 threshold failed: {t}" for t in thresholds)
+    upgrade_figures = None
+    if upgrade is not None:
+        upgrade_figures = upgrade_report(d, upgrade, summary)
+        problems.extend(upgrade_figures["problems"])
 
     report = {
         "scenario": args.scenario,
@@ -387,6 +403,7 @@ def cmd_scenario(args) -> int:
         "checks": checks,
         "slow_subscribers": slow,
         "failed_thresholds": thresholds,
+        "upgrade": upgrade_figures,
         "problems": problems,
     }
     if args.scenario == "soak":
@@ -448,6 +465,8 @@ def render_scenario(r: dict) -> str:
     row("200s on the frame routes: privacy-checked / answered", f"{fmt(a['checked'])} / {fmt(a['answered'])}")
     if r["target"] == "framecache":
         row("cross-owner hits / key collisions", f"{r['cross_owner_hits']} / {r['key_collisions']}")
+    if r.get("upgrade"):
+        lines += ["", *render_upgrade(r["upgrade"])]
     other = {n: c for n, c in r["checks"].items() if not n.startswith("privacy:")}
     if other:
         lines += ["", "| check | passes | fails |", "|---|---|---|"]
@@ -782,6 +801,234 @@ def render_soak(r: dict) -> list[str]:
                   f"Frames the attackers received, privacy-checked: {a['privacy_passes']} passed, {a['privacy_fails']} failed."]
     return lines
 
+# --- upgrade ------------------------------------------------------------------------------------
+
+
+def cmd_counters(args) -> int:
+    """Until stopped, every --interval seconds one JSON line: camsim's counters (/stats) and the
+    proxy's (/metrics of whichever instance accepts the connection: during an upgrade both
+    accept on the same socket), each with the time it was asked. The whole scrape of the first
+    instance seen is kept in --first-metrics, overwritten while it answers: at the end, the old
+    instance's last figures."""
+    import time
+    import urllib.request
+
+    def get(url: str) -> bytes:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.read()
+
+    first = None
+    with open(args.out, "a", buffering=1) as out:
+        while True:
+            began = time.time()
+            line = {"t": began, "camsim": None, "proxy": None}
+            try:
+                t = time.time()
+                stats = json.loads(get(f"{args.camsim_url}/stats"))
+                line["camsim"] = {
+                    "t": t,
+                    "requests_total": stats.get("requests_total", 0),
+                    "frame_requests": sum(stats.get("frame_requests", {}).values()),
+                }
+            except (OSError, ValueError) as e:
+                line["camsim_error"] = str(e)
+            try:
+                t = time.time()
+                text = get(f"{args.admin_url}/metrics").decode()
+                m = parse_metrics_text(text)
+                start = m.get(("process_start_time_seconds", ()))
+
+                def total(name: str) -> float:
+                    return sum(v for (metric, _), v in m.items() if metric == name)
+
+                line["proxy"] = {
+                    "t": t,
+                    "start": start,
+                    "origin_requests": total("framecache_origin_requests_total"),
+                    "hub_requests": total("framecache_requests_total"),
+                }
+                if first is None:
+                    first = start
+                if start == first:
+                    tmp = Path(args.first_metrics + ".tmp")
+                    tmp.write_text(text)
+                    tmp.replace(args.first_metrics)
+            except (OSError, ValueError) as e:
+                line["proxy_error"] = str(e)
+            out.write(json.dumps(line) + "\n")
+            time.sleep(max(0.0, args.interval - (time.time() - began)))
+
+
+def interpolate(series: list[tuple[float, float]], t: float) -> float | None:
+    """The value of a counter at time t, linear between the samples around it (None outside)."""
+    if not series or t < series[0][0] or t > series[-1][0]:
+        return None
+    for (t0, v0), (t1, v1) in zip(series, series[1:]):
+        if t0 <= t <= t1:
+            return v0 if t1 == t0 else v0 + (v1 - v0) * (t - t0) / (t1 - t0)
+    return series[-1][1]
+
+
+def proxies_total(samples: list[dict], key: str):
+    """A function of time: `key` summed over the instances, each told apart by its
+    process_start_time_seconds. An instance counts 0 before it started, and its last figure
+    after its last answer (an old instance that stopped accepting). None when an instance
+    cannot be told apart."""
+    series: dict[float, list[tuple[float, float]]] = defaultdict(list)
+    for s in samples:
+        p = s.get("proxy")
+        if not p:
+            continue
+        if p.get("start") is None:
+            return None
+        series[p["start"]].append((p["t"], p[key]))
+    if not series:
+        return None
+    first = min(series)
+    for start, points in series.items():
+        if start != first:
+            points.insert(0, (start, 0.0))
+
+    def at(t: float) -> float | None:
+        total = 0.0
+        for start, points in series.items():
+            if t < points[0][0]:
+                if start == first:
+                    return None  # before the sampling began
+                continue
+            total += points[-1][1] if t > points[-1][0] else interpolate(points, t)
+        return total
+
+    return at
+
+
+WINDOW_SECS = 10
+RETRY_KINDS = ["refused", "dial", "reset", "broken_pipe", "eof", "timeout", "other"]
+
+
+def upgrade_report(d: Path, u: dict, summary: dict) -> dict:
+    """The upgrade's figures from upgrade.json (the runner's timeline), samples.jsonl (the
+    sampler's) and k6's summary, with the problems that fail the run."""
+    metrics = summary.get("metrics", {})
+    failed = metrics.get("http_req_failed", {})
+    retried = int(metrics.get("hub_retries", {}).get("count", 0))
+    retried_ok = int(metrics.get("hub_retries_ok", {}).get("count", 0))
+    kinds = {k: int(metrics.get(f"hub_retries{{kind:{k}}}", {}).get("count", 0)) for k in RETRY_KINDS}
+    samples = []
+    if (d / "samples.jsonl").exists():
+        samples = [json.loads(line) for line in (d / "samples.jsonl").read_text().splitlines() if line.strip()]
+    camsim = [(s["camsim"]["t"], s["camsim"]["frame_requests"]) for s in samples if s.get("camsim")]
+    hub_requests = proxies_total(samples, "hub_requests")
+    proxy_origin = proxies_total(samples, "origin_requests")
+
+    t = u.get("sigquit")
+    out = {
+        "upgrade_at_secs": t - u["k6_start"] if t else None,
+        "upgrade_planned_secs": u["upgrade_planned_secs"],
+        "warmup_secs": u["warmup_secs"],
+        "measured_secs": u["measured_secs"],
+        "old_exited": u["old_exited"],
+        "old_exit_code": u["old_exit_code"],
+        "old_exit_secs": u["old_exit"] - t if u.get("old_exit") and t else None,
+        "exit_expected_secs": u["exit_expected_secs"],
+        "exit_bound_secs": u["exit_bound_secs"],
+        "grace_period_secs": u["grace_period_secs"],
+        "new_serving": u["new_serving"],
+        "requests": int(metrics.get("http_reqs", {}).get("count", 0)),
+        # In http_req_failed a sample is true when the request failed: "passes" counts failures.
+        "failed_after_retry": int(failed.get("passes", 0)),
+        "retried": retried,
+        "retried_ok": retried_ok,
+        "retried_by_kind": {k: v for k, v in kinds.items() if v},
+        "connections_refused": kinds["refused"],
+        "window_secs": WINDOW_SECS,
+    }
+
+    def window(at) -> tuple[float | None, float | None]:
+        if at is None or not t:
+            return None, None
+        a, b, c = at(t - WINDOW_SECS), at(t), at(t + WINDOW_SECS)
+        return (b - a if a is not None and b is not None else None,
+                c - b if b is not None and c is not None else None)
+
+    before, after = window(lambda x: interpolate(camsim, x))
+    out["origin_requests_before"], out["origin_requests_after"] = before, after
+    out["origin_ratio"] = after / before if before and after is not None else None
+    out["proxy_origin_requests_before"], out["proxy_origin_requests_after"] = window(proxy_origin)
+    out["hub_requests_before"], out["hub_requests_after"] = window(hub_requests)
+    per_second = []
+    if t:
+        for k in range(-WINDOW_SECS, WINDOW_SECS):
+            a, b = interpolate(camsim, t + k), interpolate(camsim, t + k + 1)
+            per_second.append(round(b - a) if a is not None and b is not None else None)
+    out["origin_requests_per_second"] = per_second
+
+    problems = []
+    if not t:
+        problems.append("upgrade: the upgrade did not happen (k6 ended first)")
+    else:
+        if not u["old_exited"]:
+            problems.append(f"upgrade: the old instance did not exit within {u['exit_bound_secs']} s of SIGQUIT")
+        elif u["old_exit_code"] != 0:
+            problems.append(f"upgrade: the old instance exited {u['old_exit_code']}")
+        if not u["new_serving"]:
+            problems.append("upgrade: the new instance was not serving after the upgrade")
+        if before is None or after is None:
+            problems.append(f"upgrade: camsim was not sampled {WINDOW_SECS} s either side of the upgrade")
+    if out["failed_after_retry"]:
+        problems.append(f"upgrade: hub requests failed after one retry: {out['failed_after_retry']}")
+    if out["connections_refused"]:
+        problems.append(f"upgrade: hub connections refused: {out['connections_refused']}")
+    out["problems"] = problems
+    return out
+
+
+def render_upgrade(u: dict) -> list[str]:
+    lines = ["| upgrade | value |", "|---|---|"]
+    row = lambda k, v: lines.append(f"| {k} | {v} |")  # noqa: E731
+    w = u["window_secs"]
+    if u["upgrade_at_secs"] is None:
+        row("upgrade (SIGQUIT to the old instance)", "did not happen")
+    else:
+        row("upgrade (SIGQUIT to the old instance)",
+            f"{u['upgrade_at_secs']:.1f} s into the k6 run ({u['warmup_secs']} s warm-up, then a third of {u['measured_secs']} s)")
+        expected = (f"expected within {u['exit_expected_secs']} s: 5 s accepting, the grace period of "
+                    f"{u['grace_period_secs']} s, as long again for its runtimes")
+        if u["old_exited"]:
+            late = " — slower than expected" if u["old_exit_secs"] > u["exit_expected_secs"] + 0.5 else ""
+            row("old instance", f"exited {u['old_exit_code']}, {u['old_exit_secs']:.1f} s after SIGQUIT ({expected}){late}")
+        else:
+            row("old instance", f"**did not exit** within {u['exit_bound_secs']} s ({expected})")
+        row("new instance", "serving after the upgrade" if u["new_serving"] else "**not serving**")
+    row("hub requests failed after one retry (k6 http_req_failed)", f"{fmt(u['failed_after_retry'])} of {fmt(u['requests'])}")
+    kinds = ", ".join(f"{k} {v}" for k, v in u["retried_by_kind"].items())
+    row("hub requests retried after a connection error / the retry succeeded",
+        f"{fmt(u['retried'])} / {fmt(u['retried_ok'])}{f' ({kinds})' if kinds else ''}")
+    row("hub connections refused", fmt(u["connections_refused"]))
+    row(f"origin requests (camsim), {w} s before / {w} s after the upgrade",
+        f"{fmt(u['origin_requests_before'], 0)} / {fmt(u['origin_requests_after'], 0)}")
+    ratio_text = "–"
+    if u["origin_ratio"] is not None:
+        ratio_text = f"{u['origin_ratio']:.2f}"
+        if not u["hub_requests_after"]:
+            ratio_text += " (no hub request was answered after the upgrade)"
+        elif u["origin_ratio"] <= 1.2:
+            ratio_text += " (within the goal)"
+        else:
+            ratio_text += " — **above the goal**: the new instance starts with an empty cache (not a failure of the run)"
+    row("origin requests after / before (goal ≤ 1.20)", ratio_text)
+    row(f"origin requests (both instances' counters), {w} s before / after",
+        f"{fmt(u['proxy_origin_requests_before'], 0)} / {fmt(u['proxy_origin_requests_after'], 0)}")
+    row(f"hub requests answered (both instances), {w} s before / after",
+        f"{fmt(u['hub_requests_before'], 0)} / {fmt(u['hub_requests_after'], 0)}")
+    per = u["origin_requests_per_second"]
+    if per:
+        show = lambda xs: " ".join("–" if x is None else str(x) for x in xs)  # noqa: E731
+        row("origin requests per second around the upgrade (camsim)",
+            f"−{w}…−1 s: {show(per[:w])}; 0…{w - 1} s: {show(per[w:])}")
+    return lines
+
+
 # --- compare ------------------------------------------------------------------------------------
 
 
@@ -973,14 +1220,21 @@ def main() -> int:
     smp.add_argument("--last", required=True, help="where the last scrape is kept")
     cpu = sub.add_parser("cpu")
     cpu.add_argument("pid", type=int)
+    cnt = sub.add_parser("counters")
+    cnt.add_argument("--camsim-url", required=True)
+    cnt.add_argument("--admin-url", required=True)
+    cnt.add_argument("--out", required=True)
+    cnt.add_argument("--first-metrics", required=True)
+    cnt.add_argument("--interval", type=float, default=1.0)
     cmp = sub.add_parser("compare")
     cmp.add_argument("--dir", required=True)
     cmp.add_argument("--rounds", type=int, default=6)
     cmp.add_argument("--profile", default="release")
     cmp.add_argument("--command", dest="run_command", default="load-tests/run compare")
     args = parser.parse_args()
-    return {"config": cmd_config, "scenario": cmd_scenario, "cpu": cmd_cpu, "compare": cmd_compare,
-            "sample": cmd_sample}[args.command](args)
+    commands = {"config": cmd_config, "scenario": cmd_scenario, "cpu": cmd_cpu,
+                "compare": cmd_compare, "sample": cmd_sample, "counters": cmd_counters}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":
