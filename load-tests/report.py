@@ -869,37 +869,20 @@ def interpolate(series: list[tuple[float, float]], t: float) -> float | None:
     return series[-1][1]
 
 
-def proxies_total(samples: list[dict], key: str):
-    """A function of time: `key` summed over the instances, each told apart by its
-    process_start_time_seconds. An instance counts 0 before it started, and its last figure
-    after its last answer (an old instance that stopped accepting). None when an instance
-    cannot be told apart."""
-    series: dict[float, list[tuple[float, float]]] = defaultdict(list)
-    for s in samples:
-        p = s.get("proxy")
-        if not p:
-            continue
-        if p.get("start") is None:
-            return None
-        series[p["start"]].append((p["t"], p[key]))
-    if not series:
+def k6_request_times(path: Path) -> list[float] | None:
+    """When k6 made each request on the frame routes (seconds since the epoch), from its JSON
+    samples (`--out json`); None without them."""
+    if not path.exists():
         return None
-    first = min(series)
-    for start, points in series.items():
-        if start != first:
-            points.insert(0, (start, 0.0))
-
-    def at(t: float) -> float | None:
-        total = 0.0
-        for start, points in series.items():
-            if t < points[0][0]:
-                if start == first:
-                    return None  # before the sampling began
+    times = []
+    with gzip.open(path, "rt") as f:
+        for line in f:
+            if '"http_reqs"' not in line or '"Point"' not in line:
                 continue
-            total += points[-1][1] if t > points[-1][0] else interpolate(points, t)
-        return total
-
-    return at
+            data = json.loads(line).get("data", {})
+            if data.get("tags", {}).get("route") in FRAME_ROUTES:
+                times.append(datetime.fromisoformat(data["time"]).timestamp())
+    return sorted(times)
 
 
 WINDOW_SECS = 10
@@ -918,8 +901,10 @@ def upgrade_report(d: Path, u: dict, summary: dict) -> dict:
     if (d / "samples.jsonl").exists():
         samples = [json.loads(line) for line in (d / "samples.jsonl").read_text().splitlines() if line.strip()]
     camsim = [(s["camsim"]["t"], s["camsim"]["frame_requests"]) for s in samples if s.get("camsim")]
-    hub_requests = proxies_total(samples, "hub_requests")
-    proxy_origin = proxies_total(samples, "origin_requests")
+    hub_times = k6_request_times(d / "samples.json.gz")
+    # The proxy's counters in the report: the old instance's as of its last answer to the sampler.
+    starts = [s["proxy"]["start"] for s in samples if s.get("proxy") and s["proxy"].get("start") is not None]
+    old_seen = [s["proxy"]["t"] for s in samples if starts and s.get("proxy") and s["proxy"].get("start") == min(starts)]
 
     t = u.get("sigquit")
     out = {
@@ -930,6 +915,7 @@ def upgrade_report(d: Path, u: dict, summary: dict) -> dict:
         "old_exited": u["old_exited"],
         "old_exit_code": u["old_exit_code"],
         "old_exit_secs": u["old_exit"] - t if u.get("old_exit") and t else None,
+        "old_last_scraped_secs": old_seen[-1] - t if old_seen and t else None,
         "exit_expected_secs": u["exit_expected_secs"],
         "exit_bound_secs": u["exit_bound_secs"],
         "grace_period_secs": u["grace_period_secs"],
@@ -954,8 +940,13 @@ def upgrade_report(d: Path, u: dict, summary: dict) -> dict:
     before, after = window(lambda x: interpolate(camsim, x))
     out["origin_requests_before"], out["origin_requests_after"] = before, after
     out["origin_ratio"] = after / before if before and after is not None else None
-    out["proxy_origin_requests_before"], out["proxy_origin_requests_after"] = window(proxy_origin)
-    out["hub_requests_before"], out["hub_requests_after"] = window(hub_requests)
+    if hub_times is not None and t:
+        out["hub_requests_before"] = sum(1 for x in hub_times if t - WINDOW_SECS <= x < t)
+        out["hub_requests_after"] = sum(1 for x in hub_times if t <= x < t + WINDOW_SECS)
+    else:
+        out["hub_requests_before"] = out["hub_requests_after"] = None
+    out["origin_per_hub_request_before"] = ratio(before, out["hub_requests_before"]) if before is not None else None
+    out["origin_per_hub_request_after"] = ratio(after, out["hub_requests_after"]) if after is not None else None
     per_second = []
     if t:
         for k in range(-WINDOW_SECS, WINDOW_SECS):
@@ -1010,22 +1001,26 @@ def render_upgrade(u: dict) -> list[str]:
     ratio_text = "–"
     if u["origin_ratio"] is not None:
         ratio_text = f"{u['origin_ratio']:.2f}"
-        if not u["hub_requests_after"]:
+        if u["hub_requests_after"] == 0:
             ratio_text += " (no hub request was answered after the upgrade)"
         elif u["origin_ratio"] <= 1.2:
             ratio_text += " (within the goal)"
         else:
             ratio_text += " — **above the goal**: the new instance starts with an empty cache (not a failure of the run)"
     row("origin requests after / before (goal ≤ 1.20)", ratio_text)
-    row(f"origin requests (both instances' counters), {w} s before / after",
-        f"{fmt(u['proxy_origin_requests_before'], 0)} / {fmt(u['proxy_origin_requests_after'], 0)}")
-    row(f"hub requests answered (both instances), {w} s before / after",
-        f"{fmt(u['hub_requests_before'], 0)} / {fmt(u['hub_requests_after'], 0)}")
+    row(f"hub requests on the frame routes (k6), {w} s before / after",
+        f"{fmt(u['hub_requests_before'])} / {fmt(u['hub_requests_after'])}")
+    row("origin requests per hub request, before / after",
+        f"{fmt(u['origin_per_hub_request_before'])} / {fmt(u['origin_per_hub_request_after'])}")
     per = u["origin_requests_per_second"]
     if per:
         show = lambda xs: " ".join("–" if x is None else str(x) for x in xs)  # noqa: E731
         row("origin requests per second around the upgrade (camsim)",
             f"−{w}…−1 s: {show(per[:w])}; 0…{w - 1} s: {show(per[w:])}")
+    if u["old_last_scraped_secs"] is not None:
+        row("the proxy's figures above",
+            f"the old instance's as of its last scrape, {u['old_last_scraped_secs']:.1f} s after SIGQUIT "
+            "(what it answered later is not in them), plus the new instance's")
     return lines
 
 
