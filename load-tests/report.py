@@ -1018,9 +1018,11 @@ def render_upgrade(u: dict) -> list[str]:
         row("origin requests per second around the upgrade (camsim)",
             f"−{w}…−1 s: {show(per[:w])}; 0…{w - 1} s: {show(per[w:])}")
     if u["old_last_scraped_secs"] is not None:
+        when = u["old_last_scraped_secs"]
+        when = f"{when:.1f} s after SIGQUIT" if when >= 0 else f"{-when:.1f} s before SIGQUIT"
         row("the proxy's figures above",
-            f"the old instance's as of its last scrape, {u['old_last_scraped_secs']:.1f} s after SIGQUIT "
-            "(what it answered later is not in them), plus the new instance's")
+            f"the old instance's as of its last scrape, {when} (what it answered later is not in them), "
+            "plus the new instance's")
     return lines
 
 
