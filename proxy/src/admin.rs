@@ -38,6 +38,8 @@ pub struct Admin {
     /// Replaced by a reload.
     token: Arc<ArcSwap<Secret>>,
     ready: Arc<AtomicBool>,
+    /// Set once the cache was handed to a new instance: purges are refused from then on.
+    handed_over: Arc<AtomicBool>,
 }
 
 /// An answer: status, content type, body.
@@ -63,12 +65,14 @@ impl Admin {
         cache: Arc<FrameCache>,
         token: Arc<ArcSwap<Secret>>,
         ready: Arc<AtomicBool>,
+        handed_over: Arc<AtomicBool>,
     ) -> Admin {
         Admin {
             metrics,
             cache,
             token,
             ready,
+            handed_over,
         }
     }
 
@@ -125,6 +129,15 @@ impl Admin {
                 StatusCode::UNAUTHORIZED,
                 "invalid_token",
                 "the admin bearer token is missing or wrong",
+            );
+        }
+        if self.handed_over.load(Ordering::SeqCst) {
+            // The new instance has this one's cache: a purge carried out here would not reach
+            // it. Both answer on the admin socket for a few seconds; asked again, it does.
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upgrading",
+                "this instance is handing over to a new one: ask again",
             );
         }
         let body = match read_body(session).await {

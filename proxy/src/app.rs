@@ -175,6 +175,8 @@ pub struct Shared {
     pub admin_token: Arc<ArcSwap<Secret>>,
     /// The configuration in force: what a reload compares the file with.
     pub running: Arc<Mutex<Config>>,
+    /// Set once the cache was handed to a new instance (an upgrade): purges are refused here.
+    pub handed_over: Arc<AtomicBool>,
 }
 
 impl Shared {
@@ -203,6 +205,7 @@ impl Shared {
             delivery: Arc::new(Delivery::new(config.delivery.clone())),
             admin_token: Arc::new(ArcSwap::from_pointee(config.admin.token.clone())),
             running: Arc::new(Mutex::new(config.clone())),
+            handed_over: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -240,7 +243,9 @@ pub fn run(
     let handover = crate::upgrade::socket_path(&config.server.upgrade_sock);
     if upgrade {
         // The sockets are ours now: the cache too, before a request is served.
-        crate::upgrade::take_over(&handover, &shared.cache, &config.delivery.renditions);
+        let max_body = config.origin.max_frame_bytes;
+        let renditions = &config.delivery.renditions;
+        crate::upgrade::take_over(&handover, &shared.cache, renditions, max_body);
     }
 
     let ready = Arc::new(AtomicBool::new(false));
@@ -266,6 +271,7 @@ pub fn run(
             shared.cache.clone(),
             shared.admin_token.clone(),
             ready.clone(),
+            shared.handed_over.clone(),
         ),
     );
     admin.threads = Some(1);
@@ -332,6 +338,7 @@ fn add_serving_services(server: &mut Server, shared: &Shared, path: PathBuf, han
     let service = crate::upgrade::CacheHandover {
         path: handover,
         cache: shared.cache.clone(),
+        handed_over: shared.handed_over.clone(),
     };
     server.add_service(background_service("cache handover", service));
     let reloader = Reloader {

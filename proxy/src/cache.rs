@@ -663,7 +663,7 @@ mod tests {
 
         let new = cache(1 << 30);
         let taken = new
-            .take_over(&mut wire.as_slice(), &Catalogue::built_in())
+            .take_over(&mut wire.as_slice(), &Catalogue::built_in(), 1 << 20)
             .unwrap();
         assert_eq!(taken.entries, handed);
         assert_eq!(taken.dropped, 0);
@@ -682,7 +682,7 @@ mod tests {
         wire[last] ^= 1;
         let again = cache(1 << 30);
         let taken = again
-            .take_over(&mut wire.as_slice(), &Catalogue::built_in())
+            .take_over(&mut wire.as_slice(), &Catalogue::built_in(), 1 << 20)
             .unwrap();
         assert!(taken.dropped >= 1, "{taken:?}");
         assert_eq!(taken.entries + taken.dropped, handed);

@@ -103,8 +103,19 @@ impl Delivery {
         let config = self.config.load();
         session.set_write_timeout(Some(config.write_timeout));
         session.set_min_send_rate(Some(min_send_rate(config.write_timeout)));
-        // Pingora keeps an HTTP/1.1 connection open forever between requests unless told.
-        session.set_keepalive(Some(config.idle_timeout.as_secs()));
+        let headers = &session.req_header().headers;
+        // No hub route takes a body: one sent anyway is not drained (which could take as long
+        // as its sender likes); the connection closes after the answer instead.
+        let body = headers.contains_key(http::header::TRANSFER_ENCODING)
+            || headers
+                .get(http::header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() != b"0");
+        if body || session.is_process_shutting_down() {
+            session.set_keepalive(None);
+        } else {
+            // Pingora keeps an HTTP/1.1 connection open forever between requests unless told.
+            session.set_keepalive(Some(config.idle_timeout.as_secs()));
+        }
     }
 
     /// The rendition of `frame` to answer `req` with ([`choose::for_request`]), weighing the
@@ -423,8 +434,11 @@ impl From<OriginError> for HubError {
         match e {
             OriginError::NotFound => HubError::new(404, "not_found", message),
             OriginError::Forbidden => HubError::new(403, "forbidden", message),
-            OriginError::Rejected(_) | OriginError::Io(_) => {
-                HubError::new(502, "bad_gateway", message)
+            OriginError::Rejected(_) => HubError::new(502, "bad_gateway", message),
+            // The detail (Pingora's error context) is for the log, not for hubs.
+            OriginError::Io(detail) => {
+                tracing::debug!(%detail, "origin exchange failed");
+                HubError::new(502, "bad_gateway", "the origin's answer could not be read")
             }
             OriginError::Unreachable => HubError::new(503, "origin_unavailable", message),
             OriginError::Timeout => HubError::new(504, "origin_timeout", message),

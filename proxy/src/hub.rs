@@ -333,14 +333,15 @@ async fn read_head(
             return Head::H2c(buf);
         }
         if !maybe_h2 {
-            if has_bare_lf(&buf, searched) {
-                return Head::Refused(Refusal::Malformed("lines must end in CRLF"));
-            }
+            // The head's own bytes only: a body may follow it in the same read.
             if let Some(end) = head_end(&buf, searched) {
                 return match check(&buf[..end], limits) {
                     Ok(()) => Head::Ready(buf),
                     Err(refusal) => Head::Refused(refusal),
                 };
+            }
+            if has_bare_lf(&buf, searched) {
+                return Head::Refused(Refusal::Malformed("lines must end in CRLF"));
             }
         }
         if buf.len() > limits.bytes {

@@ -113,8 +113,10 @@ impl<A: HttpServerApp + Send + Sync + 'static> Service for HubListener<A> {
         let listener = match listener {
             Ok(listener) => listener,
             Err(e) => {
-                tracing::error!(error = %e, "cannot watch the hub listener");
-                return;
+                // A proxy without its hub listener must not report ready: exit as `serve` does
+                // on any runtime failure.
+                tracing::error!(error = %e, addr = %self.addr, "cannot listen for hubs");
+                std::process::exit(1);
             }
         };
         loop {

@@ -17,8 +17,9 @@
 //! - [`hub`] — hub connections before the proxy: admission (`limits.max_connections`, per
 //!   address) and each HTTP/1.1 request head read whole within `limits.header_bytes` and
 //!   `limits.header_timeout_ms`, refused in JSON when malformed.
-//! - [`hub_listener`] — accepts hub connections and hands them to Pingora as virtual sockets
-//!   that send sealed bodies with `sendfile`.
+//! - [`hub_listener`] — accepts hub connections, plaintext (as virtual sockets that send sealed
+//!   bodies with `sendfile`) and TLS (through Pingora's acceptor), on sockets an upgrade hands
+//!   over.
 //! - [`identity`] — `OwnerId`, `CameraId`, `ContentHash`: identities as types.
 //! - [`request`] — the one typed hub request: [`request::FrameRef`] (latest or by hash),
 //!   [`request::Target`], and [`request::FrameRequest`], whose owner comes from a verified
@@ -67,13 +68,15 @@
 //!    entry whose stored identity equals the request's is served (a just-stale latest frame
 //!    too, while one background fetch refreshes it). An entry of another identity
 //!    is counted (collision or cross-owner hit), evicted, and treated as a miss.
-//! 5. On a miss, the request leads or joins the key's flight ([`cache::flight`]); the leader's
+//! 5. On a miss (within the owner's origin budget, else 429), the request leads or joins the
+//!    key's flight ([`cache::flight`]); the leader's
 //!    task calls [`origin::Origin::fetch`], which asks a camera backend with
 //!    `X-Framecache-Owner` over a pooled Pingora connection, buffers the whole body, and accepts
 //!    it only if status, content type, size, owner, camera, signature (and for by-hash requests
 //!    the body's hash) all check out. The verified frame is stored as a latest and a by-hash
 //!    entry sharing one body, and handed to every waiter. If the origin failed, the owner's own
-//!    latest frame may be served stale; else 502, 503, 504, or the origin's 403/404.
+//!    latest frame may be served stale; else 502, 503, 504, or the origin's 403/404 (which
+//!    also ends the owner's cached copies of that camera).
 //! 6. [`delivery::Delivery::choose`] asks [`rendition::choose`] for a rendition (`variant=`, the
 //!    hub's hints, or its link as [`delivery::link`] knows it); [`rendition::serve`] has it from
 //!    the owner's scope in the cache, or makes it once (coalesced, on a bounded pool of blocking

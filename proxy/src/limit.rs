@@ -220,8 +220,9 @@ impl Admission {
     }
 
     /// Admits a connection from `ip` (unknown for a peer without an IP address), or says why
-    /// not.
+    /// not. An IPv6 client is counted by its /64, the block one subscriber holds.
     pub fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<Admitted, Refused> {
+        let ip = ip.map(client_block);
         if self.open.fetch_add(1, Ordering::SeqCst) >= self.max {
             self.open.fetch_sub(1, Ordering::SeqCst);
             return Err(Refused::MaxConnections);
@@ -245,6 +246,19 @@ impl Admission {
     /// Connections open now.
     pub fn open(&self) -> usize {
         self.open.load(Ordering::SeqCst)
+    }
+}
+
+/// The address a client is counted by: an IPv4 address as it is (an IPv4-mapped IPv6 one as
+/// IPv4), an IPv6 address by its /64.
+fn client_block(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mut segments = v6.segments();
+            segments[4..].fill(0);
+            IpAddr::V6(segments.into())
+        }
+        v4 => v4,
     }
 }
 
@@ -335,6 +349,12 @@ mod tests {
         assert_eq!(admission.open(), 2);
         let _a3 = admission.admit(Some(a)).unwrap();
         assert_eq!(admission.admit(None).err(), Some(Refused::MaxConnections));
+        // One IPv6 subscriber's /64 is one client, however many addresses it uses.
+        let wide = Arc::new(Admission::new(10, 1));
+        let _one = wide.admit(Some("2001:db8::1".parse().unwrap())).unwrap();
+        let other = wide.admit(Some("2001:db8::2:3".parse().unwrap()));
+        assert_eq!(other.err(), Some(Refused::PerIp));
+        assert!(wide.admit(Some("2001:db8:0:1::1".parse().unwrap())).is_ok());
     }
 
     #[test]

@@ -141,7 +141,7 @@ impl Edge {
         match ended {
             stream::Ended::Hub(error) => ctx.sent.write_error = Some(error),
             stream::Ended::Limit(limit) => self.metrics.record_limited(limit),
-            stream::Ended::Shutdown => {}
+            stream::Ended::Shutdown | stream::Ended::Refused => {}
         }
         Ok(())
     }

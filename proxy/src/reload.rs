@@ -97,6 +97,11 @@ pub fn apply(shared: &Shared, new: Config) -> Vec<&'static str> {
     if server.0.send_buffer != server.1.send_buffer {
         left.push("server.send_buffer_bytes");
     }
+    if server.0.grace_period != server.1.grace_period
+        || server.0.upgrade_sock != server.1.upgrade_sock
+    {
+        left.push("server.grace_period_secs, server.upgrade_sock");
+    }
     if running.limits != new.limits {
         left.push("[limits]");
     }

@@ -134,6 +134,8 @@ pub enum Ended {
     /// The proxy is shutting down (SIGTERM, or an upgrade): closed after a whole part, with the
     /// closing delimiter, within the grace period.
     Shutdown,
+    /// The origin refused the camera (403) or has it no more (404): closed with the delimiter.
+    Refused,
 }
 
 impl Subscriber<'_> {
@@ -245,9 +247,19 @@ impl Subscriber<'_> {
                 return Ok((sent, ended));
             }
             tokio::time::sleep_until(next).await;
-            // An origin hiccup keeps the last frame on screen; the next tick tries again.
-            if let Ok(Some(newer)) = self.latest(session, Some(frame.seq)).await {
-                (frame, chosen) = newer;
+            // An origin hiccup keeps the last frame on screen; the next tick tries again. The
+            // origin's 403 or 404 (the camera unshared or gone) ends the stream.
+            match self.latest(session, Some(frame.seq)).await {
+                Ok(Some(newer)) => (frame, chosen) = newer,
+                Err(refused) if matches!(refused.status, 403 | 404) => {
+                    let closing = Bytes::from(format!("--{BOUNDARY}--\r\n"));
+                    let ended = match session.write_response_body(Some(closing), true).await {
+                        Ok(()) => Ended::Refused,
+                        Err(e) => Ended::Hub(e),
+                    };
+                    return Ok((sent, ended));
+                }
+                _ => {}
             }
         }
     }

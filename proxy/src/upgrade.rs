@@ -2,14 +2,17 @@
 //! instance to the new one (`serve --upgrade`, SIGQUIT to the old); this module hands the
 //! frame cache over beside them, so the new instance starts warm ([`crate::cache::handover`]).
 //!
-//! The running instance listens on `server.upgrade_sock` + `.cache`, a Unix socket only its
-//! user may open. The new instance asks once it holds the listening sockets, before it serves
-//! a request: by then the old one has stopped accepting new hubs, so the snapshot is as fresh as
-//! it can be.
+//! The running instance listens on `server.upgrade_sock` + `.cache`, a Unix socket; each end
+//! checks the other's credentials (`SO_PEERCRED`) and talks only to a process of its own user.
+//! The new instance asks once it holds the listening sockets, before it serves a request. The
+//! old one goes on answering hubs for Pingora's few seconds of overlap, but from the handover on
+//! it refuses purges (503, `Retry-After`), so that a purge is never carried out where the new
+//! instance would not see it: the purging client asks again and reaches the new one.
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +34,14 @@ pub fn socket_path(upgrade_sock: &Path) -> PathBuf {
 pub struct CacheHandover {
     pub path: PathBuf,
     pub cache: Arc<FrameCache>,
+    /// Set once the cache was handed over: purges are refused from then on.
+    pub handed_over: Arc<AtomicBool>,
+}
+
+/// Whether the process at the other end of `stream` runs as this one's user.
+fn same_user(stream: &impl std::os::fd::AsFd) -> bool {
+    rustix::net::sockopt::socket_peercred(stream)
+        .is_ok_and(|peer| peer.uid == rustix::process::geteuid())
 }
 
 #[async_trait]
@@ -54,6 +65,12 @@ impl BackgroundService for CacheHandover {
             tokio::select! {
                 accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
+                    if !same_user(&stream) {
+                        tracing::warn!("cache handover asked by a process of another user: refused");
+                        continue;
+                    }
+                    // From now on a purge here could be missed by the new instance.
+                    self.handed_over.store(true, Ordering::SeqCst);
                     let cache = Arc::clone(&self.cache);
                     tokio::task::spawn_blocking(move || hand_over(&cache, stream));
                 }
@@ -91,8 +108,8 @@ fn hand_over(cache: &FrameCache, stream: tokio::net::UnixStream) {
 }
 
 /// Takes the cache over from the instance being upgraded, when it offers one at `path`; what
-/// does not check out is dropped and counted.
-pub fn take_over(path: &Path, cache: &FrameCache, catalogue: &Catalogue) {
+/// does not check out is dropped and counted. No body longer than `max_body` is read.
+pub fn take_over(path: &Path, cache: &FrameCache, catalogue: &Catalogue, max_body: usize) {
     let mut stream = match UnixStream::connect(path) {
         Ok(stream) => stream,
         Err(error) => {
@@ -100,8 +117,12 @@ pub fn take_over(path: &Path, cache: &FrameCache, catalogue: &Catalogue) {
             return;
         }
     };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-    match cache.take_over(&mut stream, catalogue) {
+    if !same_user(&stream) {
+        tracing::warn!(path = %path.display(), "the cache handover socket belongs to another user: starting cold");
+        return;
+    }
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    match cache.take_over(&mut stream, catalogue, max_body) {
         Ok(taken) => tracing::info!(
             entries = taken.entries,
             dropped = taken.dropped,

@@ -1,14 +1,15 @@
 //! The cache across a binary upgrade: the running instance hands its entries to the new one,
 //! so an upgrade is not a cold start against the camera backends.
 //!
-//! The old instance listens on `server.upgrade_sock` + `.cache` (a Unix socket only its user
-//! may open) for as long as it runs. The new one, once it holds the listening sockets, asks it
-//! for a snapshot: every entry's identity, age and freshness, and each body once (a latest
-//! and a by-hash entry share theirs). Nothing is taken on trust: a body is kept only if its
-//! blake3 is still the hash it was stored under (and, for a frame as the origin sent it, its
-//! by-hash address), a rendition only under the owner and camera of its source, and entries of
-//! renditions the new configuration does not serve are dropped. What does not check out is
-//! dropped, never served, and counted.
+//! The old instance listens on `server.upgrade_sock` + `.cache` for as long as it runs
+//! ([`crate::upgrade`]: each end speaks only to a process of the proxy's own user). The new one,
+//! once it holds the listening sockets, asks it for a snapshot: every entry's identity, age and
+//! freshness, and each body once (a latest and a by-hash entry share theirs). A body is kept only
+//! if its blake3 is still the hash it was stored under (and, for a frame as the origin sent it,
+//! its by-hash address); no body longer than `origin.max_frame_bytes`, and no more than the
+//! cache's budget, is read; entries of renditions the new configuration does not serve are
+//! dropped. What does not check out is dropped, never served, and counted. The owners and
+//! cameras are the old instance's word: the frames' signatures are not kept with them.
 //!
 //! Wire format: a 4-byte big-endian length and the JSON index, then the bodies' bytes in the
 //! order the index lists them. Bodies are copied (a 256 MiB cache crosses a local socket in a
@@ -104,7 +105,12 @@ impl FrameCache {
 
     /// Takes over the entries `input` holds, those that check out; renditions only those
     /// `catalogue` (the configuration now) serves.
-    pub fn take_over(&self, input: &mut impl Read, catalogue: &Catalogue) -> io::Result<TakenOver> {
+    pub fn take_over(
+        &self,
+        input: &mut impl Read,
+        catalogue: &Catalogue,
+        max_body: usize,
+    ) -> io::Result<TakenOver> {
         let mut len = [0u8; 4];
         input.read_exact(&mut len)?;
         let len = u32::from_be_bytes(len) as usize;
@@ -114,6 +120,13 @@ impl FrameCache {
         let mut index = vec![0u8; len];
         input.read_exact(&mut index)?;
         let snapshot: Snapshot = serde_json::from_slice(&index).map_err(io::Error::other)?;
+        let budget = self.config().max_bytes;
+        let total: u64 = snapshot.bodies.iter().map(|b| b.len as u64).sum();
+        if total > budget || snapshot.bodies.iter().any(|b| b.len > max_body) {
+            return Err(io::Error::other(
+                "handover bodies larger than this cache takes",
+            ));
+        }
         let mut frames: Vec<Option<Arc<StoredFrame>>> = Vec::with_capacity(snapshot.bodies.len());
         for body in &snapshot.bodies {
             let mut bytes = vec![0u8; body.len];
