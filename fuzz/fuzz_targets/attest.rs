@@ -138,7 +138,7 @@ fuzz_target!(|data: &[u8]| {
         &owner,
         &camera,
         frame,
-        key(),
+        std::slice::from_ref(key()),
     );
 
     let expected = acceptable(status, &headers, &hash, &owner, &camera, frame);
