@@ -123,6 +123,18 @@ pub fn token(config: &Config, owner: &str, cameras: &[String], ttl_secs: u64) ->
     }
 }
 
+/// `serve --config PATH [--upgrade]`: loads the file (exit 64 on any problem), sets up logging
+/// and serves it.
+pub fn serve_file(path: &std::path::Path, upgrade: bool) -> ExitCode {
+    match load(path) {
+        Ok(config) => {
+            init_tracing();
+            serve(config, path, upgrade)
+        }
+        Err(code) => code,
+    }
+}
+
 /// `serve --config PATH`: runs until SIGTERM (graceful) or SIGINT (fast); SIGHUP re-reads
 /// `path`.
 pub fn serve(config: Config, path: &std::path::Path, upgrade: bool) -> ExitCode {

@@ -23,14 +23,8 @@ fn main() -> ExitCode {
             Ok(config) => cli::token(&config, &owner, &cameras, ttl_secs),
             Err(code) => code,
         },
-        (
-            Some(Command::Serve {
-                config: path,
-                upgrade,
-            }),
-            _,
-        ) => serve(&path, upgrade),
-        (None, Some(path)) => serve(&path, false),
+        (Some(Command::Serve { config, upgrade }), _) => cli::serve_file(&config, upgrade),
+        (None, Some(config)) => cli::serve_file(&config, false),
         #[cfg(feature = "demo")]
         (Some(Command::Demo), _) => {
             cli::init_tracing();
@@ -40,15 +34,5 @@ fn main() -> ExitCode {
             eprintln!("framecache: give --config PATH or a subcommand; see --help");
             ExitCode::from(EXIT_USAGE)
         }
-    }
-}
-
-fn serve(path: &std::path::Path, upgrade: bool) -> ExitCode {
-    match cli::load(path) {
-        Ok(config) => {
-            cli::init_tracing();
-            cli::serve(config, path, upgrade)
-        }
-        Err(code) => code,
     }
 }
