@@ -81,55 +81,16 @@ mod tests {
         let key = [7u8; 32];
         let hash = blake3::hash(b"jpeg").to_hex();
         let signature = sign(&key, "cam-1", 5, 1_700_000_000_000, &hash);
-        assert!(verify(
-            &key,
-            "cam-1",
-            5,
-            1_700_000_000_000,
-            &hash,
-            &signature
-        ));
-        assert!(!verify(
-            &[8u8; 32],
-            "cam-1",
-            5,
-            1_700_000_000_000,
-            &hash,
-            &signature
-        ));
-        assert!(!verify(
-            &key,
-            "cam-2",
-            5,
-            1_700_000_000_000,
-            &hash,
-            &signature
-        ));
-        assert!(!verify(
-            &key,
-            "cam-1",
-            6,
-            1_700_000_000_000,
-            &hash,
-            &signature
-        ));
-        assert!(!verify(
-            &key,
-            "cam-1",
-            5,
-            1_700_000_000_001,
-            &hash,
-            &signature
-        ));
+        let checks = |key: &[u8; 32], camera, seq, ms, hash: &str| {
+            verify(key, camera, seq, ms, hash, &signature)
+        };
         let other = blake3::hash(b"jpeg!").to_hex();
-        assert!(!verify(
-            &key,
-            "cam-1",
-            5,
-            1_700_000_000_000,
-            &other,
-            &signature
-        ));
+        assert!(checks(&key, "cam-1", 5, 1_700_000_000_000, &hash));
+        assert!(!checks(&[8u8; 32], "cam-1", 5, 1_700_000_000_000, &hash));
+        assert!(!checks(&key, "cam-2", 5, 1_700_000_000_000, &hash));
+        assert!(!checks(&key, "cam-1", 6, 1_700_000_000_000, &hash));
+        assert!(!checks(&key, "cam-1", 5, 1_700_000_000_001, &hash));
+        assert!(!checks(&key, "cam-1", 5, 1_700_000_000_000, &other));
     }
 
     #[test]

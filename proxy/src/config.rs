@@ -496,15 +496,7 @@ coalesce_wait_ms = 3000
     #[test]
     fn defaults_fill_optional_keys() {
         let dir = Dir::new("defaults");
-        let text = r#"
-[auth]
-secret_file = "keys/hub.secret"
-[admin]
-token_file = "keys/admin.token"
-[origin]
-addresses = ["127.0.0.1:9090"]
-signing_key_file = "keys/signing.key"
-"#;
+        let text = REQUIRED_ONLY;
         let config = Config::parse(text, &dir.config()).expect("valid");
         assert_eq!(
             config.server.listen,
