@@ -6,6 +6,7 @@
 //! | `GET /healthz`      | 200 while the process runs                                     |
 //! | `GET /readyz`       | 200 once the listeners are up, 503 before and at shutdown      |
 //! | `POST /admin/purge` | admin bearer token; JSON `{"owner": ID}` or `{"owner": ID, "camera": ID}` → `{"purged": N}` |
+//! | `GET /admin/cluster` | admin bearer token; `{"node": NAME, "members": [{"name", "address", "state", "self"}]}` (404 on a node alone) |
 //!
 //! Anything else is a JSON 404, or 405 for another method on a known path.
 
@@ -23,6 +24,7 @@ use subtle::ConstantTimeEq;
 
 use crate::auth;
 use crate::cache::FrameCache;
+use crate::cluster::Cluster;
 use crate::config::Secret;
 use crate::delivery;
 use crate::identity::{CameraId, OwnerId};
@@ -40,6 +42,8 @@ pub struct Admin {
     ready: Arc<AtomicBool>,
     /// Set once the cache was handed to a new instance: purges are refused from then on.
     handed_over: Arc<AtomicBool>,
+    /// The tier this node is a member of, for `/admin/cluster`.
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// An answer: status, content type, body.
@@ -50,6 +54,14 @@ const JSON: &str = "application/json";
 
 fn error(status: StatusCode, code: &str, message: &str) -> Answer {
     (status, JSON, delivery::error_body(code, message).to_vec())
+}
+
+fn unauthorised() -> Answer {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+        "the admin bearer token is missing or wrong",
+    )
 }
 
 #[derive(Deserialize)]
@@ -73,7 +85,14 @@ impl Admin {
             token,
             ready,
             handed_over,
+            cluster: None,
         }
+    }
+
+    /// Shows `cluster` on `/admin/cluster`.
+    pub fn with_cluster(mut self, cluster: Option<Arc<Cluster>>) -> Admin {
+        self.cluster = cluster;
+        self
     }
 
     async fn answer(&self, session: &mut ServerSession) -> Answer {
@@ -82,6 +101,7 @@ impl Admin {
         let allowed = match path.as_str() {
             "/metrics" | "/healthz" | "/readyz" => Method::GET,
             "/admin/purge" => Method::POST,
+            "/admin/cluster" if self.cluster.is_some() => Method::GET,
             _ => return error(StatusCode::NOT_FOUND, "not_found", "no such resource"),
         };
         if method != allowed {
@@ -104,6 +124,7 @@ impl Admin {
             ),
             "/readyz" => (StatusCode::OK, TEXT, b"ready\n".to_vec()),
             "/healthz" => (StatusCode::OK, TEXT, b"ok\n".to_vec()),
+            "/admin/cluster" => self.cluster(session),
             _ => self.purge(session).await,
         }
     }
@@ -123,13 +144,23 @@ impl Admin {
         bool::from(token.ct_eq(self.token.load().expose()))
     }
 
+    fn cluster(&self, session: &ServerSession) -> Answer {
+        if !self.authorised(session) {
+            return unauthorised();
+        }
+        let Some(cluster) = &self.cluster else {
+            return error(StatusCode::NOT_FOUND, "not_found", "no such resource");
+        };
+        let body = serde_json::json!({
+            "node": cluster.node(),
+            "members": cluster.members(),
+        });
+        (StatusCode::OK, JSON, body.to_string().into_bytes())
+    }
+
     async fn purge(&self, session: &mut ServerSession) -> Answer {
         if !self.authorised(session) {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "invalid_token",
-                "the admin bearer token is missing or wrong",
-            );
+            return unauthorised();
         }
         if self.handed_over.load(Ordering::SeqCst) {
             // The new instance has this one's cache: a purge carried out here would not reach

@@ -30,6 +30,8 @@ use pingora::services::{ServiceReadyNotifier, ServiceWithDependents};
 use crate::admin::Admin;
 use crate::auth::TokenVerifier;
 use crate::cache::FrameCache;
+use crate::cluster::peer::PeerListener;
+use crate::cluster::Cluster;
 use crate::config::{Config, Secret};
 use crate::delivery::Delivery;
 use crate::hub::HubApp;
@@ -46,6 +48,8 @@ pub struct Listeners {
     plain: Option<Socket>,
     tls: Option<Socket>,
     admin: Socket,
+    /// `cluster.peer_listen`, for a member of a tier.
+    peer: Option<Socket>,
 }
 
 /// One listener's address and, unless it is to be inherited, its bound socket.
@@ -85,6 +89,10 @@ impl Listeners {
             plain: hub(config.server.listen, "server.listen")?,
             tls: hub(config.server.tls_listen, "server.tls_listen")?,
             admin: bind(config.server.admin_listen, "server.admin_listen")?,
+            peer: match &config.cluster {
+                Some(cluster) => Some(bind(cluster.peer_listen, "cluster.peer_listen")?),
+                None => None,
+            },
         })
     }
 
@@ -96,6 +104,7 @@ impl Listeners {
             plain: config.server.listen.map(socket),
             tls: config.server.tls_listen.map(socket),
             admin: socket(config.server.admin_listen),
+            peer: config.cluster.as_ref().map(|c| socket(c.peer_listen)),
         })
     }
 
@@ -118,6 +127,11 @@ impl Listeners {
 
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin.addr
+    }
+
+    /// The peer listener's address, for a member of a tier.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer.as_ref().map(|s| s.addr)
     }
 }
 
@@ -177,20 +191,26 @@ pub struct Shared {
     pub running: Arc<Mutex<Config>>,
     /// Set once the cache was handed to a new instance (an upgrade): purges are refused here.
     pub handed_over: Arc<AtomicBool>,
+    /// The tier this node is a member of (`[cluster]`).
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl Shared {
     pub fn new(config: &Config) -> Shared {
         let metrics = Arc::new(Metrics::new().with_renditions(&config.delivery.renditions));
-        let cache = Arc::new(
-            FrameCache::new(
-                config.cache.clone(),
-                Origin::new(&config.origin),
-                metrics.clone(),
-            )
-            .with_render_threads(config.delivery.render_threads)
-            .with_limits(&config.limits),
-        );
+        let cluster = (config.cluster.as_ref())
+            .map(|c| Arc::new(Cluster::new(c, &config.origin, metrics.clone())));
+        let mut cache = FrameCache::new(
+            config.cache.clone(),
+            Origin::new(&config.origin),
+            metrics.clone(),
+        )
+        .with_render_threads(config.delivery.render_threads)
+        .with_limits(&config.limits);
+        if let Some(cluster) = &cluster {
+            cache = cache.with_cluster(cluster.clone());
+        }
+        let cache = Arc::new(cache);
         let certificates =
             config.tls.as_ref().map(|tls| {
                 Arc::new(Certificates::new(tls).expect(
@@ -206,6 +226,7 @@ impl Shared {
             admin_token: Arc::new(ArcSwap::from_pointee(config.admin.token.clone())),
             running: Arc::new(Mutex::new(config.clone())),
             handed_over: Arc::new(AtomicBool::new(false)),
+            cluster,
         }
     }
 }
@@ -222,6 +243,7 @@ pub fn run(
 ) {
     let (plain_addr, tls_addr) = (listeners.plain_addr(), listeners.tls_addr());
     let admin_addr = listeners.admin_addr();
+    let peer = listeners.peer_addr();
     let grace = config.server.grace_period.as_secs();
     let open_files = crate::sealed::init();
     tracing::debug!(open_files, "open-file limit");
@@ -250,10 +272,10 @@ pub fn run(
 
     let ready = Arc::new(AtomicBool::new(false));
 
+    let bound = [Some(listeners.admin), listeners.peer];
     let handoff = server.add_service(ListenerHandoff {
-        sockets: (listeners.admin.bound)
-            .into_iter()
-            .map(|admin| (admin_addr.to_string(), admin.into_raw_fd()))
+        sockets: (bound.into_iter().flatten())
+            .filter_map(|socket| Some((socket.addr.to_string(), socket.bound?.into_raw_fd())))
             .collect(),
     });
     add_hub_listeners(
@@ -272,18 +294,32 @@ pub fn run(
             shared.admin_token.clone(),
             ready.clone(),
             shared.handed_over.clone(),
-        ),
+        )
+        .with_cluster(shared.cluster.clone()),
     );
     admin.threads = Some(1);
     admin.add_tcp(&admin_addr.to_string());
     server.add_service(admin).add_dependency(&handoff);
+    if let (Some(cluster), Some(peer)) = (&shared.cluster, peer) {
+        let listener = PeerListener {
+            cache: shared.cache.clone(),
+            tokens: shared.tokens.clone(),
+            key: cluster.key().clone(),
+            metrics: shared.metrics.clone(),
+        };
+        let mut service = Service::new("framecache peers".to_string(), listener);
+        service.add_tcp(&peer.to_string());
+        server.add_service(service).add_dependency(&handoff);
+        let members = crate::cluster::Maintenance(cluster.clone());
+        server.add_service(background_service("cluster members", members));
+    }
 
     if let Some(path) = reload_from {
         add_serving_services(&mut server, &shared, path, handover);
     }
     watch_readiness(&server, ready);
 
-    tracing::info!(plain = ?plain_addr, tls = ?tls_addr, admin = %admin_addr, "framecache listening");
+    tracing::info!(plain = ?plain_addr, tls = ?tls_addr, admin = %admin_addr, peer = ?peer, "framecache listening");
     server.run(RunArgs {
         shutdown_signal: shutdown,
     });
@@ -385,6 +421,8 @@ pub struct Running {
     /// The TLS hub listener's address, when there is one.
     pub tls_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
+    /// The peer listener's address, for a member of a tier.
+    pub peer_addr: Option<SocketAddr>,
     pub shared: Shared,
     stop: tokio::sync::watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
@@ -415,6 +453,7 @@ pub fn spawn(config: Config) -> anyhow::Result<Running> {
     let listeners = Listeners::bind(&config)?;
     let (hub_addr, admin_addr) = (listeners.hub_addr(), listeners.admin_addr());
     let tls_addr = listeners.tls_addr();
+    let peer_addr = listeners.peer_addr();
     let (stop, rx) = tokio::sync::watch::channel(false);
     let shared = Shared::new(&config);
     let for_thread = shared.clone();
@@ -429,6 +468,7 @@ pub fn spawn(config: Config) -> anyhow::Result<Running> {
         hub_addr,
         tls_addr,
         admin_addr,
+        peer_addr,
         shared,
         stop,
         thread: Some(thread),

@@ -33,6 +33,7 @@ use self::absent::NotFound;
 use self::flight::{Flights, Join};
 use self::key::{Identity, KeyDigest};
 use self::store::{Entry, Store, StoredFrame};
+use crate::cluster::Cluster;
 use crate::config::{CacheConfig, LimitsConfig};
 use crate::identity::{CameraId, OwnerId};
 use crate::limit::{Limit, OriginBudget};
@@ -133,6 +134,18 @@ pub struct FrameCache {
     budget: OriginBudget,
     /// Frames by hash the origin said it does not have, per owner, for `limits.not_found_ttl_ms`.
     not_found: NotFound,
+    /// The edge tier this node is a member of: a camera homed elsewhere is asked of its home.
+    cluster: Option<Arc<Cluster>>,
+}
+
+/// Where a miss may be filled from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// The camera's home node, when it is another member, on behalf of a hub whose
+    /// `Authorization` header this is (the home verifies it itself); else the origin.
+    Hub(Arc<str>),
+    /// The origin only: a node alone, or a home answering another member.
+    Origin,
 }
 
 impl FrameCache {
@@ -156,7 +169,19 @@ impl FrameCache {
             renditions: Renditions::new(2),
             budget: OriginBudget::new(LimitsConfig::default().owner_origin_rps),
             not_found: NotFound::new(LimitsConfig::default().not_found_ttl),
+            cluster: None,
         }
+    }
+
+    /// Makes this cache one member's of the tier `cluster`.
+    pub fn with_cluster(mut self, cluster: Arc<Cluster>) -> FrameCache {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// Whether misses may be asked of other members: then hub requests pass [`Via::Hub`].
+    pub fn clustered(&self) -> bool {
+        self.cluster.is_some()
     }
 
     /// Applies `limits`: each owner's origin request budget, and how long an origin 404 for a
@@ -200,6 +225,7 @@ impl FrameCache {
         owner: &OwnerId,
         camera: &CameraId,
         frame: FrameRef,
+        via: &Via,
     ) -> Result<Served, OriginError> {
         let purges = self.purges.generation(owner);
         let identity = Identity {
@@ -223,7 +249,7 @@ impl FrameCache {
             if age < fresh_for.saturating_add(window) {
                 // Just gone stale: answer now, refresh in the background (once per key).
                 if let Join::Leader(flight) = self.flights.join(key, &identity) {
-                    self.spawn_fill(key, identity, flight);
+                    self.spawn_fill(key, identity, flight, via.clone());
                 }
                 return Ok(served(&entry, Lookup::Revalidating, age, purges));
             }
@@ -231,7 +257,7 @@ impl FrameCache {
         if self.not_found.remembers(&key, &identity) {
             return Err(OriginError::NotFound);
         }
-        match self.fetch(key, &identity).await {
+        match self.fetch(key, &identity, via).await {
             (Ok(fetched), lookup) => Ok(Served {
                 frame: fetched.frame,
                 lookup,
@@ -287,11 +313,12 @@ impl FrameCache {
         self: &Arc<Self>,
         key: KeyDigest,
         identity: &Identity,
+        via: &Via,
     ) -> (Result<Fetched, OriginError>, Lookup) {
         let (mut done, leader) = match self.flights.join(key, identity) {
             Join::Leader(flight) => {
                 let done = flight.subscribe();
-                self.spawn_fill(key, identity.clone(), flight);
+                self.spawn_fill(key, identity.clone(), flight, via.clone());
                 (done, true)
             }
             Join::Waiter(done) => (done, false),
@@ -300,7 +327,7 @@ impl FrameCache {
                 tracing::error!(
                     "a fetch under the same key digest is under way for another identity"
                 );
-                return self.fetch_alone(key, identity).await;
+                return self.fetch_alone(key, identity, via).await;
             }
         };
         // The leader waits as long as its fetch takes (the fetch has its own timeouts); a waiter
@@ -338,7 +365,7 @@ impl FrameCache {
                 }
             }
             // The flight ended without a result or took too long: fetch alone.
-            _ => self.fetch_alone(key, identity).await,
+            _ => self.fetch_alone(key, identity, via).await,
         }
     }
 
@@ -347,9 +374,10 @@ impl FrameCache {
         &self,
         key: KeyDigest,
         identity: &Identity,
+        via: &Via,
     ) -> (Result<Fetched, OriginError>, Lookup) {
         let purges = self.purges.generation(&identity.owner);
-        let result = self.fill(key, identity, purges).await;
+        let result = self.fill(key, identity, purges, via).await;
         let stored = result.as_ref().is_ok_and(|f| f.stored);
         (result, Lookup::Miss { stored })
     }
@@ -361,6 +389,7 @@ impl FrameCache {
         key: KeyDigest,
         identity: Identity,
         flight: Arc<flight::Flight>,
+        via: Via,
     ) {
         // Read now, when the flight starts: a purge from here on keeps its result out.
         let purges = self.purges.generation(&identity.owner);
@@ -374,31 +403,42 @@ impl FrameCache {
             abandoned: || Err(OriginError::Io("the fetch ended without an answer".into())),
         };
         tokio::spawn(async move {
-            let result = guard.cache.fill(key, &identity, purges).await;
+            let result = guard.cache.fill(key, &identity, purges, &via).await;
             guard.finish(result);
         });
     }
 
-    /// One origin fetch, recorded in the origin metrics, and stored unless the origin said
-    /// `no-store` or a purge happened meanwhile.
+    /// One fetch, from the camera's home node or the origin, recorded in the peer or origin
+    /// metrics, and stored unless the origin said `no-store` or a purge happened meanwhile.
     async fn fill(
         &self,
         key: KeyDigest,
         identity: &Identity,
         purges_before: u64,
+        via: &Via,
     ) -> Result<Fetched, OriginError> {
-        if let Err(retry_after) = self.budget.take(&identity.owner) {
-            self.metrics.record_limited(Limit::OwnerOriginRps);
-            return Err(OriginError::Limited { retry_after });
-        }
-        let (result, attempt) = self
-            .origin
-            .load_full()
-            .fetch(&identity.owner, &identity.camera, identity.frame)
-            .await;
-        self.metrics.record_origin(&attempt);
-        if let Some(reason) = attempt.rejection {
-            tracing::warn!(reason = reason.as_str(), camera = %identity.camera, "origin answer rejected");
+        let origin = self.origin.load_full();
+        let (result, attempt) = match (&self.cluster, via) {
+            (Some(cluster), Via::Hub(authorization)) => {
+                let budget = || self.take_budget(&identity.owner);
+                cluster
+                    .fetch(&origin, identity, authorization, budget)
+                    .await
+            }
+            _ => match self.take_budget(&identity.owner) {
+                Ok(()) => {
+                    let (owner, camera) = (&identity.owner, &identity.camera);
+                    let (result, attempt) = origin.fetch(owner, camera, identity.frame).await;
+                    (result, Some(attempt))
+                }
+                Err(limited) => (Err(limited), None),
+            },
+        };
+        if let Some(attempt) = &attempt {
+            self.metrics.record_origin(attempt);
+            if let Some(reason) = attempt.rejection {
+                tracing::warn!(reason = reason.as_str(), camera = %identity.camera, "origin answer rejected");
+            }
         }
         match &result {
             Err(OriginError::NotFound) if matches!(identity.frame, FrameRef::ByHash(_)) => {
@@ -419,7 +459,8 @@ impl FrameCache {
         let latest_fresh = self.config().latest_fresh;
         let fresh_for = v.max_age.map_or(latest_fresh, |m| m.min(latest_fresh));
         let no_store = v.no_store;
-        let frame = Arc::new(StoredFrame::new(v.hash, v.seq, v.captured_at_ms, v.body));
+        let frame = StoredFrame::new(v.hash, v.seq, v.captured_at_ms, v.body);
+        let frame = Arc::new(frame.signed(v.signature));
         let stored = !no_store && self.store_fill(key, identity, &frame, fresh_for, purges_before);
         Ok(Fetched {
             owner: v.owner,
@@ -428,6 +469,14 @@ impl FrameCache {
             fresh_for,
             no_store,
             stored,
+        })
+    }
+
+    /// Takes one origin request from `owner`'s budget, or says how long to wait.
+    fn take_budget(&self, owner: &OwnerId) -> Result<(), OriginError> {
+        self.budget.take(owner).map_err(|retry_after| {
+            self.metrics.record_limited(Limit::OwnerOriginRps);
+            OriginError::Limited { retry_after }
         })
     }
 

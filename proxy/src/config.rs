@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::rendition::Catalogue;
 
-pub use validate::parse_signing_key;
+pub use validate::{member_name, parse_signing_key};
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +31,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[tls]`: present exactly when `server.tls_listen` is set.
     pub tls: Option<TlsConfig>,
+    /// `[cluster]`: present when this node is one member of an edge tier.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// `[server]`
@@ -140,6 +142,41 @@ impl Default for OriginConfig {
             max_frame_bytes: 4 << 20,
         }
     }
+}
+
+/// `[cluster]`: this node's place in an edge tier. Every member must be given the same members
+/// and the same peer key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// This node's name (`node`): what the ring hashes, so it must stay the same across
+    /// restarts. Default: the host's name (a StatefulSet pod's stable name).
+    pub node: String,
+    /// Where other members ask this one for frames (`peer_listen`). Required.
+    pub peer_listen: SocketAddr,
+    /// The members, this node included (`peers` or `peers_dns`). Required: one of the two.
+    pub members: Members,
+    /// The shared secret of peer credentials (`peer_key_file`): at least 32 bytes. Required.
+    pub peer_key: Secret,
+    /// How often `peers_dns` is looked up again (`dns_refresh_secs`). Default 10 s.
+    pub dns_refresh: Duration,
+    /// How often each member's peer port is checked (`health_check_ms`). Default 1000 ms.
+    pub health_check: Duration,
+}
+
+/// Where the members of a tier come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Members {
+    /// `peers = ["name=ip:port", ...]`
+    Static(Vec<(String, SocketAddr)>),
+    /// `peers_dns = "host:port"`: the host's A/AAAA records are the members' addresses, the
+    /// PTR record of each address its name (the first label).
+    Dns { host: String, port: u16 },
+}
+
+impl ClusterConfig {
+    /// Defaults of the optional keys.
+    pub const DNS_REFRESH: Duration = Duration::from_secs(10);
+    pub const HEALTH_CHECK: Duration = Duration::from_millis(1000);
 }
 
 /// `[cache]`
@@ -411,6 +448,7 @@ impl Config {
             },
             limits: LimitsConfig::default(),
             tls: None,
+            cluster: None,
         }
     }
 }
@@ -573,6 +611,68 @@ signing_key_file = "keys/signing.key"
             [0xab; 32],
         );
         assert_eq!(local, expected);
+    }
+
+    #[test]
+    fn a_cluster_table_names_this_node_its_members_and_key() {
+        let dir = Dir::new("cluster");
+        std::fs::write(dir.0.join("keys/peer.key"), [b'p'; 32]).unwrap();
+        let text = format!(
+            "{REQUIRED_ONLY}[cluster]\nnode = \"edge-b\"\npeer_listen = \"0.0.0.0:7443\"\n\
+             peers = [\"edge-a=10.0.0.1:7443\", \"edge-b=10.0.0.2:7443\"]\n\
+             peer_key_file = \"keys/peer.key\"\n"
+        );
+        let config = Config::parse(&text, &dir.config()).expect("valid");
+        let cluster = config.cluster.expect("a cluster");
+        assert_eq!(cluster.node, "edge-b");
+        assert_eq!(
+            cluster.members,
+            Members::Static(vec![
+                ("edge-a".into(), "10.0.0.1:7443".parse().unwrap()),
+                ("edge-b".into(), "10.0.0.2:7443".parse().unwrap()),
+            ])
+        );
+        assert_eq!(cluster.dns_refresh, ClusterConfig::DNS_REFRESH);
+        assert_eq!(cluster.health_check, ClusterConfig::HEALTH_CHECK);
+        let dns = text.replace(
+            "peers = [\"edge-a=10.0.0.1:7443\", \"edge-b=10.0.0.2:7443\"]",
+            "peers_dns = \"peers.example:7443\"\ndns_refresh_secs = 5",
+        );
+        let config = Config::parse(&dns, &dir.config()).expect("valid");
+        let cluster = config.cluster.expect("a cluster");
+        let host = "peers.example".to_string();
+        assert_eq!(cluster.members, Members::Dns { host, port: 7443 });
+        assert_eq!(cluster.dns_refresh, Duration::from_secs(5));
+        // Left out, the node is this host's name.
+        let unnamed = dns.replace("node = \"edge-b\"\n", "");
+        let config = Config::parse(&unnamed, &dir.config()).expect("valid");
+        assert!(!config.cluster.unwrap().node.is_empty());
+        assert!(Config::parse(REQUIRED_ONLY, &dir.config())
+            .unwrap()
+            .cluster
+            .is_none());
+    }
+
+    #[test]
+    fn a_bad_cluster_table_names_every_problem() {
+        let dir = Dir::new("bad-cluster");
+        std::fs::write(dir.0.join("keys/short.key"), "too short").unwrap();
+        let cases: [(&str, &[&str]); 9] = [
+            ("node = \"edge a\"\npeer_listen = \"0.0.0.0:7443\"\npeers_dns = \"p:1\"\npeer_key_file = \"keys/hub.secret\"", &["cluster.node"]),
+            ("node = \"a\"\npeers_dns = \"p:1\"\npeer_key_file = \"keys/hub.secret\"", &["cluster.peer_listen"]),
+            ("node = \"a\"\npeer_listen = \"0.0.0.0:7443\"\npeer_key_file = \"keys/hub.secret\"", &["cluster.peers"]),
+            ("node = \"a\"\npeer_listen = \"0.0.0.0:7443\"\npeers = [\"a=1.2.3.4:1\"]\npeers_dns = \"p:1\"\npeer_key_file = \"keys/hub.secret\"", &["cluster.peers_dns"]),
+            ("node = \"a\"\npeer_listen = \"0.0.0.0:7443\"\npeers = [\"b=1.2.3.4:1\"]\npeer_key_file = \"keys/hub.secret\"", &["cluster.peers"]),
+            ("node = \"a\"\npeer_listen = \"0.0.0.0:7443\"\npeers = [\"a=1.2.3.4:1\", \"a=1.2.3.5:1\", \"c\", \"d=host:1\"]\npeer_key_file = \"keys/hub.secret\"", &["cluster.peers[1]", "cluster.peers[2]", "cluster.peers[3]"]),
+            ("node = \"a\"\npeer_listen = \"0.0.0.0:7443\"\npeers_dns = \"no-port\"\npeer_key_file = \"keys/hub.secret\"", &["cluster.peers_dns"]),
+            ("node = \"a\"\npeer_listen = \"0.0.0.0:7443\"\npeers_dns = \"p:1\"\npeer_key_file = \"keys/short.key\"\nhealth_check_ms = 5", &["cluster.peer_key_file", "cluster.health_check_ms"]),
+            ("node = \"a\"\npeer_listen = \"127.0.0.1:9100\"\npeers_dns = \"p:1\"\npeer_key_file = \"keys/hub.secret\"\nextra = 1", &["cluster.extra", "cluster.peer_listen"]),
+        ];
+        for (table, expected) in cases {
+            let text = format!("{REQUIRED_ONLY}[cluster]\n{table}\n");
+            let err = Config::parse(&text, &dir.config()).expect_err(table);
+            assert_eq!(keys(err), *expected, "{table}");
+        }
     }
 
     #[test]

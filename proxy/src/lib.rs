@@ -28,6 +28,9 @@
 //! - [`auth`] — hub tokens (JWT HS256) → a [`auth::Grant`] of one owner and some cameras.
 //! - [`cache`] — the owner-scoped frame cache: [`cache::key`] (identities and their digests),
 //!   [`cache::store`] (the byte-bounded index), [`cache::flight`] (one fetch per key).
+//! - [`cluster`] — the edge tier: each camera's home member by consistent hashing of its id
+//!   over the members' names, frames asked of the home with the hub's token and a peer
+//!   credential and attested again, the peer listener, membership and health checks.
 //! - [`limit`] — what one owner may cause or hold: origin request budgets, streams open, and the
 //!   `limit` label of refusals.
 //! - [`origin`] — camera-backend requests through Pingora's connector, and attestation (the
@@ -93,6 +96,7 @@ pub mod app;
 pub mod auth;
 pub mod cache;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod delivery;
 #[cfg(feature = "demo")]

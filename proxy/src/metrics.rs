@@ -56,6 +56,7 @@ pub struct Metrics {
     pub origin: OriginMetrics,
     pub stream: StreamMetrics,
     pub rendition: RenditionMetrics,
+    pub cluster: ClusterMetrics,
 }
 
 /// Hub requests and what they were answered with.
@@ -145,6 +146,19 @@ pub struct OriginMetrics {
     pub rejections: IntCounterVec,
     /// Frames accepted by a previous signing key.
     pub previous_key_uses: IntCounter,
+}
+
+/// The edge tier: requests to home nodes and the members' state. Present (at zero) on a node
+/// that works alone too, so that dashboards and alerts need no special case.
+pub struct ClusterMetrics {
+    /// Requests this node made to home nodes, by outcome (`PeerOutcome`).
+    pub peer_requests: IntCounterVec,
+    /// Home answers refused by attestation, by reason (the origin's reasons).
+    pub peer_rejections: IntCounterVec,
+    /// Members by state (healthy, unhealthy), this node included.
+    pub members: IntGaugeVec,
+    /// Requests on `cluster.peer_listen` without a valid peer credential.
+    pub peer_auth_failures: IntCounter,
 }
 
 /// MJPEG streams.
@@ -463,6 +477,43 @@ impl RenditionMetrics {
     }
 }
 
+impl ClusterMetrics {
+    fn new(f: &Families) -> ClusterMetrics {
+        let members = f.register(
+            IntGaugeVec::new(
+                Opts::new(
+                    "framecache_cluster_members",
+                    "Members of the edge tier by state (healthy, unhealthy), this node included.",
+                ),
+                &["state"],
+            )
+            .expect("invariant: metric definitions are valid"),
+        );
+        for state in ["healthy", "unhealthy"] {
+            members.with_label_values(&[state]);
+        }
+        ClusterMetrics {
+            peer_requests: f.counter_of(
+                "framecache_peer_requests_total",
+                "Requests to a camera's home node, by outcome; fallback: the origin was asked directly.",
+                &["outcome"],
+                crate::cluster::PeerOutcome::ALL.iter().map(|o| o.as_str()),
+            ),
+            peer_rejections: f.counter_of(
+                "framecache_peer_rejections_total",
+                "Home node answers refused by attestation, by reason. Nothing of them was served.",
+                &["reason"],
+                Rejection::ALL.iter().map(Rejection::as_str),
+            ),
+            members,
+            peer_auth_failures: f.plain(
+                "framecache_peer_auth_failures_total",
+                "Requests on the peer listener refused for a missing or invalid peer credential.",
+            ),
+        }
+    }
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
@@ -513,6 +564,7 @@ impl Metrics {
             origin: OriginMetrics::new(&f),
             stream: StreamMetrics::new(&f),
             rendition: RenditionMetrics::new(&f),
+            cluster: ClusterMetrics::new(&f),
             registry,
         }
         .with_renditions(&Catalogue::built_in())

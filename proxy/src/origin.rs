@@ -40,6 +40,8 @@ pub struct VerifiedFrame {
     pub seq: u64,
     /// Capture time, ms since the epoch, as attested by the signature.
     pub captured_at_ms: u64,
+    /// The signature that verified: kept with the frame, so that a home node can hand it on.
+    pub signature: blake3::Hash,
     pub body: Bytes,
     /// The origin's `Cache-Control: max-age`, if any.
     pub max_age: Option<Duration>,
@@ -173,6 +175,10 @@ pub struct Origin {
     signing_keys: Vec<[u8; 32]>,
     max_frame_bytes: usize,
     response_timeout: Duration,
+    connect_timeout: Duration,
+    /// Asking home nodes, not camera backends: an answer other than 200, 403 or 404 is the
+    /// home's own failure (an error to try elsewhere), not an origin answer to refuse.
+    asks_peers: bool,
 }
 
 /// What one origin address made of a request.
@@ -207,7 +213,61 @@ impl Origin {
                 .collect(),
             max_frame_bytes: config.max_frame_bytes,
             response_timeout: config.response_timeout,
+            connect_timeout: config.connect_timeout,
+            asks_peers: false,
         }
+    }
+
+    /// A client of other members' peer listeners, with `config`'s timeouts, frame size limit
+    /// and signing keys: a home's answer is attested exactly as an origin's.
+    pub fn for_peers(config: &OriginConfig) -> Origin {
+        let mut options = ConnectorOptions::new(64);
+        options.keepalive_pool_size = 256;
+        Origin {
+            connector: TransportConnector::new(Some(options)),
+            peers: Vec::new(),
+            asks_peers: true,
+            ..Origin::new(config)
+        }
+    }
+
+    /// Asks the member at `addr` for one frame of `owner`'s, sending `headers` (the hub's
+    /// authorization and this node's peer credential), and attests the answer.
+    pub async fn ask(
+        &self,
+        addr: SocketAddr,
+        owner: &OwnerId,
+        camera: &CameraId,
+        frame: FrameRef,
+        headers: &[(&str, &str)],
+    ) -> (Result<VerifiedFrame, OriginError>, Attempt) {
+        let started = Instant::now();
+        let peer = self.http_peer(addr);
+        let path = frame_path(camera, frame);
+        let result = match (self.fetch_from(&peer, &path, headers, owner, camera, frame)).await {
+            Exchange::Done(result) => result,
+            Exchange::NoConnection(error) => {
+                tracing::warn!(%error, member = %addr, "member unreachable");
+                Err(OriginError::Unreachable)
+            }
+        };
+        let attempt = Attempt {
+            outcome: Outcome::of(&result),
+            rejection: match &result {
+                Err(OriginError::Rejected(r)) => Some(*r),
+                _ => None,
+            },
+            elapsed: started.elapsed(),
+        };
+        (result, attempt)
+    }
+
+    fn http_peer(&self, addr: SocketAddr) -> HttpPeer {
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(self.connect_timeout);
+        peer.options.total_connection_timeout = Some(self.connect_timeout);
+        peer.options.idle_timeout = Some(IDLE_TIMEOUT);
+        peer
     }
 
     /// Fetches and verifies one frame for `owner`.
@@ -237,14 +297,12 @@ impl Origin {
         camera: &CameraId,
         frame: FrameRef,
     ) -> Result<VerifiedFrame, OriginError> {
-        let path = match frame {
-            FrameRef::Latest => protocol::latest_path(camera.as_str()),
-            FrameRef::ByHash(hash) => protocol::by_hash_path(camera.as_str(), &hash.hex()),
-        };
+        let path = frame_path(camera, frame);
+        let headers = [(protocol::OWNER, owner.as_str())];
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for i in 0..self.peers.len() {
             let (addr, peer) = &self.peers[(start + i) % self.peers.len()];
-            match self.fetch_from(peer, &path, owner, camera, frame).await {
+            match (self.fetch_from(peer, &path, &headers, owner, camera, frame)).await {
                 Exchange::Done(result) => return result,
                 Exchange::NoConnection(error) => {
                     tracing::warn!(%error, origin = %addr, "origin unreachable");
@@ -265,6 +323,7 @@ impl Origin {
         &self,
         peer: &HttpPeer,
         path: &str,
+        headers: &[(&str, &str)],
         owner: &OwnerId,
         camera: &CameraId,
         frame: FrameRef,
@@ -273,7 +332,7 @@ impl Origin {
         if let Some(stream) = self.connector.reused_stream(peer).await {
             let until = *deadline.insert(Deadline::now() + self.response_timeout);
             let mut session = HttpSession::new_with_options(stream, peer);
-            match timeout_at(until, self.send(&mut session, path, owner)).await {
+            match timeout_at(until, self.send(&mut session, path, headers)).await {
                 Err(_) => return Exchange::Done(Err(OriginError::Timeout)),
                 Ok(Ok(())) => {
                     let result = self.finish(peer, session, until, owner, camera, frame);
@@ -290,7 +349,7 @@ impl Origin {
         };
         let until = deadline.unwrap_or_else(|| Deadline::now() + self.response_timeout);
         let mut session = HttpSession::new_with_options(stream, peer);
-        match timeout_at(until, self.send(&mut session, path, owner)).await {
+        match timeout_at(until, self.send(&mut session, path, headers)).await {
             Err(_) => Exchange::Done(Err(OriginError::Timeout)),
             Ok(Err(error)) => Exchange::Done(Err(OriginError::Io(error.to_string()))),
             Ok(Ok(())) => {
@@ -331,12 +390,14 @@ impl Origin {
         &self,
         session: &mut HttpSession,
         path: &str,
-        owner: &OwnerId,
+        headers: &[(&str, &str)],
     ) -> pingora::Result<()> {
-        let mut req = RequestHeader::build("GET", path.as_bytes(), Some(4))?;
+        let mut req = RequestHeader::build("GET", path.as_bytes(), Some(3 + headers.len()))?;
         req.insert_header("host", "camera-backend")?;
         req.insert_header("accept", "image/jpeg")?;
-        req.insert_header(protocol::OWNER, owner.as_str())?;
+        for (name, value) in headers {
+            req.append_header(name.to_string(), *value)?;
+        }
         session.write_request_header(Box::new(req)).await?;
         session.read_response().await?;
         for _ in 0..MAX_INFORMATIONAL {
@@ -363,6 +424,9 @@ impl Origin {
         let resp = session
             .resp_header()
             .ok_or_else(|| OriginError::Io("no response header".into()))?;
+        if self.asks_peers {
+            peer_status(resp)?;
+        }
         let attestation = Attestation::read(resp.status, &resp.headers, owner, camera)?;
         let announced = attestation.content_length;
         if announced.is_some_and(|n| n > self.max_frame_bytes as u64) {
@@ -394,6 +458,33 @@ impl Origin {
             return Err(OriginError::Rejected(Rejection::Truncated));
         }
         Ok(body.freeze())
+    }
+}
+
+/// The path of `camera`'s `frame` in the camera-backend protocol, which home nodes answer too.
+pub fn frame_path(camera: &CameraId, frame: FrameRef) -> String {
+    match frame {
+        FrameRef::Latest => protocol::latest_path(camera.as_str()),
+        FrameRef::ByHash(hash) => protocol::by_hash_path(camera.as_str(), &hash.hex()),
+    }
+}
+
+/// A home node's answer other than 200, 403 or 404 is its own failure: the owner's budget
+/// there (429), its origin's silence (504), or anything else (an error); the asking node tries
+/// elsewhere rather than refusing an attestation that was never offered.
+fn peer_status(resp: &pingora::http::ResponseHeader) -> Result<(), OriginError> {
+    match resp.status.as_u16() {
+        200 | 403 | 404 => Ok(()),
+        429 => {
+            let secs = (resp.headers.get(http::header::RETRY_AFTER))
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .unwrap_or(1);
+            Err(OriginError::Limited {
+                retry_after: Duration::from_secs(secs.clamp(1, 60)),
+            })
+        }
+        504 => Err(OriginError::Timeout),
+        status => Err(OriginError::Io(format!("the home node answered {status}"))),
     }
 }
 
@@ -519,6 +610,7 @@ impl Attestation {
             hash,
             seq,
             captured_at_ms,
+            signature,
             body,
             max_age: self.max_age,
             no_store: self.no_store,

@@ -20,7 +20,7 @@ use pingora::{Error, ErrorType};
 
 use crate::app::Shared;
 use crate::auth::{AuthError, TokenVerifier};
-use crate::cache::{FrameCache, Lookup};
+use crate::cache::{FrameCache, Lookup, Via};
 use crate::config::Config;
 use crate::delivery::{self, Delivery, HubError, Sent};
 use crate::limit::{Limit, StreamSlots};
@@ -105,7 +105,7 @@ impl Edge {
         // A lookup that ends in an error counts as a miss.
         ctx.lookup = Some(Lookup::Miss { stored: false });
         let source = (self.cache)
-            .get(&req.owner, &req.camera, req.target.frame())
+            .get(&req.owner, &req.camera, req.target.frame(), &req.via)
             .await?;
         ctx.lookup = Some(source.lookup);
         let chosen = (self.delivery).choose(session, &req, &self.cache, &source.frame);
@@ -157,6 +157,15 @@ impl Edge {
         )?;
         ctx.route = req.target.label();
         let values = header.headers.get_all(http::header::AUTHORIZATION);
+        // With other members, a miss may be asked of the camera's home, which verifies the
+        // hub's own token: it goes along (exactly one header, else verification fails below).
+        let via = match values.iter().next() {
+            Some(value) if self.cache.clustered() => match value.to_str() {
+                Ok(text) => Via::Hub(text.into()),
+                Err(_) => Via::Origin,
+            },
+            _ => Via::Origin,
+        };
         let grant = self
             .tokens
             .load()
@@ -169,7 +178,7 @@ impl Edge {
         if grant.by_previous_key() {
             self.metrics.hub.auth_previous_key_uses.inc();
         }
-        Ok(req.authorised(grant.owner().clone(), grant.valid_until()))
+        Ok(req.authorised(grant.owner().clone(), grant.valid_until(), via))
     }
 }
 

@@ -105,6 +105,9 @@ pub fn apply(shared: &Shared, new: Config) -> Vec<&'static str> {
     if running.limits != new.limits {
         left.push("[limits]");
     }
+    if running.cluster != new.cluster {
+        left.push("[cluster]");
+    }
     if running.auth != new.auth {
         shared
             .tokens
@@ -116,6 +119,10 @@ pub fn apply(shared: &Shared, new: Config) -> Vec<&'static str> {
             .store(std::sync::Arc::new(new.admin.token.clone()));
     }
     let origin = (running.origin != new.origin).then(|| Origin::new(&new.origin));
+    if let (Some(cluster), true) = (&shared.cluster, origin.is_some()) {
+        // Home nodes' answers are attested with the new signing keys and timeouts too.
+        cluster.reconfigure(&new.origin);
+    }
     if origin.is_some() || running.cache != new.cache {
         shared.cache.reconfigure(new.cache.clone(), origin);
     }
@@ -136,6 +143,7 @@ pub fn apply(shared: &Shared, new: Config) -> Vec<&'static str> {
     let mut applied = new;
     applied.server = running.server.clone();
     applied.limits = running.limits.clone();
+    applied.cluster = running.cluster.clone();
     if shared.certificates.is_some() != applied.tls.is_some() {
         applied.tls = running.tls.clone();
     }

@@ -8,6 +8,7 @@
 //! - [`FrameRequest`]: a request whose token was verified and whose camera is granted: the only
 //!   place an owner comes from.
 
+use crate::cache::Via;
 use crate::identity::{CameraId, ContentHash, OwnerId};
 use crate::rendition::Rendition;
 
@@ -71,11 +72,12 @@ pub struct HubRequest {
 
 impl HubRequest {
     /// The request made for `owner`, whose verified token grants the camera until
-    /// `valid_until` (unix seconds).
-    pub fn authorised(self, owner: OwnerId, valid_until: u64) -> FrameRequest {
+    /// `valid_until` (unix seconds); a miss is filled `via` the camera's home or the origin.
+    pub fn authorised(self, owner: OwnerId, valid_until: u64, via: Via) -> FrameRequest {
         FrameRequest {
             owner,
             valid_until,
+            via,
             camera: self.camera,
             target: self.target,
             rendition: self.rendition,
@@ -91,6 +93,9 @@ pub struct FrameRequest {
     pub owner: OwnerId,
     /// Unix seconds after which the token is no longer accepted: a stream ends then.
     pub valid_until: u64,
+    /// Where a miss may be filled from: with the hub's token when another member may be the
+    /// camera's home.
+    pub via: Via,
     pub camera: CameraId,
     pub target: Target,
     /// The rendition `variant=` asked for, if any.

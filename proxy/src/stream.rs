@@ -165,7 +165,7 @@ impl Subscriber<'_> {
         let req = self.req;
         let source = self
             .cache
-            .get(&req.owner, &req.camera, FrameRef::Latest)
+            .get(&req.owner, &req.camera, FrameRef::Latest, &req.via)
             .await?;
         if Some(source.frame.seq) == sent {
             return Ok(None);

@@ -51,6 +51,9 @@ struct Body {
     source: Option<String>,
     seq: u64,
     captured_at_ms: u64,
+    /// The origin's signature of a frame (not of a rendition), hex.
+    #[serde(default)]
+    signature: Option<String>,
     len: usize,
 }
 
@@ -218,6 +221,7 @@ fn body(frame: &StoredFrame) -> Body {
         source: frame.is_rendition().then(|| frame.address().to_hex()),
         seq: frame.seq,
         captured_at_ms: frame.captured_at_ms,
+        signature: frame.signature.map(|s| s.to_hex().to_string()),
         len: frame.body.len(),
     }
 }
@@ -229,7 +233,14 @@ fn verified(body: &Body, bytes: Bytes) -> Option<StoredFrame> {
         return None;
     }
     match &body.source {
-        None => Some(StoredFrame::new(hash, body.seq, body.captured_at_ms, bytes)),
+        None => {
+            let frame = StoredFrame::new(hash, body.seq, body.captured_at_ms, bytes);
+            let signature = body.signature.as_deref().map(blake3::Hash::from_hex);
+            Some(match signature {
+                Some(Ok(signature)) => frame.signed(signature),
+                _ => frame,
+            })
+        }
         Some(source) => {
             // The source frame stands in by its address, seq and capture time only.
             let source = ContentHash::parse(source).ok()?;

@@ -42,6 +42,9 @@ pub struct StoredFrame {
     source: Option<Box<ContentHash>>,
     pub seq: u64,
     pub captured_at_ms: u64,
+    /// The origin's signature of a frame as it sent it (what a home node hands on to other
+    /// members); `None` for a rendition.
+    pub signature: Option<blake3::Hash>,
     pub body: Bytes,
     /// The memory the body takes (whole pages when sealed): what the budget is charged.
     footprint: usize,
@@ -60,10 +63,17 @@ impl StoredFrame {
             source: None,
             seq,
             captured_at_ms,
+            signature: None,
             footprint: crate::sealed::footprint(&body),
             body,
             holders: AtomicU32::new(0),
         }
+    }
+
+    /// The frame with the origin's signature of it.
+    pub fn signed(mut self, signature: blake3::Hash) -> StoredFrame {
+        self.signature = Some(signature);
+        self
     }
 
     /// A rendition of `source`: its own bytes and hash, the source's seq and capture time.

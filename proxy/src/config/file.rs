@@ -56,6 +56,8 @@ pub struct File {
     pub limits: Leaf<Limits>,
     #[serde(default)]
     pub tls: Leaf<Tls>,
+    #[serde(default)]
+    pub cluster: Leaf<Cluster>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -171,6 +173,27 @@ pub struct Tls {
     pub cert_file: Leaf<String>,
     #[serde(default)]
     pub key_file: Leaf<String>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `[cluster]`
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct Cluster {
+    #[serde(default)]
+    pub node: Leaf<String>,
+    #[serde(default)]
+    pub peer_listen: Leaf<String>,
+    #[serde(default)]
+    pub peers: Leaf<Vec<Leaf<String>>>,
+    #[serde(default)]
+    pub peers_dns: Leaf<String>,
+    #[serde(default)]
+    pub peer_key_file: Leaf<String>,
+    #[serde(default)]
+    pub dns_refresh_secs: Leaf<i64>,
+    #[serde(default)]
+    pub health_check_ms: Leaf<i64>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use super::file::{self, Leaf, Unknown};
 use super::{
-    AdminConfig, AuthConfig, CacheConfig, Config, DeliveryConfig, LimitsConfig, OriginConfig,
-    Problem, Secret, ServerConfig, TlsConfig, TlsKey,
+    AdminConfig, AuthConfig, CacheConfig, ClusterConfig, Config, DeliveryConfig, LimitsConfig,
+    Members, OriginConfig, Problem, Secret, ServerConfig, TlsConfig, TlsKey,
 };
 use crate::cache::store::ENTRY_OVERHEAD;
 use crate::rendition::{Catalogue, Rendition, Variant, DEFAULT_QUALITY};
@@ -41,6 +41,7 @@ pub(super) fn validate(file: &file::File, source: &Path) -> Result<Config, Vec<P
         delivery: delivery(&mut c, &file.delivery),
         limits: limits(&mut c, &file.limits),
         tls: tls(&mut c, &file.tls),
+        cluster: cluster(&mut c, &file.cluster),
     };
     cross_checks(&mut c, &config);
     if c.problems.is_empty() {
@@ -327,6 +328,141 @@ fn pem_key(pem: &[u8]) -> Result<TlsKey, String> {
     })
 }
 
+/// `[cluster]`: absent for a node that works alone.
+fn cluster(c: &mut Checker, leaf: &Leaf<file::Cluster>) -> Option<ClusterConfig> {
+    if matches!(leaf, Leaf::Absent) {
+        return None;
+    }
+    let t = c.table("cluster", leaf);
+    c.unknown("cluster", &t.unknown);
+    let node = match c.leaf("cluster.node", &t.node) {
+        Some(name) => name,
+        None => host_name(),
+    };
+    if let Err(why) = member_name(&node) {
+        c.problem("cluster.node", why);
+    }
+    let peer_listen = c.required("cluster.peer_listen", &t.peer_listen);
+    let peer_listen = peer_listen.and_then(|text| c.socket_addr("cluster.peer_listen", &text));
+    let peers = c.list("cluster.peers", &t.peers);
+    let dns = c
+        .leaf("cluster.peers_dns", &t.peers_dns)
+        .filter(|d| !d.is_empty());
+    let members = match (peers.is_empty(), dns) {
+        (false, Some(_)) => {
+            c.problem(
+                "cluster.peers_dns",
+                "give cluster.peers or cluster.peers_dns, not both",
+            );
+            None
+        }
+        (true, None) => {
+            c.problem("cluster.peers", "give cluster.peers or cluster.peers_dns");
+            None
+        }
+        (true, Some(dns)) => dns_members(c, &dns),
+        (false, None) => static_members(c, &node, peers),
+    };
+    let peer_key = c.secret("cluster.peer_key_file", &t.peer_key_file, 32);
+    let dns_refresh = c.secs("cluster.dns_refresh_secs", &t.dns_refresh_secs, 1..=3600);
+    let health_check = c.millis("cluster.health_check_ms", &t.health_check_ms, 100..=60_000);
+    Some(ClusterConfig {
+        node,
+        peer_listen: peer_listen?,
+        members: members?,
+        peer_key,
+        dns_refresh: dns_refresh.unwrap_or(ClusterConfig::DNS_REFRESH),
+        health_check: health_check.unwrap_or(ClusterConfig::HEALTH_CHECK),
+    })
+}
+
+/// `cluster.peers`: `name=ip:port` each, names and addresses unique, this node among them.
+fn static_members(
+    c: &mut Checker,
+    node: &str,
+    peers: Vec<(String, Leaf<String>)>,
+) -> Option<Members> {
+    let mut members: Vec<(String, SocketAddr)> = Vec::new();
+    for (key, leaf) in peers {
+        let Some(text) = c.leaf(&key, &leaf) else {
+            continue;
+        };
+        let Some((name, addr)) = text.split_once('=') else {
+            c.problem(&key, format!("must be \"name=ip:port\", got {text:?}"));
+            continue;
+        };
+        if let Err(why) = member_name(name) {
+            c.problem(&key, why);
+            continue;
+        }
+        let Some(addr) = c.socket_addr(&key, addr) else {
+            continue;
+        };
+        if members.iter().any(|(n, a)| n == name || *a == addr) {
+            c.problem(&key, format!("names a member twice: {text:?}"));
+            continue;
+        }
+        members.push((name.to_string(), addr));
+    }
+    if !members.iter().any(|(name, _)| name == node) {
+        c.problem(
+            "cluster.peers",
+            format!("must list this node, {node:?} (cluster.node)"),
+        );
+    }
+    Some(Members::Static(members))
+}
+
+/// `cluster.peers_dns`: `host:port`.
+fn dns_members(c: &mut Checker, text: &str) -> Option<Members> {
+    let parsed = text
+        .rsplit_once(':')
+        .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
+        .filter(|(host, port)| !host.is_empty() && *port != 0 && host.len() <= 253);
+    match parsed {
+        Some((host, port))
+            if host
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "-._".contains(ch)) =>
+        {
+            Some(Members::Dns {
+                host: host.to_string(),
+                port,
+            })
+        }
+        _ => {
+            c.problem(
+                "cluster.peers_dns",
+                format!("must be a DNS name and port like \"peers.example:7443\", got {text:?}"),
+            );
+            None
+        }
+    }
+}
+
+/// A member's name: 1 to 63 letters, digits, `-`, `.` or `_` (a host or pod name).
+pub fn member_name(name: &str) -> Result<(), String> {
+    let ok = (1..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "-._".contains(ch));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be 1 to 63 letters, digits, '-', '.' or '_', got {name:?}"
+        ))
+    }
+}
+
+/// This host's name, the default of `cluster.node`.
+fn host_name() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// `[limits]`
 fn limits(c: &mut Checker, leaf: &Leaf<file::Limits>) -> LimitsConfig {
     let t = c.table("limits", leaf);
@@ -490,6 +626,10 @@ fn cross_checks(c: &mut Checker, config: &Config) {
         ("server.listen", server.listen),
         ("server.tls_listen", server.tls_listen),
         ("server.admin_listen", Some(server.admin_listen)),
+        (
+            "cluster.peer_listen",
+            config.cluster.as_ref().map(|c| c.peer_listen),
+        ),
     ];
     for (i, (key, addr)) in listeners.iter().enumerate() {
         for (other, other_addr) in &listeners[..i] {
