@@ -260,6 +260,7 @@ fn cached_frames_leave_by_reference() {
             &framecache::identity::OwnerId::parse("owner-1").unwrap(),
             &framecache::identity::CameraId::parse("cam-2").unwrap(),
             framecache::request::FrameRef::Latest,
+            &framecache::cache::Via::Origin,
         ))
         .unwrap();
     assert_eq!(&cached.frame.body[..], &first.body[..]);

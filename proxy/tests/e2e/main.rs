@@ -13,4 +13,5 @@ mod origin;
 mod path;
 mod rendition;
 mod stream;
+mod tier;
 mod tls;

@@ -292,7 +292,12 @@ fn a_purge_between_frame_and_rendition_keeps_the_rendition_out() {
     let cache = stack.proxy.shared.cache.clone();
     let thumb = built_in("thumb");
     let source = runtime
-        .block_on(cache.get(&owner, &camera, framecache::request::FrameRef::Latest))
+        .block_on(cache.get(
+            &owner,
+            &camera,
+            framecache::request::FrameRef::Latest,
+            &framecache::cache::Via::Origin,
+        ))
         .unwrap();
     let address = source.frame.hash;
     assert!(cache.purge(&owner, None) > 0);
