@@ -6,7 +6,7 @@
 //! | `GET /healthz`      | 200 while the process runs                                     |
 //! | `GET /readyz`       | 200 once the listeners are up, 503 before and at shutdown      |
 //! | `POST /admin/purge` | admin bearer token; JSON `{"owner": ID}` or `{"owner": ID, "camera": ID}` → `{"purged": N}` |
-//! | `GET /admin/cluster` | admin bearer token; `{"node": NAME, "members": [{"name", "address", "state", "self"}]}` (404 on a node alone) |
+//! | `GET /admin/cluster` | admin bearer token; `{"node": NAME, "members": [{"name", "address", "state", "self"}]}` (404 on a node alone); with `?camera=ID` also `"homes"`: the members that camera is asked of now, in order |
 //!
 //! Anything else is a JSON 404, or 405 for another method on a known path.
 
@@ -151,10 +151,24 @@ impl Admin {
         let Some(cluster) = &self.cluster else {
             return error(StatusCode::NOT_FOUND, "not_found", "no such resource");
         };
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "node": cluster.node(),
             "members": cluster.members(),
         });
+        let query = session.req_header().uri.query().unwrap_or_default();
+        if let Some(camera) = query.strip_prefix("camera=") {
+            let Ok(camera) = CameraId::parse(camera) else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "camera id is not valid",
+                );
+            };
+            let homes: Vec<String> = (cluster.homes(camera.as_str()).iter())
+                .map(|b| crate::cluster::ring::name_of(b).to_string())
+                .collect();
+            body["homes"] = serde_json::json!(homes);
+        }
         (StatusCode::OK, JSON, body.to_string().into_bytes())
     }
 
