@@ -120,3 +120,24 @@ ensure_cargo_fuzz() {
   cargo fuzz --version >/dev/null 2>&1 && return 0
   cargo install --quiet --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"
 }
+
+# Docker's engine must be running (the tier tests start containers of our own on private
+# networks); the Compose tool is Debian's docker-compose.
+ensure_docker() {
+  if ! docker info >/dev/null 2>&1; then
+    echo "the tier tests need a running Docker engine (docker info failed)" >&2
+    exit 1
+  fi
+  command -v docker-compose >/dev/null || apt_install docker-compose
+}
+
+# systemd-analyze checks the systemd unit (Debian's systemd package has it); kubectl renders the
+# kustomize base offline (it is not in Debian's archive: install it from the Kubernetes project
+# when missing).
+ensure_deploy_checks() {
+  command -v systemd-analyze >/dev/null || apt_install systemd
+  if ! command -v kubectl >/dev/null; then
+    echo "deploy/check needs kubectl (1.32 or later) to render deploy/kubernetes" >&2
+    exit 1
+  fi
+}
