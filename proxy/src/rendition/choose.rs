@@ -2,9 +2,14 @@
 //!
 //! In order:
 //! 1. `Save-Data: on` → the smallest rendition.
-//! 2. Client hints: `Downlink` (Mbit/s, with `RTT` in ms when sent), else `ECT`, mapped to the
-//!    link of the Network Information API's table: `slow-2g` 50 kbit/s and 2000 ms, `2g`
-//!    70 kbit/s and 1400 ms, `3g` 700 kbit/s and 270 ms, `4g` unbounded.
+//! 2. Client hints, as a tier of the Network Information API's table: `slow-2g` 50 kbit/s and
+//!    2000 ms, `2g` 70 kbit/s and 1400 ms, `3g` 700 kbit/s and 270 ms, `4g` unbounded. `ECT`
+//!    names the tier; `Downlink` (Mbit/s, with `RTT` in ms when sent) is put in the tier it
+//!    falls in, as the browser does when it computes `ECT` from the same two figures. So an
+//!    automatic answer depends on `Save-Data` and the tier only, and it says so with
+//!    `Vary: Save-Data, ECT`, which a downstream cache can key on (four tiers, two Save-Data
+//!    values), rather than on `Downlink` and `RTT`, continuous figures that would split its
+//!    entries without end. `Accept-CH` asks for those two hints only.
 //! 3. The connection's own measurement: Linux `TCP_INFO` on the hub's socket, its delivery
 //!    rate and smoothed RTT.
 //! 4. A connection that has delivered nothing yet has no rate of its own: the link the same
@@ -77,8 +82,59 @@ pub enum Hint {
     Link(Link, Reason),
 }
 
-/// `Accept-CH`: the hints the proxy reads.
-pub const ACCEPT_CH: &str = "Save-Data, ECT, Downlink, RTT";
+/// `Accept-CH` of an automatic answer: the hints the choice depends on, and so its `Vary`.
+pub const ACCEPT_CH: &str = "Save-Data, ECT";
+
+/// A tier of the Network Information API's effective connection types: its name, the largest
+/// downlink (kbit/s) and the smallest RTT (ms) that put a link in it.
+struct Tier {
+    name: &'static str,
+    kbits: f64,
+    rtt_ms: u64,
+}
+
+/// From the slowest up; a link in none of them is `4g`.
+const TIERS: [Tier; 3] = [
+    Tier {
+        name: "slow-2g",
+        kbits: 50.0,
+        rtt_ms: 2000,
+    },
+    Tier {
+        name: "2g",
+        kbits: 70.0,
+        rtt_ms: 1400,
+    },
+    Tier {
+        name: "3g",
+        kbits: 700.0,
+        rtt_ms: 270,
+    },
+];
+
+/// The link a tier stands for: its downlink and RTT (`4g`: unbounded, no RTT).
+fn tier_link(name: &str) -> Option<Link> {
+    if name == "4g" {
+        return Some(Link {
+            rate: f64::INFINITY,
+            rtt: Duration::ZERO,
+        });
+    }
+    let tier = TIERS.iter().find(|t| t.name == name)?;
+    Some(Link {
+        rate: tier.kbits * 125.0,
+        rtt: Duration::from_millis(tier.rtt_ms),
+    })
+}
+
+/// The tier a measured downlink (kbit/s) and RTT fall in: the slowest whose downlink bound it
+/// is at or under, or whose RTT bound it is at or over.
+fn tier_of(kbits: f64, rtt: Duration) -> &'static str {
+    TIERS
+        .iter()
+        .find(|t| kbits <= t.kbits || rtt >= Duration::from_millis(t.rtt_ms))
+        .map_or("4g", |t| t.name)
+}
 
 /// Reads `Save-Data`, `Downlink` (+ `RTT`) and `ECT`. Malformed values are ignored.
 pub fn hint(headers: &HeaderMap) -> Option<Hint> {
@@ -100,23 +156,10 @@ pub fn hint(headers: &HeaderMap) -> Option<Hint> {
         .and_then(|v| v.parse::<f64>().ok())
         .filter(|d| d.is_finite() && *d > 0.0);
     if let Some(mbits) = downlink {
-        let link = Link {
-            rate: mbits * 125_000.0,
-            rtt,
-        };
+        let link = tier_link(tier_of(mbits * 1000.0, rtt))?;
         return Some(Hint::Link(link, Reason::Downlink));
     }
-    let (kbits, rtt_ms) = match value("ect")?.as_str() {
-        "slow-2g" => (50.0, 2000),
-        "2g" => (70.0, 1400),
-        "3g" => (700.0, 270),
-        "4g" => (f64::INFINITY, 0),
-        _ => return None,
-    };
-    let link = Link {
-        rate: kbits * 125.0,
-        rtt: Duration::from_millis(rtt_ms),
-    };
+    let link = tier_link(&value("ect")?)?;
     Some(Hint::Link(link, Reason::Ect))
 }
 
@@ -277,9 +320,12 @@ mod tests {
 
     #[test]
     fn downlink_rates() {
-        // 94 KB in 1 s needs about 0.75 Mbit/s; the medium estimate (23.5 KB) 0.19 Mbit/s.
+        // Each downlink stands for its tier's link: 0.04 Mbit/s is slow-2g's 50 kbit/s, 0.06
+        // 2g's 70 kbit/s, up to 0.7 3g's 700 kbit/s, above 4g (what ECT says for them).
         for (downlink, expected) in [
-            ("0.1", "thumb"),
+            ("0.04", "thumb"),
+            ("0.06", "thumb"),
+            ("0.1", "medium"),
             ("0.25", "medium"),
             ("0.7", "medium"),
             ("1", "full"),
@@ -292,7 +338,7 @@ mod tests {
                 "{downlink}"
             );
         }
-        // Downlink is more precise than ECT and wins over it; RTT counts against the target.
+        // Downlink wins over ECT; an RTT at or over a tier's puts the link in that tier.
         assert_eq!(pick(&[("downlink", "1"), ("ect", "2g")], None).0, "full");
         assert_eq!(pick(&[("downlink", "1"), ("rtt", "500")], None).0, "medium");
         // Absurd values choose, they never overflow.
@@ -308,6 +354,26 @@ mod tests {
             let mut h = HeaderMap::new();
             h.insert("downlink", bad.parse().unwrap());
             assert!(hint(&h).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_downlink_falls_in_the_tier_ect_would_name() {
+        for (kbits, rtt, tier) in [
+            (40.0, 0, "slow-2g"),
+            (50.0, 0, "slow-2g"),
+            (60.0, 0, "2g"),
+            (10_000.0, 2000, "slow-2g"),
+            (10_000.0, 1400, "2g"),
+            (500.0, 100, "3g"),
+            (10_000.0, 300, "3g"),
+            (10_000.0, 100, "4g"),
+        ] {
+            assert_eq!(
+                tier_of(kbits, Duration::from_millis(rtt)),
+                tier,
+                "{kbits} {rtt}"
+            );
         }
     }
 
