@@ -14,6 +14,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::access::{Access, AccessKeys};
 use crate::identity::{CameraId, OwnerId};
 
 /// Largest `Authorization` header accepted, in bytes. A token for a few hundred cameras fits.
@@ -135,6 +136,10 @@ pub struct TokenVerifier {
     /// the same token on every poll, and a second HMAC and JSON parse would find the same.
     /// Expiry and not-before are checked again on every use.
     verified: DashMap<Box<[u8]>, Verified, foldhash::fast::RandomState>,
+    /// Access links, keyed by the same secrets.
+    access: AccessKeys,
+    /// How long a link lasts at most (`auth.link_ttl_secs`).
+    link_ttl: Duration,
 }
 
 /// A verified token's grant and validity window.
@@ -168,14 +173,38 @@ impl TokenVerifier {
             validation,
             leeway: leeway.as_secs(),
             verified: DashMap::default(),
+            access: AccessKeys::new(secret),
+            link_ttl: Duration::from_secs(300),
         }
     }
 
-    /// Also accepts tokens signed with `secrets`, tried in order after the current one.
+    /// Also accepts tokens (and access links) signed with `secrets`, tried in order after the
+    /// current one.
     pub fn with_previous<'a>(mut self, secrets: impl IntoIterator<Item = &'a [u8]>) -> Self {
-        self.keys
-            .extend(secrets.into_iter().map(DecodingKey::from_secret));
+        for secret in secrets {
+            self.keys.push(DecodingKey::from_secret(secret));
+            self.access.add(secret);
+        }
         self
+    }
+
+    /// Links last at most `ttl` (`auth.link_ttl_secs`; default 300 s).
+    pub fn with_link_ttl(mut self, ttl: Duration) -> Self {
+        self.link_ttl = ttl;
+        self
+    }
+
+    /// A link to `owner`'s `camera` for the holder of a token valid until `valid_until`: until
+    /// `auth.link_ttl_secs` from now, or until the token's own end if that comes first. Gives
+    /// the `access` value and its expiry.
+    pub fn link(&self, owner: &OwnerId, valid_until: u64, camera: &CameraId) -> (String, u64) {
+        let expires_at = (unix_now() + self.link_ttl.as_secs()).min(valid_until);
+        (self.access.mint(owner, camera, expires_at), expires_at)
+    }
+
+    /// Verifies an `access` value for `camera`.
+    pub fn verify_access(&self, access: &str, camera: &CameraId) -> Result<Access, AuthError> {
+        self.access.verify(access, camera, unix_now())
     }
 
     /// Verifies the values of the request's `Authorization` headers.

@@ -90,6 +90,8 @@ pub struct AuthConfig {
     pub audience: String,
     /// Clock skew allowed on `exp` (`leeway_secs`). Default 30 s.
     pub leeway: Duration,
+    /// How long an access link lasts at most (`link_ttl_secs`). Default 300 s.
+    pub link_ttl: Duration,
 }
 
 impl Default for AuthConfig {
@@ -99,6 +101,7 @@ impl Default for AuthConfig {
             previous_secrets: Vec::new(),
             audience: "framecache".to_string(),
             leeway: Duration::from_secs(30),
+            link_ttl: Duration::from_secs(300),
         }
     }
 }

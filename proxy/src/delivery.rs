@@ -261,7 +261,10 @@ pub fn frame_response(
             name::X_FRAME_VARIANT,
             HeaderValue::from_static(variant.as_str()),
         );
-        h.insert(name::ACCEPT_CH, HeaderValue::from_static(choose::ACCEPT_CH));
+        if chosen.reason != Reason::Requested {
+            // Asked for where the answer depends on them: not for a rendition asked by name.
+            h.insert(name::ACCEPT_CH, HeaderValue::from_static(choose::ACCEPT_CH));
+        }
         h.insert(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
@@ -377,6 +380,16 @@ impl HubError {
         }
         Ok((h, body))
     }
+}
+
+/// The head of a JSON answer of `len` bytes that no cache keeps.
+pub fn json_header(status: u16, len: usize) -> pingora::Result<ResponseHeader> {
+    let mut h = ResponseHeader::build_no_case(status, Some(4))?;
+    h.insert_header("content-type", "application/json")?;
+    h.insert_header("content-length", len)?;
+    h.insert_header("cache-control", "no-store")?;
+    h.insert_header("x-content-type-options", "nosniff")?;
+    Ok(h)
 }
 
 /// The JSON body of every error answer, hub or admin: `{"error": code, "message": message}`.

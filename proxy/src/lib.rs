@@ -10,6 +10,8 @@
 //! Every module, one line each (a unit test below keeps this list and the modules in step):
 //!
 //! - `main.rs`: parses the command line, dispatches to [`cli`].
+//! - [`access`] — access links (`?access=`) for clients that cannot send headers: one owner's
+//!   one camera, for a short while.
 //! - [`cli`] — the subcommands (`serve`, `check-config`, `token`, `demo`) and exit codes.
 //! - [`config`] — the TOML file, its serde mirror and validation into [`config::Config`].
 //! - [`app`] — binds the listeners and runs the Pingora server: [`app::run`] is what the binary
@@ -91,6 +93,7 @@
 //! 8. Pingora's `logging` phase records the request in [`metrics`]; origin requests are recorded
 //!    where they complete.
 
+pub mod access;
 pub mod admin;
 pub mod app;
 pub mod auth;

@@ -18,6 +18,7 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorType};
 
+use crate::access;
 use crate::app::Shared;
 use crate::auth::{AuthError, TokenVerifier};
 use crate::cache::{FrameCache, Lookup, Via};
@@ -26,7 +27,7 @@ use crate::delivery::{self, Delivery, HubError, Sent};
 use crate::limit::{Limit, StreamSlots};
 use crate::metrics::{Metrics, RequestRecord};
 use crate::rendition::{self, Chosen};
-use crate::request::{FrameRequest, RouteLabel, Target};
+use crate::request::{FrameRef, FrameRequest, HubRequest, RouteLabel, Target};
 use crate::route;
 use crate::stream;
 
@@ -99,8 +100,10 @@ impl Edge {
     /// route → token → cache → rendition → delivery.
     async fn answer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), HubError> {
         let req = self.authorise(session, ctx)?;
-        if req.target == Target::Stream {
-            return self.stream(session, ctx, &req).await;
+        match req.target {
+            Target::Stream => return self.stream(session, ctx, &req).await,
+            Target::Links => return self.links(session, ctx, &req).await,
+            Target::Frame(_) => {}
         }
         // A lookup that ends in an error counts as a miss.
         ctx.lookup = Some(Lookup::Miss { stored: false });
@@ -146,10 +149,69 @@ impl Edge {
         Ok(())
     }
 
-    /// Parses the request line and verifies the token and the camera grant.
+    /// Access links to the camera's latest frame and stream, for the token's holder.
+    async fn links(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        req: &FrameRequest,
+    ) -> Result<(), HubError> {
+        let (access, expires_at) =
+            (self.tokens.load()).link(&req.owner, req.valid_until, &req.camera);
+        let camera = req.camera.as_str();
+        let body = serde_json::json!({
+            "frame": format!("/v1/cameras/{camera}/frame?access={access}"),
+            "stream": format!("/v1/cameras/{camera}/stream?access={access}"),
+            "expires_at": expires_at,
+        })
+        .to_string();
+        let header = delivery::json_header(200, body.len())
+            .map_err(|_| HubError::new(500, "internal", "the answer could not be made"))?;
+        if let Err(error) =
+            delivery::write_response(session, header, Some(body.into()), false).await
+        {
+            ctx.sent.write_error = Some(error);
+        }
+        Ok(())
+    }
+
+    /// A request with an access link: the link must be for this camera, still valid, on the
+    /// latest frame or the stream, and come without a token.
+    fn by_link(
+        &self,
+        req: HubRequest,
+        access: &str,
+        with_token: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<FrameRequest, HubError> {
+        if with_token {
+            return Err(HubError::new(
+                400,
+                "bad_request",
+                "send a bearer token or an access link, not both",
+            ));
+        }
+        let placed = matches!(req.target, Target::Frame(FrameRef::Latest) | Target::Stream);
+        let granted = match placed {
+            true => self.tokens.load().verify_access(access, &req.camera),
+            false => Err(AuthError::Malformed),
+        };
+        let granted = granted.map_err(|e| {
+            ctx.auth_failure = Some(e);
+            HubError::from(e)
+        })?;
+        // The camera's home member verifies the link itself, as it does a token.
+        let via = match self.cache.clustered() {
+            true => Via::Hub(format!("{} {access}", access::FORWARD_SCHEME).into()),
+            false => Via::Origin,
+        };
+        Ok(req.authorised(granted.owner, granted.expires_at, via))
+    }
+
+    /// Parses the request line and verifies the token (or access link) and the camera grant.
     fn authorise(&self, session: &Session, ctx: &mut RequestCtx) -> Result<FrameRequest, HubError> {
         let header = session.req_header();
-        let req = route::parse(
+        let mut req = route::parse(
             &header.method,
             header.uri.path(),
             header.uri.query(),
@@ -157,6 +219,10 @@ impl Edge {
         )?;
         ctx.route = req.target.label();
         let values = header.headers.get_all(http::header::AUTHORIZATION);
+        if let Some(access) = req.access.take() {
+            let with_token = values.iter().next().is_some();
+            return self.by_link(req, &access, with_token, ctx);
+        }
         // With other members, a miss may be asked of the camera's home, which verifies the
         // hub's own token: it goes along (exactly one header, else verification fails below).
         let via = match values.iter().next() {
@@ -200,6 +266,7 @@ pub fn tokens(config: &Config) -> TokenVerifier {
     let auth = &config.auth;
     TokenVerifier::new(auth.secret.expose(), &auth.audience, auth.leeway)
         .with_previous(auth.previous_secrets.iter().map(|s| s.expose()))
+        .with_link_ttl(auth.link_ttl)
 }
 
 #[async_trait]
@@ -216,6 +283,13 @@ impl ProxyHttp for Edge {
             sent: Sent::default(),
             write_timed_out: false,
         }
+    }
+
+    /// Error logs name the method and the path only: a query may hold an access link, which is
+    /// never logged.
+    fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
+        let req = session.req_header();
+        format!("{} {}", req.method, req.uri.path())
     }
 
     /// None: frames are JPEG, already compressed, and every answer is written in

@@ -38,6 +38,8 @@ pub enum Target {
     Frame(FrameRef),
     /// `/v1/cameras/{camera}/stream`: the camera's latest frames, one after another.
     Stream,
+    /// `POST /v1/cameras/{camera}/links`: access links to the camera's frame and stream.
+    Links,
 }
 
 impl Target {
@@ -45,7 +47,7 @@ impl Target {
     pub fn frame(&self) -> FrameRef {
         match self {
             Target::Frame(frame) => *frame,
-            Target::Stream => FrameRef::Latest,
+            Target::Stream | Target::Links => FrameRef::Latest,
         }
     }
 
@@ -55,6 +57,7 @@ impl Target {
             Target::Frame(FrameRef::Latest) => RouteLabel::Frame,
             Target::Frame(FrameRef::ByHash(_)) => RouteLabel::FrameByHash,
             Target::Stream => RouteLabel::Stream,
+            Target::Links => RouteLabel::Other,
         }
     }
 }
@@ -66,6 +69,8 @@ pub struct HubRequest {
     pub target: Target,
     /// The rendition `variant=` asked for, if any.
     pub rendition: Option<Rendition>,
+    /// An access link's `access=` value, if any (never logged).
+    pub access: Option<String>,
     /// `HEAD`: headers only.
     pub head: bool,
 }

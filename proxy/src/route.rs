@@ -1,8 +1,9 @@
 //! Hub request paths → a typed [`HubRequest`], strictly.
 //!
 //! Paths are matched byte for byte with no normalisation: a percent sign, a `;`, an empty or
-//! dot segment, or a query key other than `variant` is refused here, before authorisation, the
-//! cache or the origin see anything. Two different request lines never map to one request.
+//! dot segment, or a query key other than `variant` and `access` is refused here, before
+//! authorisation, the cache or the origin see anything. Two different request lines never map
+//! to one request.
 //!
 //! The `%` ban is what makes that last sentence true. Pingora does not refuse bytes that are
 //! illegal in a request line (a NUL, a space, `"`, `<`, `>`): it percent-encodes them and passes
@@ -69,62 +70,66 @@ pub fn parse(
             (*camera, Target::Frame(FrameRef::ByHash(hash)))
         }
         ["v1", "cameras", camera, "stream"] => (*camera, Target::Stream),
+        ["v1", "cameras", camera, "links"] => (*camera, Target::Links),
         _ => return Err(RouteError::NotFound),
     };
     let camera = CameraId::parse(camera).map_err(|_| BadRequest("camera id is not valid"))?;
 
-    let allow = if target == Target::Stream {
-        "GET"
-    } else {
-        "GET, HEAD"
+    let head = match (target, method) {
+        (Target::Links, &Method::POST) | (Target::Stream, &Method::GET) => false,
+        (Target::Links, _) => return Err(RouteError::MethodNotAllowed("POST")),
+        (Target::Stream, _) => return Err(RouteError::MethodNotAllowed("GET")),
+        (_, &Method::GET) => false,
+        (_, &Method::HEAD) => true,
+        _ => return Err(RouteError::MethodNotAllowed("GET, HEAD")),
     };
-    let head = match *method {
-        Method::GET => false,
-        Method::HEAD if target != Target::Stream => true,
-        _ => return Err(RouteError::MethodNotAllowed(allow)),
-    };
-
+    let (rendition, access) = parse_query(query, renditions)?;
     Ok(HubRequest {
         camera,
         target,
-        rendition: parse_query(query, renditions)?,
+        rendition,
+        access,
         head,
     })
 }
 
-/// The query: nothing, or `variant=NAME` once.
+/// The query: nothing, or `variant=NAME` and `access=VALUE`, each at most once.
 fn parse_query(
     query: Option<&str>,
     renditions: &Catalogue,
-) -> Result<Option<Rendition>, RouteError> {
+) -> Result<(Option<Rendition>, Option<String>), RouteError> {
     use RouteError::BadRequest;
 
     let Some(query) = query.filter(|q| !q.is_empty()) else {
-        return Ok(None);
+        return Ok((None, None));
     };
     if query.bytes().any(|b| b == b'%' || b == b'+') {
         return Err(BadRequest(
             "encoded characters are not allowed in the query",
         ));
     }
-    let mut variant = None;
+    let (mut variant, mut access) = (None, None);
     for pair in query.split('&') {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if key != "variant" {
-            return Err(BadRequest(
-                "unknown query parameter; only variant is allowed",
-            ));
+        match key {
+            "variant" if variant.is_some() => {
+                return Err(BadRequest("variant given more than once"))
+            }
+            "variant" => {
+                let found = renditions.find(value);
+                variant = Some(found.ok_or(BadRequest("unknown variant"))?);
+            }
+            "access" if access.is_some() => return Err(BadRequest("access given more than once")),
+            // Checked (and refused as a bad token when wrong) at authorisation.
+            "access" => access = Some(value.to_string()),
+            _ => {
+                return Err(BadRequest(
+                    "unknown query parameter; only variant and access are allowed",
+                ))
+            }
         }
-        if variant.is_some() {
-            return Err(BadRequest("variant given more than once"));
-        }
-        variant = Some(
-            renditions
-                .find(value)
-                .ok_or(BadRequest("unknown variant"))?,
-        );
     }
-    Ok(variant)
+    Ok((variant, access))
 }
 
 #[cfg(test)]

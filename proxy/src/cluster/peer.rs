@@ -19,7 +19,8 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
 use super::credential::{self, PeerKey};
-use crate::auth::TokenVerifier;
+use crate::access;
+use crate::auth::{AuthError, TokenVerifier};
 use crate::cache::{FrameCache, Served, Via};
 use crate::delivery;
 use crate::identity::{CameraId, ContentHash, OwnerId};
@@ -110,18 +111,31 @@ impl PeerListener {
                 "no such resource",
             ));
         };
-        let values = req.headers.get_all(http::header::AUTHORIZATION);
-        let grant = self
-            .tokens
-            .load()
-            .verify(values.into_iter().map(|v| v.as_bytes()))
-            .and_then(|grant| grant.camera(&camera).map(|()| grant))
-            .map_err(|e| {
-                let hub = delivery::HubError::from(e);
-                let status = StatusCode::from_u16(hub.status).unwrap_or(StatusCode::UNAUTHORIZED);
-                refusal(status, hub.code, "the hub token does not grant this camera")
-            })?;
-        let owner = grant.owner().clone();
+        let tokens = self.tokens.load();
+        // The hub's token, or the access link it came with (forwarded under its own scheme).
+        let link = authorization
+            .and_then(|a| a.strip_prefix(access::FORWARD_SCHEME.as_bytes()))
+            .and_then(|rest| rest.strip_prefix(b" "));
+        let owner = match link {
+            Some(link) => std::str::from_utf8(link)
+                .map_err(|_| AuthError::Malformed)
+                .and_then(|link| tokens.verify_access(link, &camera))
+                .map(|access| access.owner),
+            None => {
+                let values = req.headers.get_all(http::header::AUTHORIZATION);
+                (tokens.verify(values.into_iter().map(|v| v.as_bytes())))
+                    .and_then(|grant| grant.camera(&camera).map(|()| grant.owner().clone()))
+            }
+        };
+        let owner = owner.map_err(|e| {
+            let hub = delivery::HubError::from(e);
+            let status = StatusCode::from_u16(hub.status).unwrap_or(StatusCode::UNAUTHORIZED);
+            refusal(
+                status,
+                hub.code,
+                "the hub's credential does not grant this camera",
+            )
+        })?;
         // The asking member says whose request it is; it must be the token's owner, which is
         // the only word taken for it.
         if single(session, protocol::OWNER).is_some_and(|said| said != owner.as_str().as_bytes()) {

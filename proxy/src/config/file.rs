@@ -98,6 +98,8 @@ pub struct Auth {
     pub audience: Leaf<String>,
     #[serde(default)]
     pub leeway_secs: Leaf<i64>,
+    #[serde(default)]
+    pub link_ttl_secs: Leaf<i64>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

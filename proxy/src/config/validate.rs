@@ -122,6 +122,9 @@ fn auth(c: &mut Checker, leaf: &Leaf<file::Auth>) -> AuthConfig {
         leeway: c
             .secs("auth.leeway_secs", &t.leeway_secs, 0..=300)
             .unwrap_or(d.leeway),
+        link_ttl: c
+            .secs("auth.link_ttl_secs", &t.link_ttl_secs, 1..=86_400)
+            .unwrap_or(d.link_ttl),
     }
 }
 

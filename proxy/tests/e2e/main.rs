@@ -8,6 +8,7 @@ mod delivery;
 mod frame;
 mod lifecycle;
 mod limits;
+mod links;
 mod metrics;
 mod origin;
 mod path;

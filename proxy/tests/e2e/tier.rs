@@ -648,3 +648,31 @@ fn admin_cluster_lists_the_members() {
         401
     );
 }
+
+/// An access link works through a member that is not the camera's home: the home verifies the
+/// link itself (forwarded under its own scheme), and a tampered one is refused there too.
+#[test]
+fn access_links_work_through_a_non_home() {
+    let tier = Tier::start(7, 3, camsim::Faults::none());
+    let owner = "owner-1";
+    let cameras = tier.camsim.topology().cameras_of(owner);
+    let camera = &cameras[0];
+    let other = (tier.home_of(camera) + 1) % 3;
+    let token = token(owner, &cameras);
+    let raw = format!("POST /v1/cameras/{camera}/links HTTP/1.1\r\nHost: hub.test\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let links = exchange(tier.node(other).hub_addr, raw.as_bytes(), false).json();
+    let frame = links["frame"].as_str().unwrap();
+    let get = |path: &str| {
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: hub.test\r\nConnection: close\r\n\r\n");
+        exchange(tier.node(other).hub_addr, raw.as_bytes(), false)
+    };
+    let reply = get(frame);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.body, origin_frame(&tier, owner, camera));
+    assert_eq!(
+        tier.metric(other, "framecache_peer_requests_total{outcome=\"ok\"}"),
+        1.0
+    );
+    let tampered = frame.replacen("access=", "access=9", 1);
+    assert_eq!(get(&tampered).status, 401);
+}
