@@ -368,10 +368,11 @@ impl HubError {
     /// The response header and body.
     pub fn response(&self) -> pingora::Result<(ResponseHeader, Bytes)> {
         let body = error_body(self.code, &self.message);
-        let mut h = ResponseHeader::build_no_case(self.status, Some(5))?;
+        let mut h = ResponseHeader::build_no_case(self.status, Some(6))?;
         h.insert_header("content-type", "application/json")?;
         h.insert_header("content-length", body.len())?;
         h.insert_header("cache-control", "no-store")?;
+        h.insert_header("x-content-type-options", "nosniff")?;
         if self.status == 401 {
             h.insert_header("www-authenticate", "Bearer error=\"invalid_token\"")?;
         }

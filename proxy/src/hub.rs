@@ -290,7 +290,7 @@ fn refusal_bytes(status: u16, code: &str, message: &str) -> Vec<u8> {
     let date = httpdate::fmt_http_date(std::time::SystemTime::now());
     let mut out = format!(
         "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
-         cache-control: no-store\r\ndate: {date}\r\n{allow}connection: close\r\n\r\n",
+         cache-control: no-store\r\nx-content-type-options: nosniff\r\ndate: {date}\r\n{allow}connection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();
