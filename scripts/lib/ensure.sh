@@ -141,3 +141,13 @@ ensure_deploy_checks() {
     exit 1
   fi
 }
+
+# The real clients of clients/test: Debian's chromium (headless), ffmpeg and curl (with HTTP/2).
+ensure_clients() {
+  local missing=()
+  command -v chromium >/dev/null || missing+=(chromium)
+  command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v openssl >/dev/null || missing+=(openssl)
+  ((${#missing[@]} == 0)) || apt_install "${missing[@]}"
+}
