@@ -50,6 +50,12 @@ impl Link {
     /// time excluded). The sample alone reacts fast but, behind a receive window that opens in
     /// bursts, reads high; the average needs a few frames' worth of bytes to mean anything and
     /// is used once [`SETTLED_BYTES`] have been acknowledged.
+    ///
+    /// The RTT is the connection's minimum, the path's own: the smoothed RTT also holds the
+    /// time the proxy's last frame spent queued in front of the hub's slow link (a modem's
+    /// buffer), which the size over the rate already counts. Behind a 1 Mbit/s line with a
+    /// 250 ms buffer the smoothed RTT read about 200 ms where the path took 1 ms, and a full
+    /// frame that arrives in 0.77 s was expected in 0.99 s (`scripts/bench links`).
     pub fn measured(info: &TcpInfo) -> Option<Link> {
         if info.delivery_rate == 0 {
             return None;
@@ -61,7 +67,13 @@ impl Link {
         };
         Some(Link {
             rate: (info.delivery_rate as f64).min(average),
-            rtt: Duration::from_micros(info.rtt_us.into()),
+            rtt: Duration::from_micros(
+                match info.min_rtt_us {
+                    0 => info.rtt_us,
+                    min => min.min(info.rtt_us),
+                }
+                .into(),
+            ),
         })
     }
 }
@@ -178,8 +190,10 @@ impl LinkMemory {
 pub struct TcpInfo {
     /// `tcpi_delivery_rate`, bytes per second.
     pub delivery_rate: u64,
-    /// `tcpi_rtt`, µs.
+    /// `tcpi_rtt`, µs: smoothed, queueing included.
     pub rtt_us: u32,
+    /// `tcpi_min_rtt`, µs: the lowest seen on the connection (0: none yet).
+    pub min_rtt_us: u32,
     /// `tcpi_bytes_acked`.
     pub bytes_acked: u64,
     /// `tcpi_busy_time`, µs.
@@ -236,6 +250,7 @@ fn tcp_info(session: &Session) -> Option<TcpInfo> {
     Some(TcpInfo {
         delivery_rate: info.tcpi_delivery_rate,
         rtt_us: info.tcpi_rtt,
+        min_rtt_us: info.tcpi_min_rtt,
         bytes_acked: info.tcpi_bytes_acked,
         busy_time_us: info.tcpi_busy_time,
         outstanding: info.tcpi_unacked > 0 || info.tcpi_notsent_bytes > 0,
@@ -295,6 +310,7 @@ mod tests {
         let slow = TcpInfo {
             delivery_rate: 40_000,
             rtt_us: 80_000,
+            min_rtt_us: 0,
             bytes_acked: 94_000,
             busy_time_us: 3_000_000,
             outstanding: false,
@@ -329,6 +345,7 @@ mod tests {
         let info = TcpInfo {
             delivery_rate: 40_000,
             rtt_us: 80_000,
+            min_rtt_us: 0,
             bytes_acked: 94_000,
             busy_time_us: 3_000_000,
             outstanding: false,

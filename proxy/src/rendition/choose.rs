@@ -383,6 +383,7 @@ mod tests {
             outstanding: false,
             delivery_rate,
             rtt_us,
+            min_rtt_us: 0,
             bytes_acked,
             busy_time_us,
         };
@@ -398,6 +399,16 @@ mod tests {
         let young = Link::measured(&info(2_500_000, 1_000, 4_000, 3_000_000)).unwrap();
         assert_eq!(young.rate, 2_500_000.0);
         assert_eq!(pick(&[], None), ("full".into(), Reason::Unmeasured));
+        // Behind a modem's buffer the smoothed RTT holds the proxy's own queued frame: the
+        // path's minimum counts, or a 1 Mbit/s line that takes a full frame in 0.77 s would
+        // be expected to take 0.96 s and flip to medium on jitter.
+        let queued = TcpInfo {
+            min_rtt_us: 1_000,
+            ..info(125_000, 200_000, 94_000, 760_000)
+        };
+        let link = Link::measured(&queued).unwrap();
+        assert_eq!(link.rtt, Duration::from_millis(1));
+        assert!(link.time_for(94_000) < Duration::from_millis(800));
     }
 
     #[test]
