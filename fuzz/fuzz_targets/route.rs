@@ -43,9 +43,19 @@ fn canonical(req: &HubRequest) -> (String, Option<String>) {
         Target::Frame(FrameRef::Latest) => format!("/v1/cameras/{camera}/frame"),
         Target::Frame(FrameRef::ByHash(hash)) => format!("/v1/cameras/{camera}/frames/{hash}"),
         Target::Stream => format!("/v1/cameras/{camera}/stream"),
+        Target::Links => format!("/v1/cameras/{camera}/links"),
     };
-    let query = req.rendition.map(|r| format!("variant={}", r.variant));
-    (path, query)
+    let variant = req.rendition.map(|r| format!("variant={}", r.variant));
+    let access = req.access.as_ref().map(|a| format!("access={a}"));
+    let pairs: Vec<String> = variant.into_iter().chain(access).collect();
+    (path, (!pairs.is_empty()).then(|| pairs.join("&")))
+}
+
+/// A query's pairs in order of their keys: `variant` and `access` may come in either order.
+fn sorted(query: Option<&str>) -> Vec<&str> {
+    let mut pairs: Vec<&str> = query.map_or(Vec::new(), |q| q.split('&').collect());
+    pairs.sort_unstable();
+    pairs
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -64,15 +74,18 @@ fuzz_target!(|data: &[u8]| {
 
     assert!(!path.contains('%') && !path.contains(';') && !path.contains("//"));
     assert!(!path.split('/').any(|s| s == "." || s == ".."), "{path:?}");
-    assert!(method == Method::GET || method == Method::HEAD, "{method}");
+    match req.target {
+        Target::Links => assert_eq!(method, Method::POST),
+        _ => assert!(method == Method::GET || method == Method::HEAD, "{method}"),
+    }
     assert_eq!(req.head, method == Method::HEAD);
     assert!(!(req.head && req.target == Target::Stream));
 
     let (canonical_path, canonical_query) = canonical(&req);
     assert_eq!(path, canonical_path, "{req:?}");
     assert_eq!(
-        query.filter(|q| !q.is_empty()),
-        canonical_query.as_deref(),
+        sorted(query.filter(|q| !q.is_empty())),
+        sorted(canonical_query.as_deref()),
         "{req:?}"
     );
     let again = route::parse(

@@ -3,7 +3,7 @@
 //! Paths are matched byte for byte with no normalisation: a percent sign, a `;`, an empty or
 //! dot segment, or a query key other than `variant` and `access` is refused here, before
 //! authorisation, the cache or the origin see anything. Two different request lines never map
-//! to one request.
+//! to one request, but for the order of the two query keys.
 //!
 //! The `%` ban is what makes that last sentence true. Pingora does not refuse bytes that are
 //! illegal in a request line (a NUL, a space, `"`, `<`, `>`): it percent-encodes them and passes
@@ -120,6 +120,7 @@ fn parse_query(
                 variant = Some(found.ok_or(BadRequest("unknown variant"))?);
             }
             "access" if access.is_some() => return Err(BadRequest("access given more than once")),
+            "access" if value.is_empty() => return Err(BadRequest("access needs a value")),
             // Checked (and refused as a bad token when wrong) at authorisation.
             "access" => access = Some(value.to_string()),
             _ => {
@@ -167,6 +168,31 @@ mod tests {
         )
         .unwrap();
         assert!(r.head);
+    }
+
+    #[test]
+    fn links_and_access() {
+        let post = |path: &str| parse(&Method::POST, path, None, &Catalogue::built_in());
+        assert_eq!(
+            post("/v1/cameras/cam-1/links").unwrap().target,
+            Target::Links
+        );
+        assert_eq!(
+            get("/v1/cameras/cam-1/links"),
+            Err(RouteError::MethodNotAllowed("POST"))
+        );
+        let r = get("/v1/cameras/cam-1/frame?variant=thumb&access=1.ab.o").unwrap();
+        assert_eq!(r.access.as_deref(), Some("1.ab.o"));
+        let swapped = get("/v1/cameras/cam-1/frame?access=1.ab.o&variant=thumb").unwrap();
+        assert_eq!(r, swapped);
+        for bad in [
+            "/v1/cameras/cam-1/frame?access",
+            "/v1/cameras/cam-1/frame?access=",
+            "/v1/cameras/cam-1/frame?access=a&access=a",
+            "/v1/cameras/cam-1/frame?access=a&x=1",
+        ] {
+            assert!(matches!(get(bad), Err(RouteError::BadRequest(_))), "{bad}");
+        }
     }
 
     #[test]
