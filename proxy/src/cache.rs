@@ -98,6 +98,8 @@ pub struct Fetched {
     pub owner: OwnerId,
     pub camera: CameraId,
     pub frame: Arc<StoredFrame>,
+    /// How old the frame already was when it arrived (a home member's `Age`).
+    pub age: Duration,
     pub fresh_for: Duration,
     pub no_store: bool,
     pub stored: bool,
@@ -106,6 +108,9 @@ pub struct Fetched {
 /// What the cache answers a request with.
 #[derive(Debug, Clone)]
 pub struct Served {
+    /// The owner the entry was stored for, or the fetch attested: always the request's (a
+    /// lookup of another identity is never served), and what a home member answers with.
+    pub owner: OwnerId,
     pub frame: Arc<StoredFrame>,
     pub lookup: Lookup,
     pub age: Duration,
@@ -259,9 +264,10 @@ impl FrameCache {
         }
         match self.fetch(key, &identity, via).await {
             (Ok(fetched), lookup) => Ok(Served {
+                owner: fetched.owner,
                 frame: fetched.frame,
                 lookup,
-                age: Duration::ZERO,
+                age: fetched.age,
                 fresh_for: fetched.fresh_for,
                 no_store: fetched.no_store,
                 purges,
@@ -461,11 +467,17 @@ impl FrameCache {
         let no_store = v.no_store;
         let frame = StoredFrame::new(v.hash, v.seq, v.captured_at_ms, v.body);
         let frame = Arc::new(frame.signed(v.signature));
-        let stored = !no_store && self.store_fill(key, identity, &frame, fresh_for, purges_before);
+        // A home member's copy comes with its age: kept as old as it is.
+        let stored_at = std::time::Instant::now()
+            .checked_sub(v.age)
+            .unwrap_or_else(std::time::Instant::now);
+        let fill = (key, identity, &frame, fresh_for);
+        let stored = !no_store && self.store_fill(fill, stored_at, purges_before);
         Ok(Fetched {
             owner: v.owner,
             camera: v.camera,
             frame,
+            age: v.age,
             fresh_for,
             no_store,
             stored,
@@ -484,10 +496,8 @@ impl FrameCache {
     /// Returns whether they were kept.
     fn store_fill(
         &self,
-        key: KeyDigest,
-        identity: &Identity,
-        frame: &Arc<StoredFrame>,
-        fresh_for: Duration,
+        (key, identity, frame, fresh_for): (KeyDigest, &Identity, &Arc<StoredFrame>, Duration),
+        stored_at: std::time::Instant,
         purges_before: u64,
     ) -> bool {
         let by_hash = identity.with_frame(FrameRef::ByHash(frame.hash));
@@ -495,15 +505,16 @@ impl FrameCache {
         if identity.frame == FrameRef::Latest {
             entries.push((key, identity.clone(), fresh_for));
         }
-        self.keep(frame, entries, purges_before)
+        self.keep(frame, entries, stored_at, purges_before)
     }
 
-    /// Stores `frame` under each (key, identity, freshness) of `entries`, unless a purge has
-    /// happened since `purges_before`. Returns whether all were kept.
+    /// Stores `frame` under each (key, identity, freshness) of `entries`, as of `stored_at`,
+    /// unless a purge has happened since `purges_before`. Returns whether all were kept.
     pub(crate) fn keep(
         &self,
         frame: &Arc<StoredFrame>,
         entries: Vec<(KeyDigest, Identity, Duration)>,
+        stored_at: std::time::Instant,
         purges_before: u64,
     ) -> bool {
         // One owner's entries (a frame's latest and by-hash entries, or a rendition).
@@ -517,7 +528,7 @@ impl FrameCache {
         if self.purges.generation(owner) != purges_before {
             return false;
         }
-        let now = std::time::Instant::now();
+        let now = stored_at;
         let mut keys = Vec::with_capacity(entries.len());
         let mut kept = true;
         for (key, identity, fresh_for) in entries {
@@ -620,6 +631,7 @@ impl<R: Clone> Drop for FlightGuard<R> {
 
 fn served(entry: &Entry, lookup: Lookup, age: Duration, purges: u64) -> Served {
     Served {
+        owner: entry.owner().clone(),
         frame: Arc::clone(&entry.frame),
         lookup,
         age,
@@ -679,10 +691,8 @@ mod tests {
         let frame = Arc::new(StoredFrame::new(hash, 1, 1, Bytes::from(body)));
         let key = cache.store.key(id);
         cache.store_fill(
-            key,
-            id,
-            &frame,
-            Duration::from_secs(60),
+            (key, id, &frame, Duration::from_secs(60)),
+            std::time::Instant::now(),
             cache.purges.generation(&id.owner),
         );
     }
@@ -702,7 +712,8 @@ mod tests {
             let frame = Arc::new(StoredFrame::new(hash, 7, 1, Bytes::from(body)));
             let purges = old.purges.generation(&latest.owner);
             let key = old.store.key(&latest);
-            assert!(old.store_fill(key, &latest, &frame, Duration::from_secs(60), purges));
+            let fill = (key, &latest, &frame, Duration::from_secs(60));
+            assert!(old.store_fill(fill, std::time::Instant::now(), purges));
             ids.push(latest.with_frame(FrameRef::ByHash(hash)));
             ids.push(latest);
         }

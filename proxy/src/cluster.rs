@@ -34,7 +34,7 @@ use serde::Serialize;
 use crate::cache::key::Identity;
 use crate::config::{ClusterConfig, Members, OriginConfig};
 use crate::metrics::Metrics;
-use crate::origin::{Attempt, Origin, OriginError, VerifiedFrame};
+use crate::origin::{Attempt, Origin, OriginError, Rejection, VerifiedFrame};
 use credential::PeerKey;
 use ring::NameRing;
 
@@ -269,6 +269,21 @@ impl Cluster {
             | Err(OriginError::NotFound | OriginError::Forbidden | OriginError::Limited { .. }) => {
                 self.record(PeerOutcome::Ok);
                 Ok(result)
+            }
+            // The home's origin failed: asking another member would ask the same origin again.
+            Err(OriginError::HomeOrigin { timed_out }) => {
+                self.record(if timed_out {
+                    PeerOutcome::Timeout
+                } else {
+                    PeerOutcome::Error
+                });
+                Ok(result)
+            }
+            // Cut short or oversized: the transport's doing (a home stopping mid-answer), not
+            // an attestation that failed.
+            Err(OriginError::Rejected(Rejection::Truncated | Rejection::TooLarge)) => {
+                self.record(PeerOutcome::Error);
+                Err(Refused::Failed)
             }
             Err(OriginError::Rejected(reason)) => {
                 self.record(PeerOutcome::Rejected);

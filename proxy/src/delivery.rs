@@ -455,7 +455,12 @@ impl From<OriginError> for HubError {
                 HubError::new(502, "bad_gateway", "the origin's answer could not be read")
             }
             OriginError::Unreachable => HubError::new(503, "origin_unavailable", message),
-            OriginError::Timeout => HubError::new(504, "origin_timeout", message),
+            OriginError::Timeout | OriginError::HomeOrigin { timed_out: true } => {
+                HubError::new(504, "origin_timeout", message)
+            }
+            OriginError::HomeOrigin { timed_out: false } => {
+                HubError::new(502, "bad_gateway", message)
+            }
             OriginError::Limited { retry_after } => HubError {
                 header: Some((
                     "retry-after",

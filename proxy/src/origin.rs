@@ -45,6 +45,8 @@ pub struct VerifiedFrame {
     pub body: Bytes,
     /// The origin's `Cache-Control: max-age`, if any.
     pub max_age: Option<Duration>,
+    /// The answer's `Age` (a home member's copy; at most a day is believed), else zero.
+    pub age: Duration,
     /// The origin's `Cache-Control: no-store`.
     pub no_store: bool,
     /// The signature verified with a previous signing key, not the current one.
@@ -113,6 +115,11 @@ pub enum OriginError {
     Unreachable,
     #[error("the origin connection failed: {0}")]
     Io(String),
+    /// The camera's home member asked the origin and got no frame (502), or none in time
+    /// (504): final for the member that asked it, which answers from its own stale copy or
+    /// with the same error.
+    #[error("the camera's home member got no frame from the origin")]
+    HomeOrigin { timed_out: bool },
     /// Not the origin's doing: the owner's origin request budget (`limits.owner_origin_rps`) is
     /// spent, and no request was made.
     #[error("too many origin requests for this owner; try again shortly")]
@@ -150,10 +157,15 @@ impl Outcome {
         match result {
             Ok(_) | Err(OriginError::NotFound | OriginError::Forbidden) => Outcome::Ok,
             Err(OriginError::Rejected(_)) => Outcome::Rejected,
-            Err(OriginError::Timeout) => Outcome::Timeout,
-            Err(OriginError::Unreachable | OriginError::Io(_) | OriginError::Limited { .. }) => {
-                Outcome::Error
+            Err(OriginError::Timeout | OriginError::HomeOrigin { timed_out: true }) => {
+                Outcome::Timeout
             }
+            Err(
+                OriginError::Unreachable
+                | OriginError::Io(_)
+                | OriginError::Limited { .. }
+                | OriginError::HomeOrigin { timed_out: false },
+            ) => Outcome::Error,
         }
     }
 }
@@ -227,6 +239,11 @@ impl Origin {
             connector: TransportConnector::new(Some(options)),
             peers: Vec::new(),
             asks_peers: true,
+            // Longer than the home's own origin request may take, so that a slow origin
+            // reaches the asking member as the home's 504, not as the home's silence.
+            response_timeout: config.response_timeout
+                + config.connect_timeout
+                + Duration::from_secs(1),
             ..Origin::new(config)
         }
     }
@@ -469,9 +486,10 @@ pub fn frame_path(camera: &CameraId, frame: FrameRef) -> String {
     }
 }
 
-/// A home node's answer other than 200, 403 or 404 is its own failure: the owner's budget
-/// there (429), its origin's silence (504), or anything else (an error); the asking node tries
-/// elsewhere rather than refusing an attestation that was never offered.
+/// A home member's answer other than 200, 403 or 404 is no attestation to refuse: the owner's
+/// budget there (429) and its origin's failure (502, 504) are final, as the origin's own
+/// answers would be; anything else (401 after a key rotation on one side, 503 while it drains)
+/// is the home's own failure, and the asking member tries the next.
 fn peer_status(resp: &pingora::http::ResponseHeader) -> Result<(), OriginError> {
     match resp.status.as_u16() {
         200 | 403 | 404 => Ok(()),
@@ -483,7 +501,8 @@ fn peer_status(resp: &pingora::http::ResponseHeader) -> Result<(), OriginError> 
                 retry_after: Duration::from_secs(secs.clamp(1, 60)),
             })
         }
-        504 => Err(OriginError::Timeout),
+        502 => Err(OriginError::HomeOrigin { timed_out: false }),
+        504 => Err(OriginError::HomeOrigin { timed_out: true }),
         status => Err(OriginError::Io(format!("the home node answered {status}"))),
     }
 }
@@ -518,6 +537,7 @@ pub struct Attestation {
     captured_at_ms: Option<u64>,
     signature: Option<blake3::Hash>,
     max_age: Option<Duration>,
+    age: Duration,
     no_store: bool,
     /// The announced `Content-Length`, if it is a number.
     pub content_length: Option<u64>,
@@ -572,6 +592,7 @@ impl Attestation {
             signature: header(protocol::FRAME_SIGNATURE)
                 .and_then(|v| blake3::Hash::from_hex(v).ok()),
             max_age,
+            age: Duration::from_secs(number("age").unwrap_or(0).min(86_400)),
             no_store,
             content_length: number("content-length"),
         })
@@ -613,6 +634,7 @@ impl Attestation {
             signature,
             body,
             max_age: self.max_age,
+            age: self.age,
             no_store: self.no_store,
             previous_key: by > 0,
         })

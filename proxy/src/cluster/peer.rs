@@ -21,9 +21,9 @@ use pingora::protocols::http::ServerSession;
 use super::credential::{self, PeerKey};
 use crate::access;
 use crate::auth::{AuthError, TokenVerifier};
-use crate::cache::{FrameCache, Served, Via};
+use crate::cache::{FrameCache, Lookup, Served, Via};
 use crate::delivery;
-use crate::identity::{CameraId, ContentHash, OwnerId};
+use crate::identity::{CameraId, ContentHash};
 use crate::metrics::Metrics;
 use crate::origin::OriginError;
 use crate::request::FrameRef;
@@ -70,10 +70,7 @@ pub fn parse_path(path: &str, query: Option<&str>) -> Option<(CameraId, FrameRef
 }
 
 impl PeerListener {
-    async fn answer(
-        &self,
-        session: &ServerSession,
-    ) -> Result<(Served, OwnerId, CameraId), Refusal> {
+    async fn answer(&self, session: &ServerSession) -> Result<(Served, CameraId), Refusal> {
         let req = session.req_header();
         if req.method != Method::GET {
             return Err(refusal(
@@ -117,6 +114,8 @@ impl PeerListener {
             .and_then(|a| a.strip_prefix(access::FORWARD_SCHEME.as_bytes()))
             .and_then(|rest| rest.strip_prefix(b" "));
         let owner = match link {
+            // A link serves a camera's latest frame (and stream) only, here as on a hub listener.
+            Some(_) if frame != FrameRef::Latest => Err(AuthError::Malformed),
             Some(link) => std::str::from_utf8(link)
                 .map_err(|_| AuthError::Malformed)
                 .and_then(|link| tokens.verify_access(link, &camera))
@@ -146,7 +145,14 @@ impl PeerListener {
             ));
         }
         match self.cache.get(&owner, &camera, frame, &Via::Origin).await {
-            Ok(served) => Ok((served, owner, camera)),
+            // A frame served stale because the origin fails is this member's fallback, not
+            // an answer: the asking member falls back on its own copy, within its own bounds.
+            Ok(served) if served.lookup == Lookup::Stale => Err(refusal(
+                StatusCode::GATEWAY_TIMEOUT,
+                "origin_unavailable",
+                "the camera backend is failing; only a stale copy is here",
+            )),
+            Ok(served) => Ok((served, camera)),
             Err(error) => Err(origin_refusal(&error)),
         }
     }
@@ -197,7 +203,7 @@ fn single<'a>(session: &'a ServerSession, name: &str) -> Option<&'a [u8]> {
 impl ServeHttp for PeerListener {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         match self.answer(session).await {
-            Ok((served, owner, camera)) => frame_response(&served, &owner, &camera),
+            Ok((served, camera)) => frame_response(&served, &camera),
             Err(refused) => {
                 let body = delivery::error_body(refused.code, refused.message).to_vec();
                 let mut builder = Response::builder()
@@ -216,33 +222,36 @@ impl ServeHttp for PeerListener {
     }
 }
 
-/// The frame with the origin's attestation, and what is left of its freshness (whole seconds,
-/// rounded up: the asking member keeps it at most `cache.latest_fresh_ms` anyway).
-fn frame_response(served: &Served, owner: &OwnerId, camera: &CameraId) -> Response<Vec<u8>> {
+/// The frame with the origin's attestation, under the owner its entry was stored for (the
+/// asking member checks it against its own hub's), with its freshness lifetime (`max-age`,
+/// whole seconds rounded up: the asking member keeps it at most `cache.latest_fresh_ms`
+/// anyway) and its `Age`, so that the asking member's copy is as old as this one.
+fn frame_response(served: &Served, camera: &CameraId) -> Response<Vec<u8>> {
     let frame = &served.frame;
     let Some(signature) = frame.signature else {
         // A frame kept without its signature (an older instance handed it over): nothing to
-        // attest it with. The asking member asks elsewhere.
+        // attest it with. This member's own shortcoming: the asking member asks the next.
         let body =
             delivery::error_body("unattested", "this frame's signature was not kept").to_vec();
         return Response::builder()
-            .status(StatusCode::BAD_GATEWAY)
+            .status(StatusCode::SERVICE_UNAVAILABLE)
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(body)
             .expect("invariant: static header values are valid");
     };
-    let left = served.fresh_for.saturating_sub(served.age);
-    let max_age = left.as_millis().div_ceil(1000);
+    let max_age = (served.fresh_for.as_millis().div_ceil(1000)).min(31_536_000);
     let cache_control = if served.no_store {
         "no-store".to_string()
     } else {
         format!("max-age={max_age}")
     };
+    let owner = &served.owner;
     Response::builder()
         .status(StatusCode::OK)
         .header(http::header::CONTENT_TYPE, "image/jpeg")
         .header(http::header::CONTENT_LENGTH, frame.body.len())
         .header(http::header::CACHE_CONTROL, cache_control)
+        .header(http::header::AGE, served.age.as_secs())
         .header(protocol::FRAME_OWNER, owner.as_str())
         .header(protocol::FRAME_CAMERA, camera.as_str())
         .header(protocol::FRAME_SEQ, frame.seq)

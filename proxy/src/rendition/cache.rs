@@ -228,7 +228,7 @@ impl FrameCache {
         if let Some(purges) = purges_before.filter(|_| !source.no_store) {
             // Immutable, like every by-hash entry.
             let entry = (key, identity.clone(), Duration::MAX);
-            self.keep(&frame, vec![entry], purges);
+            self.keep(&frame, vec![entry], std::time::Instant::now(), purges);
         }
         Ok(frame)
     }

@@ -676,3 +676,92 @@ fn access_links_work_through_a_non_home() {
     let tampered = frame.replacen("access=", "access=9", 1);
     assert_eq!(get(&tampered).status, 401);
 }
+
+/// A home whose origin fails answers with that failure, which is final: the asking member asks
+/// no other member and not the origin (one origin request, not three), and a home's stale copy
+/// is not handed on as fresh: the asking member falls back on its own, marked stale, as old as
+/// it is.
+#[test]
+fn a_home_whose_origin_fails_is_final_and_stale_stays_stale() {
+    let tier = Tier::start(8, 3, camsim::Faults::none());
+    let owner = "owner-1";
+    let camera = tier.camsim.topology().cameras_of(owner)[0].clone();
+    let other = (tier.home_of(&camera) + 1) % 3;
+    let path = format!("/v1/cameras/{camera}/frame");
+    assert_eq!(tier.get(other, owner, &path, &[]).status, 200);
+    tier.camsim.set_faults(camsim::Faults {
+        error_rate: 1.0,
+        ..camsim::Faults::none()
+    });
+    // Past the copies' freshness and stale-while-revalidate: both must ask again.
+    std::thread::sleep(Duration::from_millis(2100));
+    let before = tier.origin_requests();
+    let stale = tier.get(other, owner, &path, &[]);
+    assert_eq!(stale.status, 200, "{}", stale.text());
+    assert_eq!(
+        stale.header("cache-status"),
+        Some("framecache; hit; detail=stale")
+    );
+    assert!(stale.header("age").unwrap().parse::<u64>().unwrap() >= 2);
+    assert_eq!(
+        tier.origin_requests() - before,
+        1,
+        "only the home asked the origin"
+    );
+    // A camera none holds: the home's 502 reaches the hub, after one origin request.
+    let fresh = tier.camsim.topology().cameras_of(owner)[1].clone();
+    let other = (tier.home_of(&fresh) + 1) % 3;
+    let before = tier.origin_requests();
+    let failed = tier.get(other, owner, &format!("/v1/cameras/{fresh}/frame"), &[]);
+    assert_eq!(failed.status, 502, "{}", failed.text());
+    assert_eq!(tier.origin_requests() - before, 1);
+    let scrape = tier.scrape(other);
+    assert_eq!(
+        metric_in(
+            &scrape,
+            "framecache_peer_requests_total{outcome=\"fallback\"}"
+        ),
+        0.0
+    );
+    assert_eq!(
+        metric_in(
+            &scrape,
+            "framecache_peer_rejections_total{reason=\"bad_status\"}"
+        ),
+        0.0
+    );
+}
+
+/// The home checks a forwarded link itself: tampered, or on a frame by hash, it is refused
+/// there, whatever the asking member let through.
+#[test]
+fn the_home_checks_forwarded_links_itself() {
+    let tier = Tier::start(9, 2, camsim::Faults::none());
+    let owner = "owner-1";
+    let cameras = tier.camsim.topology().cameras_of(owner);
+    let camera = &cameras[0];
+    let cluster = tier.node(0).shared.cluster.clone().unwrap();
+    let tokens = tier.node(0).shared.tokens.load();
+    let owner_id = framecache::identity::OwnerId::parse(owner).unwrap();
+    let camera_id = framecache::identity::CameraId::parse(camera).unwrap();
+    let (access, _) = tokens.link(&owner_id, u64::MAX, &camera_id);
+    let key = PeerKey::new(PEER_KEY);
+    let ask = |path: &str, access: &str| {
+        let authorization = format!("FramecacheLink {access}");
+        let request = credential::Request {
+            method: "GET",
+            path,
+            authorization: authorization.as_bytes(),
+        };
+        let signed = key.sign("edge-a", &request, credential::unix_now());
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: peer\r\nAuthorization: {authorization}\r\nX-Framecache-Peer: {signed}\r\nConnection: close\r\n\r\n");
+        exchange(tier.node(1).peer_addr.unwrap(), raw.as_bytes(), false).status
+    };
+    let latest = format!("/cameras/{camera}/frame");
+    assert_eq!(ask(&latest, &access), 200);
+    let tampered = format!("9{access}");
+    assert_eq!(ask(&latest, &tampered), 401);
+    let by_hash = format!("/cameras/{camera}/frames/{}", "ab".repeat(32));
+    assert_eq!(ask(&by_hash, &access), 401);
+    drop(cluster);
+}
