@@ -6,7 +6,7 @@
 //! names: each name stands on the ring as an address made from the name alone. Every member
 //! with the same member list computes the same home for every camera, whatever the addresses.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
@@ -54,8 +54,10 @@ fn point(name: &str) -> SocketAddr {
 /// Ketama over the members' names.
 pub struct NameRing {
     ring: Continuum,
-    /// The member each name's point stands for.
-    members: HashMap<SocketAddr, Backend>,
+    /// The member each name's point stands for, in the points' order: the continuum is built
+    /// from them in that order, the same on every member (should two points collide, each
+    /// member keeps the same one).
+    members: BTreeMap<SocketAddr, Backend>,
 }
 
 impl BackendSelection for NameRing {
@@ -63,7 +65,7 @@ impl BackendSelection for NameRing {
     type Config = ();
 
     fn build(backends: &BTreeSet<Backend>) -> NameRing {
-        let members: HashMap<SocketAddr, Backend> = backends
+        let members: BTreeMap<SocketAddr, Backend> = backends
             .iter()
             .map(|b| (point(&name_of(b)), b.clone()))
             .collect();
@@ -98,6 +100,7 @@ impl BackendIter for Members {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn ring(members: &[(&str, &str)]) -> Arc<NameRing> {
         let set = members
