@@ -75,8 +75,14 @@ impl AccessKeys {
         else {
             return Err(AuthError::Malformed);
         };
+        let expires_text = expires_at;
         let expires_at: u64 = expires_at.parse().map_err(|_| AuthError::Malformed)?;
+        let given_text = given;
         let given = blake3::Hash::from_hex(given).map_err(|_| AuthError::Malformed)?;
+        // One spelling only, the one minted: no leading zeros, lowercase hex.
+        if expires_at.to_string() != expires_text || given.to_hex().as_str() != given_text {
+            return Err(AuthError::Malformed);
+        }
         let owner = OwnerId::parse(owner).map_err(|_| AuthError::Malformed)?;
         let verifies = |key: &[u8; 32]| {
             let expected = mac(key, owner.as_str(), camera.as_str(), expires_at);
@@ -187,6 +193,9 @@ mod tests {
             format!("1000.{}.owner", "0".repeat(63)),
             format!("1000.{mac}.own er"),
             format!("1000.{mac}.{}", "o".repeat(200)),
+            format!("01000.{mac}.owner"),
+            format!("+1000.{mac}.owner"),
+            format!("1000.{}.owner", "A".repeat(64)),
         ] {
             assert_eq!(
                 keys.verify(&bad, &camera, 0),
