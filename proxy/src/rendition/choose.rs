@@ -4,14 +4,16 @@
 //! 1. `Save-Data: on` → the smallest rendition.
 //! 2. Client hints, as a tier of the Network Information API's table: `slow-2g` 50 kbit/s and
 //!    2000 ms, `2g` 70 kbit/s and 1400 ms, `3g` 700 kbit/s and 270 ms, `4g` unbounded. `ECT`
-//!    names the tier; `Downlink` (Mbit/s, with `RTT` in ms when sent) is put in the tier it
-//!    falls in, as the browser does when it computes `ECT` from the same two figures. So an
-//!    automatic answer depends on `Save-Data` and the tier only, and it says so with
-//!    `Vary: Save-Data, ECT`, which a downstream cache can key on (four tiers, two Save-Data
-//!    values), rather than on `Downlink` and `RTT`, continuous figures that would split its
-//!    entries without end. `Accept-CH` asks for those two hints only.
+//!    names the tier; without it, `Downlink` (Mbit/s, with `RTT` in ms when sent) is put in
+//!    the tier it falls in, as the browser does when it computes `ECT` from the same two
+//!    figures. So what hints decide depends on `Save-Data` and the tier only, and the answer
+//!    says `Vary: Save-Data, ECT`, which a downstream cache can key on (four tiers, two
+//!    Save-Data values), rather than on `Downlink` and `RTT`, continuous figures that would
+//!    split its entries without end. `Accept-CH` asks for those two hints only. (Without
+//!    hints the choice is the connection's, below, which no `Vary` can name: frames are
+//!    `private`, for the hub's own cache only.)
 //! 3. The connection's own measurement: Linux `TCP_INFO` on the hub's socket, its delivery
-//!    rate and smoothed RTT.
+//!    rate and minimum RTT.
 //! 4. A connection that has delivered nothing yet has no rate of its own: the link the same
 //!    hub (owner, address, `User-Agent`) measured on an earlier connection
 //!    ([`LinkMemory`](crate::delivery::link::LinkMemory)), else `full`.
@@ -155,12 +157,12 @@ pub fn hint(headers: &HeaderMap) -> Option<Hint> {
     let downlink = value("downlink")
         .and_then(|v| v.parse::<f64>().ok())
         .filter(|d| d.is_finite() && *d > 0.0);
-    if let Some(mbits) = downlink {
-        let link = tier_link(tier_of(mbits * 1000.0, rtt))?;
-        return Some(Hint::Link(link, Reason::Downlink));
+    // ECT, what Vary names, decides when sent; Downlink (and RTT) only without it.
+    if let Some(link) = value("ect").as_deref().and_then(tier_link) {
+        return Some(Hint::Link(link, Reason::Ect));
     }
-    let link = tier_link(&value("ect")?)?;
-    Some(Hint::Link(link, Reason::Ect))
+    let link = tier_link(tier_of(downlink? * 1000.0, rtt))?;
+    Some(Hint::Link(link, Reason::Downlink))
 }
 
 /// The frame the choice is made for.
@@ -338,8 +340,10 @@ mod tests {
                 "{downlink}"
             );
         }
-        // Downlink wins over ECT; an RTT at or over a tier's puts the link in that tier.
-        assert_eq!(pick(&[("downlink", "1"), ("ect", "2g")], None).0, "full");
+        // ECT, which Vary names, wins over Downlink; an RTT at or over a tier's puts the link
+        // in that tier.
+        assert_eq!(pick(&[("downlink", "1"), ("ect", "2g")], None).0, "thumb");
+        assert_eq!(pick(&[("downlink", "0.04"), ("ect", "4g")], None).0, "full");
         assert_eq!(pick(&[("downlink", "1"), ("rtt", "500")], None).0, "medium");
         // Absurd values choose, they never overflow.
         assert_eq!(
