@@ -178,6 +178,20 @@ pub struct Attempt {
     pub elapsed: Duration,
 }
 
+impl Attempt {
+    /// The record of a request that began at `started` and ended with `result`.
+    fn of(result: &Result<VerifiedFrame, OriginError>, started: Instant) -> Attempt {
+        Attempt {
+            outcome: Outcome::of(result),
+            rejection: match result {
+                Err(OriginError::Rejected(r)) => Some(*r),
+                _ => None,
+            },
+            elapsed: started.elapsed(),
+        }
+    }
+}
+
 /// Camera backends, reached through Pingora's pooled transport connector.
 pub struct Origin {
     connector: TransportConnector,
@@ -268,14 +282,7 @@ impl Origin {
                 Err(OriginError::Unreachable)
             }
         };
-        let attempt = Attempt {
-            outcome: Outcome::of(&result),
-            rejection: match &result {
-                Err(OriginError::Rejected(r)) => Some(*r),
-                _ => None,
-            },
-            elapsed: started.elapsed(),
-        };
+        let attempt = Attempt::of(&result, started);
         (result, attempt)
     }
 
@@ -296,14 +303,7 @@ impl Origin {
     ) -> (Result<VerifiedFrame, OriginError>, Attempt) {
         let started = Instant::now();
         let result = self.fetch_from_any(owner, camera, frame).await;
-        let attempt = Attempt {
-            outcome: Outcome::of(&result),
-            rejection: match &result {
-                Err(OriginError::Rejected(r)) => Some(*r),
-                _ => None,
-            },
-            elapsed: started.elapsed(),
-        };
+        let attempt = Attempt::of(&result, started);
         (result, attempt)
     }
 
