@@ -262,7 +262,7 @@ impl Cluster {
             (framecache_protocol::OWNER, owner.as_str()),
         ];
         let (result, _) = (self.client.load())
-            .ask(addr, owner, camera, identity.frame, &headers)
+            .ask(addr, &path, (owner, camera, identity.frame), &headers)
             .await;
         match result {
             Ok(_)

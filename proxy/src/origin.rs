@@ -262,20 +262,19 @@ impl Origin {
         }
     }
 
-    /// Asks the member at `addr` for one frame of `owner`'s, sending `headers` (the hub's
-    /// authorization and this node's peer credential), and attests the answer.
+    /// Asks the member at `addr` for one frame of `owner`'s at `path` ([`frame_path`], which
+    /// the caller's peer credential signs), sending `headers` (the hub's authorization and that
+    /// credential), and attests the answer.
     pub async fn ask(
         &self,
         addr: SocketAddr,
-        owner: &OwnerId,
-        camera: &CameraId,
-        frame: FrameRef,
+        path: &str,
+        (owner, camera, frame): (&OwnerId, &CameraId, FrameRef),
         headers: &[(&str, &str)],
     ) -> (Result<VerifiedFrame, OriginError>, Attempt) {
         let started = Instant::now();
         let peer = self.http_peer(addr);
-        let path = frame_path(camera, frame);
-        let result = match (self.fetch_from(&peer, &path, headers, owner, camera, frame)).await {
+        let result = match (self.fetch_from(&peer, path, headers, owner, camera, frame)).await {
             Exchange::Done(result) => result,
             Exchange::NoConnection(error) => {
                 tracing::warn!(%error, member = %addr, "member unreachable");
