@@ -13,6 +13,11 @@
 //! fed by a static list or by DNS ([`discovery`]), health-checked by TCP connects to each
 //! member's peer listener. A home that is unhealthy or cannot be reached is skipped: the next
 //! member on the ring, then the origin directly.
+//!
+//! A home's 403/404, the owner's 429 there and its origin's failure (502/504) are final: another
+//! member would only ask the same origin again. A home never hands on a copy it serves stale,
+//! and copies travel with their `Age`. Budgets are spent, and purges act, on each member alone;
+//! the peer hop is plaintext HTTP/1.1, for a private network.
 
 pub mod credential;
 pub mod discovery;
@@ -51,9 +56,9 @@ pub enum PeerOutcome {
     Ok,
     /// The home's answer failed attestation: refused, counted by reason, never served.
     Rejected,
-    /// The home could not be reached or failed.
+    /// The home could not be reached or failed, or its origin did (a 502).
     Error,
-    /// The home did not answer within `origin.response_timeout_ms`.
+    /// The home did not answer in time, or its origin did not (a 504).
     Timeout,
     /// No member could answer: the origin was asked directly.
     Fallback,
